@@ -1,0 +1,106 @@
+//! Command-line interface.
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataplane::kernel::DEFAULT_PIN_DIR;
+use crate::dataplane::DataplaneMode;
+use crate::model::DEFAULT_CONTROLLER_NAME;
+
+#[derive(Parser, Debug)]
+#[command(name = "gateway-agent", version, about = "sockgate: Gateway API TCPRoute on an eBPF-accelerated L4 data plane")]
+pub struct Cli {
+    /// Log filter (tracing syntax, e.g. info or gateway_agent=debug); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "SOCKGATE_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the listeners of sockgate's Gateways on this node.
+    Run(RunArgs),
+    /// Load and translate a manifests directory, print the result, serve nothing.
+    Check(CheckArgs),
+    /// Print the pinned eBPF maps in words.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Standalone mode: a directory of Gateway API, Service and EndpointSlice manifests.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// The GatewayClass controllerName this agent serves.
+    #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
+    pub controller_name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Which data path moves the bytes after connection set-up.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dataplane: DataplaneMode,
+    /// Address the listener sockets bind to (`::` for dual stack).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+    /// Deadline for connecting to a backend endpoint, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// How often the manifests directory is checked for changes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+    /// bpffs directory where the eBPF maps are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+    /// cgroup v2 directory the sock_ops program attaches to (default: the agent's own).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+}
+
+/// "5s", "500ms", "2m", or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

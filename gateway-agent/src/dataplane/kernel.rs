@@ -1,0 +1,158 @@
+//! sockgate's eBPF object in the kernel: the listener map and its counters.
+//!
+//! The agent writes every listener port it serves into `LISTENERS`; a sock_ops
+//! program attached to the agent's cgroup counts the connections accepted on
+//! those ports into `LISTENER_STATS`. Both maps are pinned under the pin
+//! directory (default `/sys/fs/bpf/sockgate/`) so `bpftool map dump pinned …`
+//! and `gateway-agent inspect` can read them.
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use aya::programs::{CgroupAttachMode, SockOps};
+use aya::{include_bytes_aligned, Ebpf};
+use gateway_common::{ListenerInfo, ListenerPort, ListenerStats, LISTENERS_MAP, LISTENER_STATS_MAP, SOCKOPS_PROGRAM};
+
+use crate::model::config::DataplaneConfig;
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sockgate";
+
+/// The eBPF object, built by build.rs from gateway-ebpf.
+static OBJECT: &[u8] = include_bytes_aligned!(env!("SOCKGATE_EBPF_OBJECT"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+pub struct KernelListeners {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    cgroup: PathBuf,
+}
+
+impl KernelListeners {
+    /// Loads the object, pins its maps under `pin_dir` (replacing pins a
+    /// crashed agent left) and attaches the sock_ops program to `cgroup`.
+    pub fn load(pin_dir: &Path, cgroup: &Path) -> anyhow::Result<Self> {
+        prepare_pin_dir(pin_dir)?;
+        let mut ebpf = Ebpf::load(OBJECT).context("loading sockgate's eBPF object")?;
+        for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+            let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
+            map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
+        }
+        let program: &mut SockOps = ebpf
+            .program_mut(SOCKOPS_PROGRAM)
+            .context("sock_ops program missing from the eBPF object")?
+            .try_into()?;
+        program.load().context("loading the sock_ops program (is BPF available to this process?)")?;
+        let cgroup_dir = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        // AllowMultiple: other programs on this cgroup (another agent in a test,
+        // a CNI's) keep working.
+        program
+            .attach(cgroup_dir, CgroupAttachMode::AllowMultiple)
+            .with_context(|| format!("attaching sock_ops to cgroup {}", cgroup.display()))?;
+        Ok(KernelListeners { ebpf, pin_dir: pin_dir.to_path_buf(), cgroup: cgroup.to_path_buf() })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// Makes `LISTENERS` hold exactly the ports of `config`.
+    pub fn sync(&mut self, config: &DataplaneConfig) -> anyhow::Result<()> {
+        let mut map: HashMap<_, ListenerPort, ListenerInfo> =
+            HashMap::try_from(self.ebpf.map_mut(LISTENERS_MAP).context("LISTENERS map")?)?;
+        let stale: Vec<ListenerPort> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|port| !config.listeners.contains_key(&(*port as u16)))
+            .collect();
+        for port in stale {
+            map.remove(&port)?;
+        }
+        for (port, listener) in &config.listeners {
+            let info = ListenerInfo {
+                backends: listener.backends.iter().map(|b| b.endpoints.len() as u32).sum(),
+                routed: u32::from(listener.route.is_some()),
+            };
+            map.insert(ListenerPort::from(*port), info, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the pins; the maps go when the last reference (this object) does.
+    pub fn unpin(self) {
+        for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+            let _ = std::fs::remove_file(self.pin_dir.join(name));
+        }
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+}
+
+fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let c_path = std::ffi::CString::new(pin_dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: c_path is a valid NUL-terminated string and fs a writable statfs.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
+        bail!("statfs {}: {}", pin_dir.display(), std::io::Error::last_os_error());
+    }
+    if fs.f_type as i64 != BPF_FS_MAGIC {
+        bail!("{} is not on a bpf filesystem (mount one: mount -t bpf bpf /sys/fs/bpf)", pin_dir.display());
+    }
+    for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+        let stale = pin_dir.join(name);
+        if stale.exists() {
+            tracing::info!(pin = %stale.display(), "replacing a pin left by an earlier agent");
+            std::fs::remove_file(&stale)?;
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup v2 this process runs in (where its listener sockets belong).
+pub fn own_cgroup() -> anyhow::Result<PathBuf> {
+    let relative = std::fs::read_to_string("/proc/self/cgroup")?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .context("this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right.starts_with("cgroup2 ").then(|| left.split(' ').nth(4).map(PathBuf::from)).flatten()
+        })
+        .context("no cgroup2 filesystem is mounted")?;
+    Ok(mount.join(relative.trim_start_matches('/')))
+}
+
+/// What the pinned maps say, for `gateway-agent inspect`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PinnedView {
+    pub listeners: BTreeMap<ListenerPort, ListenerInfo>,
+    pub accepted: BTreeMap<ListenerPort, u64>,
+}
+
+pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<PinnedView> {
+    let mut view = PinnedView::default();
+    let listeners_pin = pin_dir.join(LISTENERS_MAP);
+    let data = MapData::from_pin(&listeners_pin).with_context(|| format!("opening {}", listeners_pin.display()))?;
+    let listeners: HashMap<_, ListenerPort, ListenerInfo> = HashMap::try_from(Map::HashMap(data))?;
+    for entry in listeners.iter() {
+        let (port, info) = entry?;
+        view.listeners.insert(port, info);
+    }
+    let stats_pin = pin_dir.join(LISTENER_STATS_MAP);
+    let data = MapData::from_pin(&stats_pin).with_context(|| format!("opening {}", stats_pin.display()))?;
+    let stats: PerCpuHashMap<_, ListenerPort, ListenerStats> = PerCpuHashMap::try_from(Map::PerCpuHashMap(data))?;
+    for entry in stats.iter() {
+        let (port, per_cpu) = entry?;
+        view.accepted.insert(port, per_cpu.iter().map(|s| s.accepted).sum());
+    }
+    Ok(view)
+}

@@ -1,0 +1,9 @@
+//! sockgate's node agent, as a library so tests can drive its parts.
+pub mod check;
+pub mod cli;
+pub mod dataplane;
+pub mod inspect;
+pub mod model;
+pub mod resources;
+pub mod run;
+pub mod sources;

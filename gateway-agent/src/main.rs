@@ -1,0 +1,21 @@
+//! gateway-agent: sockgate's node agent.
+use anyhow::Result;
+use clap::Parser;
+
+use gateway_agent::cli::{Cli, Command};
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args)),
+        Command::Check(args) => gateway_agent::check::check(&args),
+        Command::Inspect(args) => gateway_agent::inspect::inspect(&args),
+    }
+}

@@ -1,0 +1,148 @@
+//! Backend resolution: a route's backendRefs → weighted groups of ready endpoints.
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::config::BackendGroup;
+use super::status::reasons;
+use crate::resources::gateway_api::{BackendRef, GROUP};
+use crate::resources::{ObjectKey, Snapshot};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Why a backendRef could not be resolved (the route's ResolvedRefs=False reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Resolves every backendRef of every rule; problems come back beside the groups
+/// (an unresolvable ref still gets a group, without endpoints, so its share of
+/// connections is reset rather than silently given to the others).
+pub fn resolve(snapshot: &Snapshot, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
+    let mut groups = Vec::new();
+    let mut problems = Vec::new();
+    for backend in refs {
+        let namespace = backend.namespace.clone().unwrap_or_else(|| route.namespace.clone());
+        let port = backend.port.unwrap_or(0);
+        let name = format!("{namespace}/{}:{port}", backend.name);
+        let weight = backend.weight.unwrap_or(1).clamp(0, i32::MAX) as u32;
+        let endpoints = match resolve_one(snapshot, route, backend, &namespace) {
+            Ok(endpoints) => endpoints,
+            Err(problem) => {
+                problems.push(problem);
+                Vec::new()
+            }
+        };
+        groups.push(BackendGroup { name, weight, endpoints });
+    }
+    (groups, problems)
+}
+
+fn resolve_one(snapshot: &Snapshot, route: &ObjectKey, backend: &BackendRef, namespace: &str) -> Result<Vec<SocketAddr>, RefProblem> {
+    let group = backend.group.as_deref().unwrap_or("");
+    let kind = backend.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err(RefProblem {
+            reason: reasons::INVALID_KIND,
+            message: format!("backendRef {} has kind {group}/{kind}; only core Services are supported", backend.name),
+        });
+    }
+    if namespace != route.namespace && !reference_granted(snapshot, &route.namespace, namespace, &backend.name) {
+        return Err(RefProblem {
+            reason: reasons::REF_NOT_PERMITTED,
+            message: format!("no ReferenceGrant in namespace {namespace} allows TCPRoutes from {} to Service {}", route.namespace, backend.name),
+        });
+    }
+    let service_key = ObjectKey::new(namespace, backend.name.clone());
+    let Some(service) = snapshot.services.get(&service_key) else {
+        return Err(RefProblem { reason: reasons::BACKEND_NOT_FOUND, message: format!("Service {service_key} not found") });
+    };
+    let Some(port) = service_port(service, backend.port.unwrap_or(0)) else {
+        return Err(RefProblem {
+            reason: reasons::BACKEND_NOT_FOUND,
+            message: format!("Service {service_key} has no TCP port {}", backend.port.unwrap_or(0)),
+        });
+    };
+    Ok(ready_endpoints(snapshot, &service_key, port))
+}
+
+fn service_port(service: &Service, port: i32) -> Option<&ServicePort> {
+    service
+        .spec
+        .as_ref()?
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+}
+
+/// A ReferenceGrant in `to_namespace` lets TCPRoutes of `from_namespace` refer to the Service.
+fn reference_granted(snapshot: &Snapshot, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+    snapshot
+        .reference_grants
+        .iter()
+        .filter(|(key, _)| key.namespace == to_namespace)
+        .any(|(_, grant)| {
+            let from_ok = grant
+                .spec
+                .from
+                .iter()
+                .any(|f| f.group == GROUP && f.kind == "TCPRoute" && f.namespace == from_namespace);
+            let to_ok = grant
+                .spec
+                .to
+                .iter()
+                .any(|t| t.group.is_empty() && t.kind == "Service" && t.name.as_deref().is_none_or(|n| n == service));
+            from_ok && to_ok
+        })
+}
+
+/// Ready endpoints of the Service's EndpointSlices for one Service port.
+///
+/// An EndpointSlice names its ports after the Service's ports and carries the
+/// resolved target port, so a named `targetPort` works; a slice without ports
+/// falls back to a numeric targetPort. `ready` absent counts as ready (API docs).
+fn ready_endpoints(snapshot: &Snapshot, service: &ObjectKey, port: &ServicePort) -> Vec<SocketAddr> {
+    let port_name = port.name.clone().unwrap_or_default();
+    let numeric_target = match &port.target_port {
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(_)) => None,
+        None => Some(port.port),
+    };
+    let mut found = BTreeSet::new();
+    let slices = snapshot.endpoint_slices.iter().filter(|(key, slice)| {
+        key.namespace == service.namespace
+            && slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&service.name)
+    });
+    for (_, slice) in slices {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        let target = match slice.ports.as_deref() {
+            None | Some([]) => numeric_target,
+            Some(ports) => ports
+                .iter()
+                .find(|p| p.name.clone().unwrap_or_default() == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .and_then(|p| p.port),
+        };
+        let Some(target) = target.and_then(|t| u16::try_from(t).ok()).filter(|t| *t != 0) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    found.insert(SocketAddr::new(ip, target));
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}

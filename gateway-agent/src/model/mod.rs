@@ -1,0 +1,162 @@
+//! The translator: a pure function from a [`Snapshot`] to the data plane
+//! configuration and the status of every object sockgate owns. No I/O, no
+//! clock (creation times come in the snapshot), deterministic output.
+pub mod attach;
+pub mod backends;
+pub mod config;
+pub mod listeners;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use attach::{attach, parent_gateway, Attachment};
+use config::{DataplaneConfig, ListenerConfig};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use status::{reasons, types, Condition, GatewayStatus, ListenerStatus, RouteParentStatus, StatusReport};
+
+use crate::resources::{Gateway, ObjectKey, Snapshot};
+
+pub const DEFAULT_CONTROLLER_NAME: &str = "sockgate.io/gateway-controller";
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    pub dataplane: DataplaneConfig,
+    pub status: StatusReport,
+}
+
+/// Creation time then namespace/name: the spec's order of precedence.
+fn age_order(meta: &ObjectMeta, key: &ObjectKey) -> (Option<k8s_openapi::jiff::Timestamp>, ObjectKey) {
+    (meta.creation_timestamp.as_ref().map(|t| t.0), key.clone())
+}
+
+pub fn translate(snapshot: &Snapshot, controller_name: &str) -> Translation {
+    let mut status = StatusReport::default();
+
+    // GatewayClasses of this controller.
+    let mut our_classes = Vec::new();
+    for (key, class) in &snapshot.gateway_classes {
+        if class.spec.controller_name == controller_name {
+            our_classes.push(key.name.clone());
+            status
+                .gateway_classes
+                .insert(key.clone(), vec![Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")]);
+        }
+    }
+
+    // Gateways of those classes, oldest first (the oldest keeps a contested port).
+    let mut gateways: Vec<(&ObjectKey, &Gateway)> = snapshot
+        .gateways
+        .iter()
+        .filter(|(_, g)| our_classes.contains(&g.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by_key(|(k, g)| age_order(&g.metadata, k));
+    let verdicts = listeners::judge(&gateways);
+    let verdicts_of = |gateway: &ObjectKey| -> Vec<&listeners::ListenerVerdict> {
+        verdicts.iter().filter(|v| &v.gateway == gateway).collect()
+    };
+
+    // Routes, oldest first: the first to attach to a listener gets its traffic.
+    let mut routes: Vec<_> = snapshot.tcp_routes.iter().collect();
+    routes.sort_by_key(|(k, r)| age_order(&r.route.metadata, k));
+    let namespace_labels = |ns: &str| -> BTreeMap<String, String> {
+        let mut labels = snapshot
+            .namespaces
+            .get(&ObjectKey::cluster(ns))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        // The API server sets this label on every namespace (since 1.21).
+        labels.insert("kubernetes.io/metadata.name".into(), ns.to_string());
+        labels
+    };
+    let mut attached: BTreeMap<(ObjectKey, usize), Vec<ObjectKey>> = BTreeMap::new();
+    let mut resolved = BTreeMap::new();
+    for (route_key, versioned) in &routes {
+        let route = &versioned.route;
+        let refs: Vec<_> = route.spec.rules.iter().flat_map(|r| r.backend_refs.iter()).collect();
+        let (groups, problems) = backends::resolve(snapshot, route_key, &refs);
+        let resolved_refs = match problems.first() {
+            None => Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""),
+            Some(first) => Condition::new(
+                types::RESOLVED_REFS,
+                false,
+                first.reason,
+                problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "),
+            ),
+        };
+        let mut parents = Vec::new();
+        for parent in &route.spec.parent_refs {
+            let Some(gateway_key) = parent_gateway(route_key, parent) else { continue };
+            let Some((_, gateway)) = gateways.iter().find(|(k, _)| **k == gateway_key) else {
+                continue; // not a Gateway of ours: another controller's business
+            };
+            let accepted = match attach(
+                parent,
+                &route_key.namespace,
+                &gateway_key.namespace,
+                &gateway.spec.listeners,
+                &verdicts_of(&gateway_key),
+                &namespace_labels,
+            ) {
+                Attachment::Attached(indexes) => {
+                    for i in indexes {
+                        attached.entry((gateway_key.clone(), i)).or_default().push((*route_key).clone());
+                    }
+                    Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
+                }
+                Attachment::Rejected { reason, message } => Condition::new(types::ACCEPTED, false, reason, message),
+            };
+            parents.push(RouteParentStatus { parent_ref: parent.clone(), conditions: vec![accepted, resolved_refs.clone()] });
+        }
+        if !parents.is_empty() {
+            status.routes.insert((*route_key).clone(), parents);
+        }
+        resolved.insert((*route_key).clone(), groups);
+    }
+
+    // Listeners: status, and the data plane entry of every valid one.
+    let mut dataplane = DataplaneConfig::default();
+    for (gateway_key, gateway) in &gateways {
+        let mut listener_statuses = Vec::new();
+        for verdict in verdicts_of(gateway_key) {
+            let listener = &gateway.spec.listeners[verdict.index];
+            let routes = attached.get(&((*gateway_key).clone(), verdict.index)).cloned().unwrap_or_default();
+            listener_statuses.push(ListenerStatus {
+                name: listener.name.clone(),
+                attached_routes: routes.len() as u32,
+                supported_kinds: verdict.supported_kinds.clone(),
+                conditions: verdict.conditions.clone(),
+            });
+            if !verdict.valid {
+                continue;
+            }
+            // `attached` lists routes in age order: the first one wins the traffic.
+            let winner = routes.first().cloned();
+            let backends = winner.as_ref().map(|r| resolved[r].clone()).unwrap_or_default();
+            dataplane.listeners.insert(
+                listener.port as u16,
+                ListenerConfig { gateway: (*gateway_key).clone(), listener: listener.name.clone(), route: winner, backends },
+            );
+        }
+        let all_valid = verdicts_of(gateway_key).iter().all(|v| v.valid);
+        let any_valid = verdicts_of(gateway_key).iter().any(|v| v.valid);
+        let accepted = if all_valid {
+            Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
+        } else if any_valid {
+            Condition::new(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, "some listeners are not valid")
+        } else {
+            Condition::new(types::ACCEPTED, false, reasons::LISTENERS_NOT_VALID, "no listener is valid")
+        };
+        let programmed = if any_valid {
+            Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, "")
+        } else {
+            Condition::new(types::PROGRAMMED, false, reasons::INVALID, "no listener is valid")
+        };
+        status.gateways.insert(
+            (*gateway_key).clone(),
+            GatewayStatus { conditions: vec![accepted, programmed], listeners: listener_statuses },
+        );
+    }
+    Translation { dataplane, status }
+}

@@ -1,0 +1,109 @@
+//! Status conditions, with the Gateway API's types and reasons.
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::resources::gateway_api::{ParentReference, RouteGroupKind};
+use crate::resources::ObjectKey;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Condition {
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Condition { type_, status, reason, message: message.into() }
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.status { "True" } else { "False" };
+        write!(f, "{}={}/{}", self.type_, status, self.reason)?;
+        if !self.message.is_empty() {
+            write!(f, " ({})", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+pub mod types {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const PROGRAMMED: &str = "Programmed";
+    pub const CONFLICTED: &str = "Conflicted";
+    pub const RESOLVED_REFS: &str = "ResolvedRefs";
+}
+
+pub mod reasons {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const PROGRAMMED: &str = "Programmed";
+    pub const RESOLVED_REFS: &str = "ResolvedRefs";
+    pub const NO_CONFLICTS: &str = "NoConflicts";
+    pub const INVALID: &str = "Invalid";
+    pub const INVALID_PARAMETERS: &str = "InvalidParameters";
+    pub const LISTENERS_NOT_VALID: &str = "ListenersNotValid";
+    pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
+    pub const PROTOCOL_CONFLICT: &str = "ProtocolConflict";
+    pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
+    pub const INVALID_ROUTE_KINDS: &str = "InvalidRouteKinds";
+    pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
+    pub const NO_MATCHING_PARENT: &str = "NoMatchingParent";
+    pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+    pub const INVALID_KIND: &str = "InvalidKind";
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub attached_routes: u32,
+    pub supported_kinds: Vec<RouteGroupKind>,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayStatus {
+    pub conditions: Vec<Condition>,
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteParentStatus {
+    pub parent_ref: ParentReference,
+    pub conditions: Vec<Condition>,
+}
+
+/// The computed status of every object this controller owns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatusReport {
+    pub gateway_classes: BTreeMap<ObjectKey, Vec<Condition>>,
+    pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
+    pub routes: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
+}
+
+impl StatusReport {
+    /// Human-readable lines, for logs and `gateway-agent check`.
+    pub fn lines(&self) -> Vec<String> {
+        let join = |c: &[Condition]| c.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let mut out = Vec::new();
+        for (k, c) in &self.gateway_classes {
+            out.push(format!("GatewayClass {k}: {}", join(c)));
+        }
+        for (k, g) in &self.gateways {
+            out.push(format!("Gateway {k}: {}", join(&g.conditions)));
+            for l in &g.listeners {
+                out.push(format!("  listener {} (attachedRoutes={}): {}", l.name, l.attached_routes, join(&l.conditions)));
+            }
+        }
+        for (k, parents) in &self.routes {
+            for p in parents {
+                let section = p.parent_ref.section_name.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
+                out.push(format!("TCPRoute {k} -> {}{section}: {}", p.parent_ref.name, join(&p.conditions)));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,275 @@
+//! Gateway API objects, as sockgate reads them.
+//!
+//! Own serde types rather than generated ones: one type serves TCPRoute `v1`
+//! and `v1alpha2` (same shape, different rule limits), absent fields keep the
+//! defaults the CRDs declare, and the checks a 1.20 API server cannot run (CEL)
+//! live next to the fields they guard, in `validate()`.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClass {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: GatewayClassSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassSpec {
+    pub controller_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Gateway {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: GatewaySpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    pub gateway_class_name: String,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    pub port: i32,
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedRoutes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<RouteNamespaces>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<RouteGroupKind>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteNamespaces {
+    /// `Same` (the CRD default), `All` or `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteGroupKind {
+    /// Absent means the Gateway API group (the CRD default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: TcpRouteSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default)]
+    pub rules: Vec<TcpRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRouteRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Absent or "" means the core group (a 1.20 server does not fill the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Relative share of new connections, 0..=1_000_000; absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrant {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ReferenceGrantSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    #[serde(default)]
+    pub from: Vec<ReferenceGrantFrom>,
+    #[serde(default)]
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// TCPRoute API versions differ only in how many rules they allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpRouteVersion {
+    /// Standard channel: exactly one rule.
+    V1,
+    /// Experimental channel: one to sixteen rules.
+    V1Alpha2,
+}
+
+impl TcpRouteVersion {
+    pub fn max_rules(self) -> usize {
+        match self {
+            TcpRouteVersion::V1 => 1,
+            TcpRouteVersion::V1Alpha2 => 16,
+        }
+    }
+}
+
+pub const MAX_WEIGHT: i32 = 1_000_000;
+
+impl Gateway {
+    /// What the CRD schema and its CEL rules would have rejected at the API server.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.spec.gateway_class_name.is_empty() {
+            return Err("spec.gatewayClassName is required".into());
+        }
+        if self.spec.listeners.is_empty() || self.spec.listeners.len() > 64 {
+            return Err(format!("spec.listeners must have 1 to 64 items, has {}", self.spec.listeners.len()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, l) in self.spec.listeners.iter().enumerate() {
+            if l.name.is_empty() {
+                return Err(format!("spec.listeners[{i}].name is required"));
+            }
+            if !names.insert(l.name.as_str()) {
+                return Err(format!("spec.listeners[{i}].name {:?} is not unique", l.name));
+            }
+            if !(1..=65535).contains(&l.port) {
+                return Err(format!("spec.listeners[{i}].port {} is outside 1..65535", l.port));
+            }
+            if l.protocol.is_empty() {
+                return Err(format!("spec.listeners[{i}].protocol is required"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TcpRoute {
+    pub fn validate(&self, version: TcpRouteVersion) -> Result<(), String> {
+        let rules = self.spec.rules.len();
+        if rules == 0 || rules > version.max_rules() {
+            return Err(format!(
+                "spec.rules must have 1 to {} items in this API version, has {rules}",
+                version.max_rules()
+            ));
+        }
+        if self.spec.parent_refs.len() > 32 {
+            return Err("spec.parentRefs may have at most 32 items".into());
+        }
+        for (i, p) in self.spec.parent_refs.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(format!("spec.parentRefs[{i}].name is required"));
+            }
+            if let Some(port) = p.port {
+                if !(1..=65535).contains(&port) {
+                    return Err(format!("spec.parentRefs[{i}].port {port} is outside 1..65535"));
+                }
+            }
+        }
+        for (r, rule) in self.spec.rules.iter().enumerate() {
+            if rule.backend_refs.len() > 16 {
+                return Err(format!("spec.rules[{r}].backendRefs may have at most 16 items"));
+            }
+            for (b, backend) in rule.backend_refs.iter().enumerate() {
+                let at = format!("spec.rules[{r}].backendRefs[{b}]");
+                if backend.name.is_empty() {
+                    return Err(format!("{at}.name is required"));
+                }
+                if let Some(w) = backend.weight {
+                    if !(0..=MAX_WEIGHT).contains(&w) {
+                        return Err(format!("{at}.weight {w} is outside 0..{MAX_WEIGHT}"));
+                    }
+                }
+                let is_service = backend.group.as_deref().unwrap_or("").is_empty()
+                    && backend.kind.as_deref().unwrap_or("Service") == "Service";
+                match backend.port {
+                    None if is_service => return Err(format!("{at}.port is required when referring to a Service")),
+                    Some(p) if !(1..=65535).contains(&p) => return Err(format!("{at}.port {p} is outside 1..65535")),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! The snapshot of everything the agent reads: one type, whether it came from a
+//! manifests directory or (later) from Kubernetes watchers, so that everything
+//! downstream is identical in both modes.
+pub mod gateway_api;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+pub use gateway_api::{
+    Gateway, GatewayClass, ReferenceGrant, TcpRoute, TcpRouteVersion,
+};
+
+/// namespace/name of a namespaced object ("" namespace for cluster-scoped ones).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey { namespace: namespace.into(), name: name.into() }
+    }
+    pub fn cluster(name: impl Into<String>) -> Self {
+        ObjectKey { namespace: String::new(), name: name.into() }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// A TCPRoute together with the API version it was written in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedTcpRoute {
+    pub version: TcpRouteVersion,
+    pub route: TcpRoute,
+}
+
+/// Every object the translator reads, keyed by (namespace, name).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub gateway_classes: BTreeMap<ObjectKey, GatewayClass>,
+    pub gateways: BTreeMap<ObjectKey, Gateway>,
+    pub tcp_routes: BTreeMap<ObjectKey, VersionedTcpRoute>,
+    pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub namespaces: BTreeMap<ObjectKey, Namespace>,
+}
+
+impl Snapshot {
+    pub fn object_count(&self) -> usize {
+        self.gateway_classes.len()
+            + self.gateways.len()
+            + self.tcp_routes.len()
+            + self.reference_grants.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.namespaces.len()
+    }
+}

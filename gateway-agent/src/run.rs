@@ -1,0 +1,101 @@
+//! `gateway-agent run`: the reconcile loop of standalone mode.
+//!
+//! source (manifests dir) → snapshot → translate → data plane, again whenever
+//! the directory changes. A load that fails leaves the last good configuration
+//! serving.
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use k8s_openapi::jiff::Timestamp;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::RunArgs;
+use crate::dataplane::listeners::ListenerSet;
+use crate::dataplane::{kernel::KernelListeners, select};
+use crate::model::translate;
+use crate::sources::creation::CreationClock;
+use crate::sources::manifests::load_dir;
+use crate::sources::watch::fingerprint;
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let Some(dir) = args.source.manifests.clone() else {
+        bail!("Kubernetes mode is not available yet: run with --manifests DIR (standalone mode)");
+    };
+    let selection = select(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref())?;
+    tracing::info!(path = selection.path.name(), "data path: {}", selection.reason);
+    let mut kernel = selection.kernel;
+    let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&selection.path), args.connect_timeout);
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(args.reload_interval);
+    let mut clock = CreationClock::default();
+    let mut last_seen: Option<u64> = None;
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = hangup.recv() => true,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        listeners.retry_unbound();
+        let current = match fingerprint(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the manifests directory; still serving the last good configuration");
+                continue;
+            }
+        };
+        if !forced && last_seen == Some(current) {
+            continue;
+        }
+        last_seen = Some(current);
+        reconcile(&dir, &args.source.controller_name, &mut clock, &mut listeners, kernel.as_mut());
+    }
+    tracing::info!("shutting down: closing listeners and connections");
+    drop(listeners);
+    if let Some(kernel) = kernel {
+        kernel.unpin();
+    }
+    Ok(())
+}
+
+fn reconcile(dir: &Path, controller: &str, clock: &mut CreationClock, listeners: &mut ListenerSet, kernel: Option<&mut KernelListeners>) {
+    let mut loaded = match load_dir(dir) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!("manifests rejected ({} problems); still serving the last good configuration", errors.0.len());
+            return;
+        }
+    };
+    clock.stamp(&mut loaded.snapshot, now());
+    let translation = translate(&loaded.snapshot, controller);
+    listeners.apply(&translation.dataplane);
+    if let Some(kernel) = kernel {
+        if let Err(e) = kernel.sync(&translation.dataplane) {
+            tracing::error!(error = %format!("{e:#}"), "updating the eBPF listener map failed");
+        }
+    }
+    tracing::info!(
+        objects = loaded.snapshot.object_count(),
+        ignored = loaded.ignored.len(),
+        listeners = translation.dataplane.listeners.len(),
+        "configuration applied"
+    );
+    for line in translation.status.lines() {
+        tracing::info!("status: {line}");
+    }
+    for (port, why) in listeners.unbound() {
+        tracing::error!(port, "status: listener not programmed: {why}");
+    }
+}
+
+fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::new(since_epoch.as_secs() as i64, since_epoch.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+}

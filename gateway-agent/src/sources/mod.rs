@@ -1,0 +1,4 @@
+//! Sources turn the outside world into a [`Snapshot`](crate::resources::Snapshot).
+pub mod creation;
+pub mod manifests;
+pub mod watch;
