@@ -1,1 +1,153 @@
-fn main(){}
+//! `cargo xtask setup | build | demo | test`: the project's own commands.
+//!
+//! std + anyhow only, so it builds on a machine where `setup` has not run yet.
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages a fresh machine of this kind lacks: Debian's rustc with a
+/// prebuilt `core` for BPF, LLVM 22 to build bpf-linker against, the kernel and
+/// network tools, and the real clients the demo and tests run.
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "rust-web-llvm",
+    "llvm-22-dev", "clang-22", "lld-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "libxml2-dev",
+    "libbpf-dev", "bpftool", "iproute2",
+    "netcat-openbsd", "curl", "socat",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build") => build(),
+        Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
+        Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Installs what is missing; quick when everything is there.
+fn setup() -> Result<()> {
+    let uid = output("id", &["-u"])?;
+    if uid.trim() != "0" {
+        bail!("setup must run as root: it installs packages, mounts bpffs and loads BPF programs");
+    }
+    install_apt_packages()?;
+    install_bpf_linker()?;
+    mount_if_missing("bpf", "/sys/fs/bpf", "bpf")?;
+    if !mounted_fs_type("cgroup2")? {
+        std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
+        mount_if_missing("cgroup2", "/sys/fs/cgroup/unified", "cgroup2")?;
+    }
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn install_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !apt_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run_quiet(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q"]).args(&missing);
+    run_quiet(&mut install, &format!("apt-get install {}", missing.join(" ")))
+}
+
+fn apt_installed(package: &str) -> bool {
+    output("dpkg-query", &["-W", "-f=${db:Status-Abbrev}", package]).is_ok_and(|s| s.starts_with("ii"))
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    let home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
+    PathBuf::from(home).join("bin")
+}
+
+fn install_bpf_linker() -> Result<()> {
+    let linker = cargo_bin_dir().join("bpf-linker");
+    let current = Command::new(&linker).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if current.is_ok_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    let mut install = Command::new(cargo());
+    install
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22", "--locked"]);
+    run_quiet(&mut install, "cargo install bpf-linker")
+}
+
+fn mounted_fs_type(fs_type: &str) -> Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    Ok(mounts.lines().any(|l| l.split_whitespace().nth(2) == Some(fs_type)))
+}
+
+fn mount_if_missing(fs_type: &str, target: &str, source: &str) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(target)) {
+        return Ok(());
+    }
+    run_quiet(Command::new("mount").args(["-t", fs_type, source, target]), &format!("mount {target}"))
+}
+
+fn build() -> Result<()> {
+    run(Command::new(cargo()).current_dir(root()).args(["build", "--workspace", "--bins"]), "cargo build")
+}
+
+fn demo() -> Result<()> {
+    run(&mut Command::new(root().join("target/debug/sockgate-demo")), "the demo")
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test")
+}
+
+/// The cargo running this xtask (rustup's), not Debian's /usr/bin/cargo.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!("{program} {} failed", args.join(" "));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs with inherited output; fails with what was run.
+fn run(command: &mut Command, what: &str) -> Result<()> {
+    let status = command.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs with output captured; on failure, one clear line with the last words of stderr.
+fn run_quiet(command: &mut Command, what: &str) -> Result<()> {
+    let out = command.stdin(Stdio::null()).output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
+        bail!("{what} failed: {}", last.trim());
+    }
+    Ok(())
+}

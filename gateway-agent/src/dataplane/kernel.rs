@@ -34,23 +34,25 @@ impl KernelListeners {
     /// Loads the object, pins its maps under `pin_dir` (replacing pins a
     /// crashed agent left) and attaches the sock_ops program to `cgroup`.
     pub fn load(pin_dir: &Path, cgroup: &Path) -> anyhow::Result<Self> {
-        prepare_pin_dir(pin_dir)?;
         let mut ebpf = Ebpf::load(OBJECT).context("loading sockgate's eBPF object")?;
-        for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
-            let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
-            map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
-        }
         let program: &mut SockOps = ebpf
             .program_mut(SOCKOPS_PROGRAM)
             .context("sock_ops program missing from the eBPF object")?
             .try_into()?;
         program.load().context("loading the sock_ops program (is BPF available to this process?)")?;
         let cgroup_dir = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
-        // AllowMultiple: other programs on this cgroup (another agent in a test,
-        // a CNI's) keep working.
+        // A bpf_link (what aya creates on this kernel) always coexists with other
+        // programs on the cgroup; the link API takes no multi-attach flag, and
+        // aya 0.14 passes AllowMultiple through as a flag the kernel rejects.
         program
-            .attach(cgroup_dir, CgroupAttachMode::AllowMultiple)
+            .attach(cgroup_dir, CgroupAttachMode::Single)
             .with_context(|| format!("attaching sock_ops to cgroup {}", cgroup.display()))?;
+        // Pin last, so a failure above leaves nothing behind in bpffs.
+        prepare_pin_dir(pin_dir)?;
+        for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+            let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
+            map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
+        }
         Ok(KernelListeners { ebpf, pin_dir: pin_dir.to_path_buf(), cgroup: cgroup.to_path_buf() })
     }
 

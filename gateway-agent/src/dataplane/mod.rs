@@ -40,11 +40,12 @@ pub fn select(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) -> any
              (it corrupted streams on this kernel in probes and is not yet proven safe); use --dataplane auto or userspace"
         ),
         DataplaneMode::Auto => {
-            let cgroup = match cgroup {
-                Some(c) => c.to_path_buf(),
-                None => kernel::own_cgroup()?,
-            };
-            match kernel::KernelListeners::load(pin_dir, &cgroup) {
+            let loaded = match cgroup {
+                Some(c) => Ok(c.to_path_buf()),
+                None => kernel::own_cgroup(),
+            }
+            .and_then(|cgroup| kernel::KernelListeners::load(pin_dir, &cgroup));
+            match loaded {
                 Ok(k) => {
                     let reason = format!(
                         "userspace copy (auto: no in-kernel splice is proven safe in this version); \

@@ -1,0 +1,104 @@
+//! The seed scenario, end to end (`cargo xtask demo` runs this): Envoy
+//! Gateway's "TCP Routing" guide served by sockgate in standalone mode.
+//!
+//! Builds the test hosts (client, node, two backends), starts the echo backends
+//! for Services foo and bar on port 3000, starts gateway-agent on the node with
+//! `--manifests examples/tcp-routing`, then runs from the client exactly what
+//! the guide runs and prints the real output. Exits 0 only if 8088 reached
+//! service foo and 8089 service bar. Everything it made is removed on exit.
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sockgate_tests::agent::{wait_for_port, Process};
+use sockgate_tests::echo::EchoResponse;
+use sockgate_tests::netns::NetNs;
+use sockgate_tests::topology::{Topology, GATEWAY};
+use sockgate_tests::{workspace_bin, workspace_root};
+
+fn main() {
+    match demo() {
+        Ok(()) => println!("\ndemo: OK: port 8088 reached service foo and port 8089 service bar"),
+        Err(e) => {
+            eprintln!("\ndemo: FAILED: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn demo() -> Result<()> {
+    let agent_bin = workspace_bin("gateway-agent")?;
+    let echo_bin = workspace_bin("sockgate-echo")?;
+    let manifests = workspace_root().join("examples/tcp-routing");
+    let logs = tempfile::tempdir()?;
+    let pin_dir = format!("/sys/fs/bpf/sockgate-demo-{}", std::process::id());
+
+    println!("== test hosts: client 198.18.1.1, gateway node {GATEWAY}, backends 198.18.2.2 (foo) and 198.18.3.2 (bar)");
+    let hosts = Topology::create()?;
+    let _foo = echo(&hosts.backend1, &echo_bin, "foo", "backend-1-demo", logs.path())?;
+    let _bar = echo(&hosts.backend2, &echo_bin, "bar", "backend-2-demo", logs.path())?;
+
+    println!("== gateway-agent run --manifests {}", manifests.display());
+    let mut agent_cmd = hosts.node.command(&agent_bin);
+    agent_cmd.args(["run", "--manifests"]).arg(&manifests).args(["--bpf-pin-dir", &pin_dir]);
+    let mut agent = Process::spawn("gateway-agent", agent_cmd, logs.path())?;
+    for port in [8088, 8089] {
+        wait_for_port(&hosts.client, SocketAddr::new(GATEWAY.into(), port), Duration::from_secs(20))
+            .with_context(|| format!("the gateway's port {port}; agent log:\n{}", agent.logs()))?;
+    }
+    agent.ensure_running()?;
+    for line in agent.logs().lines().filter(|l| l.contains("data path") || l.contains("status:") || l.contains("listening")) {
+        println!("   agent| {}", line.trim());
+    }
+
+    let host = GATEWAY.to_string();
+    for port in ["8088", "8089"] {
+        shell(&hosts.client, "nc", &["-zv", &host, port])?;
+    }
+    let foo = curl(&hosts.client, &format!("http://{host}:8088"))?;
+    let bar = curl(&hosts.client, &format!("http://{host}:8089"))?;
+
+    println!("\n== the kernel's view: gateway-agent inspect --bpf-pin-dir {pin_dir}");
+    let inspect = Command::new(&agent_bin).args(["inspect", "--bpf-pin-dir", &pin_dir]).output()?;
+    print!("{}{}", String::from_utf8_lossy(&inspect.stdout), String::from_utf8_lossy(&inspect.stderr));
+    if !inspect.status.success() {
+        bail!("gateway-agent inspect failed: the eBPF listener maps are not there");
+    }
+
+    agent.ensure_running()?;
+    agent.stop(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    if foo.service != "foo" || bar.service != "bar" {
+        bail!("8088 answered from service {:?} and 8089 from {:?}", foo.service, bar.service);
+    }
+    Ok(())
+}
+
+fn echo(host: &NetNs, bin: &std::path::Path, service: &str, pod: &str, logs: &std::path::Path) -> Result<Process> {
+    let mut cmd = host.command(bin);
+    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
+    let process = Process::spawn(&format!("echo-{service}"), cmd, logs)?;
+    wait_for_port(host, "127.0.0.1:3000".parse()?, Duration::from_secs(10))?;
+    Ok(process)
+}
+
+/// Runs a program on the client host, printing the command and its output.
+fn shell(host: &NetNs, program: &str, args: &[&str]) -> Result<String> {
+    println!("\n$ {program} {}", args.join(" "));
+    let out = host.command(program).args(args).stdin(Stdio::null()).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // nc reports on stderr; both go to stdout so they read in order.
+    print!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{program} {} failed ({})", args.join(" "), out.status);
+    }
+    Ok(stdout)
+}
+
+fn curl(host: &NetNs, url: &str) -> Result<EchoResponse> {
+    let output = shell(host, "curl", &["-i", "--silent", "--show-error", "--max-time", "10", url])?;
+    println!();
+    let body = output.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body in curl's output")?;
+    serde_json::from_str(body).with_context(|| format!("the answer from {url} is not the echo's JSON"))
+}

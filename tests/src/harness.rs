@@ -1,0 +1,100 @@
+//! A gateway node under test: the test hosts, a manifests directory, and
+//! gateway-agent running on the node with it. Everything goes on drop.
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::agent::{wait_for_log, wait_for_port, Process};
+use crate::netns::NetNs;
+use crate::topology::{Topology, GATEWAY};
+use crate::workspace_bin;
+
+pub struct GatewayNode {
+    // Declared first so it stops before the namespaces go.
+    pub agent: Process,
+    pub hosts: Topology,
+    pub manifests: tempfile::TempDir,
+    pub logs: tempfile::TempDir,
+}
+
+impl GatewayNode {
+    /// Writes `files` (name, YAML) into a fresh manifests directory, starts the
+    /// agent on the node with `args` and waits until the first configuration is applied.
+    pub fn start(files: &[(&str, String)], args: &[&str]) -> Result<GatewayNode> {
+        let hosts = Topology::create()?;
+        let manifests = tempfile::tempdir()?;
+        for (name, yaml) in files {
+            std::fs::write(manifests.path().join(name), yaml)?;
+        }
+        let logs = tempfile::tempdir()?;
+        let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
+        command
+            .args(["run", "--reload-interval", "100ms", "--manifests"])
+            .arg(manifests.path())
+            .args(args)
+            .env("SOCKGATE_LOG", "info,gateway_agent=debug");
+        let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
+        wait_for_log(&mut agent, "configuration applied", Duration::from_secs(20))?;
+        Ok(GatewayNode { agent, hosts, manifests, logs })
+    }
+
+    /// Replaces a manifest file atomically (write aside, rename), as editors and ConfigMaps do.
+    pub fn write(&self, name: &str, yaml: &str) -> Result<()> {
+        let aside = self.manifests.path().join(format!(".{name}.tmp"));
+        std::fs::write(&aside, yaml)?;
+        std::fs::rename(&aside, self.manifests.path().join(name))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        Ok(std::fs::remove_file(self.manifests.path().join(name))?)
+    }
+
+    /// Connects from the client host to the gateway's `port`.
+    pub fn connect(&self, port: u16) -> Result<TcpStream> {
+        let addr = SocketAddr::new(GATEWAY.into(), port);
+        let stream = self.hosts.client.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))??;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        Ok(stream)
+    }
+
+    pub fn wait_for_port(&self, port: u16) -> Result<()> {
+        wait_for_port(&self.hosts.client, SocketAddr::new(GATEWAY.into(), port), Duration::from_secs(10))
+            .with_context(|| format!("agent log:\n{}", self.agent.logs()))
+    }
+
+    /// Waits for the agent to log `needle` (after a reload, say).
+    pub fn wait_for_log(&mut self, needle: &str) -> Result<()> {
+        wait_for_log(&mut self.agent, needle, Duration::from_secs(10))
+    }
+
+    /// How many times the agent logged `needle` so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.agent.logs().matches(needle).count()
+    }
+}
+
+/// A TCP server on `port` of host `ns`: each accepted connection is given to
+/// `handler` on its own thread, and what the handler returns arrives on the receiver.
+pub fn serve<T: Send + 'static>(
+    ns: &NetNs,
+    port: u16,
+    handler: impl Fn(TcpStream) -> T + Send + Sync + Clone + 'static,
+) -> Result<mpsc::Receiver<T>> {
+    let listener = ns.enter(move || TcpListener::bind(("0.0.0.0", port)))??;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+            let (tx, handler) = (tx.clone(), handler.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(handler(stream));
+            });
+        }
+    });
+    Ok(rx)
+}

@@ -1,0 +1,167 @@
+//! Byte integrity through the userspace data path: checksummed data both ways,
+//! either side speaking first, half-close, resets, many connections at once.
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use sockgate_tests::harness::{serve, GatewayNode};
+use sockgate_tests::integrity::{exchange, pattern, receive_to_eof, send_then_fin, Received};
+use sockgate_tests::manifests::{documents, gateway, route, service};
+
+const PORT: u16 = 9000;
+const BACKEND_PORT: u16 = 7000;
+const MIB: usize = 1024 * 1024;
+
+fn node() -> GatewayNode {
+    let yaml = documents(&[
+        gateway(&[("data", PORT)]),
+        route("data", "data", "sink", 7001),
+        service("sink", 7001, BACKEND_PORT, &["198.18.2.2"]),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "userspace"]).unwrap();
+    node.wait_for_port(PORT).unwrap();
+    node
+}
+
+#[test]
+fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin() {
+    let node = node();
+    let request = pattern(1, 24 * MIB);
+    let reply = pattern(2, 24 * MIB);
+    let reply_for_backend = reply.clone();
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, move |mut s: TcpStream| {
+        // Reads to EOF first: proves the client's FIN arrives as a half-close...
+        let got = receive_to_eof(&mut s).unwrap();
+        // ...while this direction still works.
+        send_then_fin(&mut s, &reply_for_backend).unwrap();
+        got
+    })
+    .unwrap();
+    let mut client = node.connect(PORT).unwrap();
+    send_then_fin(&mut client, &request).unwrap();
+    let client_got = receive_to_eof(&mut client).unwrap();
+    let backend_got = backend.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(backend_got, Received::of(&request), "client → backend corrupted");
+    assert_eq!(client_got, Received::of(&reply), "backend → client corrupted");
+}
+
+#[test]
+fn backend_speaks_first_before_the_client_sends_anything() {
+    let node = node();
+    let banner = pattern(3, 16 * MIB);
+    let request = pattern(4, 16 * MIB);
+    let banner_for_backend = banner.clone();
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, move |mut s: TcpStream| {
+        send_then_fin(&mut s, &banner_for_backend).unwrap();
+        receive_to_eof(&mut s).unwrap()
+    })
+    .unwrap();
+    let mut client = node.connect(PORT).unwrap();
+    let client_got = receive_to_eof(&mut client).unwrap();
+    send_then_fin(&mut client, &request).unwrap();
+    let backend_got = backend.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(client_got, Received::of(&banner), "backend → client corrupted");
+    assert_eq!(backend_got, Received::of(&request), "client → backend corrupted");
+}
+
+#[test]
+fn both_sides_write_immediately_and_at_full_rate_in_both_directions() {
+    let node = node();
+    let up = pattern(5, 48 * MIB);
+    let down = pattern(6, 48 * MIB);
+    let down_for_backend = down.clone();
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, move |s: TcpStream| exchange(s, down_for_backend.clone()).unwrap()).unwrap();
+    let client = node.connect(PORT).unwrap();
+    let client_got = exchange(client, up.clone()).unwrap();
+    let backend_got = backend.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(backend_got, Received::of(&up));
+    assert_eq!(client_got, Received::of(&down));
+}
+
+#[test]
+fn thirty_two_concurrent_connections_each_arrive_intact() {
+    let node = node();
+    // The backend answers each connection with a stream derived from what it received first.
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        let mut seed = [0u8; 8];
+        s.read_exact(&mut seed).unwrap();
+        let seed = u64::from_le_bytes(seed);
+        let rest = exchange(s, pattern(seed + 1000, 2 * MIB)).unwrap();
+        (seed, rest)
+    })
+    .unwrap();
+    let clients: Vec<_> = (0..32u64)
+        .map(|seed| {
+            let mut stream = node.connect(PORT).unwrap();
+            std::thread::spawn(move || {
+                stream.write_all(&seed.to_le_bytes()).unwrap();
+                let got = exchange(stream, pattern(seed, 2 * MIB)).unwrap();
+                assert_eq!(got, Received::of(&pattern(seed + 1000, 2 * MIB)), "connection {seed}: backend → client corrupted");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    for _ in 0..32 {
+        let (seed, got) = backend.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(got, Received::of(&pattern(seed, 2 * MIB)), "connection {seed}: client → backend corrupted");
+    }
+}
+
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+}
+
+#[test]
+fn a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close() {
+    let node = node();
+    let _backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        reset(s);
+    })
+    .unwrap();
+    let mut client = node.connect(PORT).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 16];
+    let err = client.read(&mut buf).expect_err("the client must see the reset, not EOF");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+}
+
+#[test]
+fn a_client_reset_reaches_the_backend_as_a_reset() {
+    let node = node();
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        let mut rest = [0u8; 16];
+        s.read(&mut rest).map_err(|e| e.kind())
+    })
+    .unwrap();
+    let mut client = node.connect(PORT).unwrap();
+    client.write_all(b"hello").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    reset(client);
+    let outcome = backend.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(outcome, Err(ErrorKind::ConnectionReset));
+}
+
+#[test]
+fn half_close_from_the_backend_keeps_the_client_direction_open() {
+    let node = node();
+    let request = pattern(7, 8 * MIB);
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        s.write_all(b"ready").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        receive_to_eof(&mut s).unwrap()
+    })
+    .unwrap();
+    let mut client = node.connect(PORT).unwrap();
+    let mut greeting = Vec::new();
+    client.read_to_end(&mut greeting).unwrap(); // EOF: the backend's FIN came through
+    assert_eq!(greeting, b"ready");
+    send_then_fin(&mut client, &request).unwrap();
+    assert_eq!(backend.recv_timeout(Duration::from_secs(30)).unwrap(), Received::of(&request));
+}

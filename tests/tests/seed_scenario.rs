@@ -1,0 +1,72 @@
+//! The TCP Routing guide's scenario (examples/tcp-routing) through the userspace path.
+use std::time::Duration;
+
+use sockgate_tests::agent::{wait_for_log, wait_for_port, Process};
+use sockgate_tests::echo::get;
+use sockgate_tests::harness::GatewayNode;
+use sockgate_tests::netns::NetNs;
+use sockgate_tests::{workspace_bin, workspace_root};
+
+fn start_echo(host: &NetNs, service: &str, pod: &str, logs: &std::path::Path) -> Process {
+    let mut cmd = host.command(workspace_bin("sockgate-echo").unwrap());
+    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
+    let mut p = Process::spawn(&format!("echo-{service}"), cmd, logs).unwrap();
+    wait_for_port(host, "127.0.0.1:3000".parse().unwrap(), Duration::from_secs(10)).unwrap();
+    p.ensure_running().unwrap();
+    p
+}
+
+#[test]
+fn guide_listeners_8088_and_8089_reach_services_foo_and_bar_by_section_name() {
+    let files: Vec<(&str, String)> = ["gateway.yaml", "backends.yaml", "tcproutes.yaml", "endpointslices.yaml"]
+        .iter()
+        .map(|f| (*f, std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap()))
+        .collect();
+    let node = GatewayNode::start(&files, &["--dataplane", "userspace"]).unwrap();
+    let _foo = start_echo(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path());
+    let _bar = start_echo(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path());
+    node.wait_for_port(8088).unwrap();
+    node.wait_for_port(8089).unwrap();
+
+    // Several connections each: every one must land on its listener's Service.
+    for round in 0..5 {
+        for (port, service, pod) in [(8088, "foo", "backend-1-demo"), (8089, "bar", "backend-2-demo")] {
+            let mut stream = node.connect(port).unwrap();
+            let host = format!("198.18.1.2:{port}");
+            let (status, echo) = get(&mut stream, &host).unwrap();
+            assert_eq!(status, "HTTP/1.1 200 OK", "round {round} port {port}");
+            assert_eq!(echo.service, service, "round {round}: port {port} reached the wrong Service");
+            assert_eq!(echo.pod, pod);
+            assert_eq!(echo.namespace, "default");
+            assert_eq!(echo.host, host, "the request passed through unchanged");
+            assert_eq!(echo.headers["User-Agent"], vec!["sockgate-test".to_string()]);
+        }
+    }
+    // The Deployments are not the agent's business: ignored, not errors.
+    let logs = node.agent.logs();
+    assert!(logs.contains("ignored=2"), "{logs}");
+    assert!(!logs.contains("ERROR"), "{logs}");
+}
+
+#[test]
+fn the_real_nc_and_curl_of_the_guide_succeed_through_the_gateway() {
+    let files: Vec<(&str, String)> = ["gateway.yaml", "backends.yaml", "tcproutes.yaml", "endpointslices.yaml"]
+        .iter()
+        .map(|f| (*f, std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap()))
+        .collect();
+    let mut node = GatewayNode::start(&files, &["--dataplane", "userspace"]).unwrap();
+    let _foo = start_echo(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path());
+    let _bar = start_echo(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path());
+    node.wait_for_port(8089).unwrap();
+    for (port, service) in [("8088", "\"service\": \"foo\""), ("8089", "\"service\": \"bar\"")] {
+        let nc = node.hosts.client.command("nc").args(["-zv", "198.18.1.2", port]).output().unwrap();
+        assert!(nc.status.success(), "nc -zv to {port}: {}", String::from_utf8_lossy(&nc.stderr));
+        assert!(String::from_utf8_lossy(&nc.stderr).contains("succeeded"));
+        let curl = node.hosts.client.command("curl").args(["-i", "-sS", "--max-time", "10"]).arg(format!("http://198.18.1.2:{port}")).output().unwrap();
+        let out = String::from_utf8_lossy(&curl.stdout);
+        assert!(curl.status.success(), "curl {port}: {}", String::from_utf8_lossy(&curl.stderr));
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.contains(service), "port {port} answered {out}");
+    }
+    wait_for_log(&mut node.agent, "configuration applied", Duration::from_secs(1)).unwrap();
+}
