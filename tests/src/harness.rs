@@ -23,6 +23,11 @@ impl GatewayNode {
     /// Writes `files` (name, YAML) into a fresh manifests directory, starts the
     /// agent on the node with `args` and waits until the first configuration is applied.
     pub fn start(files: &[(&str, String)], args: &[&str]) -> Result<GatewayNode> {
+        Self::start_with(files, args, |_| {})
+    }
+
+    /// As `start`, with a last word on the agent's command (e.g. a cgroup to join).
+    pub fn start_with(files: &[(&str, String)], args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> Result<GatewayNode> {
         let hosts = Topology::create()?;
         let manifests = tempfile::tempdir()?;
         for (name, yaml) in files {
@@ -35,6 +40,7 @@ impl GatewayNode {
             .arg(manifests.path())
             .args(args)
             .env("SOCKGATE_LOG", "info,gateway_agent=debug");
+        configure(&mut command);
         let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
         wait_for_log(&mut agent, "configuration applied", Duration::from_secs(20))?;
         Ok(GatewayNode { agent, hosts, manifests, logs })

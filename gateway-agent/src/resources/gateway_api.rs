@@ -229,10 +229,10 @@ impl TcpRoute {
     pub fn validate(&self, version: TcpRouteVersion) -> Result<(), String> {
         let rules = self.spec.rules.len();
         if rules == 0 || rules > version.max_rules() {
-            return Err(format!(
-                "spec.rules must have 1 to {} items in this API version, has {rules}",
-                version.max_rules()
-            ));
+            return Err(match version {
+                TcpRouteVersion::V1 => format!("spec.rules must have exactly 1 rule in TCPRoute v1 (v1alpha2 allows up to 16), has {rules}"),
+                TcpRouteVersion::V1Alpha2 => format!("spec.rules must have 1 to 16 rules in TCPRoute v1alpha2, has {rules}"),
+            });
         }
         if self.spec.parent_refs.len() > 32 {
             return Err("spec.parentRefs may have at most 32 items".into());

@@ -167,7 +167,7 @@ impl Loader {
             Some((g, v)) => (g, v),
             None => ("", type_meta.api_version.as_str()),
         };
-        let described = describe(&value);
+        let described = describe(&value, !matches!(type_meta.kind.as_str(), "GatewayClass" | "Namespace"));
         let result = match (group, type_meta.kind.as_str()) {
             (GROUP, "GatewayClass") => self.add::<GatewayClass>(version, &["v1", "v1beta1"], false, value, file, document, |s, k, o| {
                 s.gateway_classes.insert(k, o);
@@ -268,13 +268,14 @@ impl Loader {
     }
 }
 
-/// "namespace/name" (or "name") of a raw object, for error messages.
-fn describe(value: &Value) -> String {
+/// "namespace/name" (or "name" when cluster-scoped) of a raw object, for error messages.
+fn describe(value: &Value, namespaced: bool) -> String {
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<no name>");
-    match value.pointer("/metadata/namespace").and_then(Value::as_str) {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
+    if !namespaced {
+        return name.to_string();
     }
+    let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    format!("{namespace}/{name}")
 }
 
 pub trait HasMeta {

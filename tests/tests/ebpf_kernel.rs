@@ -1,0 +1,82 @@
+//! The eBPF object really loads and attaches on this kernel, its maps are
+//! pinned and readable with bpftool, and the kernel counts the listener's
+//! connections. Needs root and BPF (cargo xtask setup provides both).
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use sockgate_tests::cgroup::Cgroup;
+use sockgate_tests::harness::{serve, GatewayNode};
+use sockgate_tests::integrity::{exchange, pattern, Received};
+use sockgate_tests::manifests::{documents, gateway, route, service};
+use sockgate_tests::netns::unique_name;
+use sockgate_tests::workspace_bin;
+
+/// Connections accepted on `port` according to `gateway-agent inspect`.
+fn kernel_accepted(pin_dir: &str, port: u16) -> u64 {
+    let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", pin_dir]).output().unwrap();
+    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("port {port}:"))).unwrap_or_else(|| panic!("no port {port} in:\n{text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "connections").unwrap();
+    words[at - 1].parse().unwrap()
+}
+
+#[test]
+fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connections() {
+    let cgroup = Cgroup::create().unwrap();
+    let pin_dir = format!("/sys/fs/bpf/{}", unique_name("sockgate-test"));
+    let yaml = documents(&[gateway(&[("a", 9000), ("b", 9001)]), route("ra", "a", "sink", 7001), route("rb", "b", "sink", 7001), service("sink", 7001, 7000, &["198.18.2.2"])]);
+    let cg = cgroup.path().to_str().unwrap().to_string();
+    let mut node = GatewayNode::start_with(&[("all.yaml", yaml)], &["--dataplane", "auto", "--bpf-pin-dir", &pin_dir, "--cgroup", &cg], |cmd| cgroup.enroll(cmd)).unwrap();
+    let logs = node.agent.logs();
+    assert!(logs.contains(&format!("eBPF listener maps pinned in {pin_dir} and sock_ops attached to {cg}")), "{logs}");
+    let _backend = serve(&node.hosts.backend1, 7000, |s: TcpStream| exchange(s, pattern(21, 64 * 1024)).unwrap()).unwrap();
+    node.wait_for_port(9000).unwrap();
+    node.wait_for_port(9001).unwrap();
+
+    // bpftool reads the pinned listener map: both ports, as the agent wrote them.
+    let dump = Command::new("bpftool").args(["-j", "map", "dump", "pinned", &format!("{pin_dir}/LISTENERS")]).output().unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let entries: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 2, "{entries}");
+
+    let (before_a, before_b) = (kernel_accepted(&pin_dir, 9000), kernel_accepted(&pin_dir, 9001));
+    for (port, n) in [(9000, 5), (9001, 3)] {
+        for i in 0..n {
+            let got = exchange(node.connect(port).unwrap(), pattern(i, 4096)).unwrap();
+            assert_eq!(got, Received::of(&pattern(21, 64 * 1024)));
+        }
+    }
+    assert_eq!(kernel_accepted(&pin_dir, 9000) - before_a, 5, "the kernel counts every accept on 9000");
+    assert_eq!(kernel_accepted(&pin_dir, 9001) - before_b, 3, "the kernel counts every accept on 9001");
+
+    // SIGTERM: the agent exits by itself, unpins its maps and detaches.
+    assert!(node.agent.stop(Duration::from_secs(5)), "the agent must exit on SIGTERM");
+    assert!(!std::path::Path::new(&pin_dir).exists(), "pins left behind in {pin_dir}");
+    let show = Command::new("bpftool").args(["cgroup", "show", &cg]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&show.stdout).contains("sockgate_sockops"), "program still attached");
+    node.wait_for_log("shutting down").unwrap_or(());
+}
+
+#[test]
+fn userspace_mode_loads_no_bpf_and_pins_nothing() {
+    let pin_dir = format!("/sys/fs/bpf/{}", unique_name("sockgate-test"));
+    let node = GatewayNode::start(&[("gw.yaml", gateway(&[("a", 9000)]))], &["--dataplane", "userspace", "--bpf-pin-dir", &pin_dir]).unwrap();
+    assert!(node.agent.logs().contains("userspace copy, as requested (no BPF loaded)"));
+    assert!(!std::path::Path::new(&pin_dir).exists());
+}
+
+#[test]
+fn asking_for_the_ebpf_data_path_fails_at_start_with_a_reason_while_it_is_not_proven_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace_bin("gateway-agent").unwrap())
+        .args(["run", "--dataplane", "ebpf", "--manifests"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--dataplane ebpf: the in-kernel sockmap splice is not available"), "{stderr}");
+}

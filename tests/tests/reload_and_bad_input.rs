@@ -1,0 +1,156 @@
+//! Reloads and bad input: established connections keep their route across
+//! reloads, and a malformed file, a missing Service or a port in use each get a
+//! clear report while everything else keeps serving.
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use sockgate_tests::harness::{serve, GatewayNode};
+use sockgate_tests::integrity::{pattern, receive_to_eof, send_then_fin, Received};
+use sockgate_tests::manifests::{documents, gateway, route, service};
+
+const MIB: usize = 1024 * 1024;
+const BACKEND_PORT: u16 = 7000;
+
+/// A backend that echoes every byte back (checked by the client's digest).
+fn echo_backend(node: &GatewayNode) {
+    let _ = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        let mut reader = s.try_clone().unwrap();
+        let _ = std::io::copy(&mut reader, &mut s);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    })
+    .unwrap();
+}
+
+fn sink_service() -> String {
+    service("sink", 7001, BACKEND_PORT, &["198.18.2.2"])
+}
+
+/// Sends `data` in two halves around `between`, and checks the echo is exact.
+fn echo_across(stream: TcpStream, data: &[u8], between: impl FnOnce()) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = stream;
+    let reading = std::thread::spawn(move || receive_to_eof(&mut reader));
+    let half = data.len() / 2;
+    writer.write_all(&data[..half]).unwrap();
+    between();
+    send_then_fin(&mut writer, &data[half..]).unwrap();
+    let got = reading.join().unwrap().expect("the connection must survive");
+    assert_eq!(got, Received::of(data), "echo corrupted across the reload");
+}
+
+fn wait_for_next_apply(node: &mut GatewayNode, before: usize) {
+    for _ in 0..200 {
+        if node.log_count("configuration applied") > before {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no reload happened; agent log:\n{}", node.agent.logs());
+}
+
+#[test]
+fn an_established_connection_survives_a_reload_that_keeps_its_route() {
+    let mut node = GatewayNode::start(&[("gw.yaml", gateway(&[("a", 9000)])), ("rest.yaml", documents(&[route("ra", "a", "sink", 7001), sink_service()]))], &["--dataplane", "userspace"]).unwrap();
+    echo_backend(&node);
+    node.wait_for_port(9000).unwrap();
+    let data = pattern(11, 8 * MIB);
+    let stream = node.connect(9000).unwrap();
+    echo_across(stream, &data, || {
+        let before = node.log_count("configuration applied");
+        // A new listener and route appear; listener a and its route stay.
+        node.write("gw.yaml", &gateway(&[("a", 9000), ("b", 9001)])).unwrap();
+        node.write("rest.yaml", &documents(&[route("ra", "a", "sink", 7001), route("rb", "b", "sink", 7001), sink_service()])).unwrap();
+        wait_for_next_apply(&mut node, before);
+    });
+    node.wait_for_port(9001).unwrap();
+    echo_across(node.connect(9001).unwrap(), &pattern(12, MIB), || {});
+}
+
+#[test]
+fn removing_a_route_resets_its_connections_while_the_other_listener_keeps_flowing() {
+    let mut node = GatewayNode::start(
+        &[("gw.yaml", gateway(&[("a", 9000), ("b", 9001)])), ("rest.yaml", documents(&[route("ra", "a", "sink", 7001), route("rb", "b", "sink", 7001), sink_service()]))],
+        &["--dataplane", "userspace"],
+    )
+    .unwrap();
+    echo_backend(&node);
+    node.wait_for_port(9001).unwrap();
+    let mut doomed = node.connect(9001).unwrap();
+    doomed.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    doomed.read_exact(&mut pong).unwrap();
+    let data = pattern(13, 8 * MIB);
+    echo_across(node.connect(9000).unwrap(), &data, || {
+        let before = node.log_count("configuration applied");
+        node.write("rest.yaml", &documents(&[route("ra", "a", "sink", 7001), sink_service()])).unwrap();
+        wait_for_next_apply(&mut node, before);
+        let mut buf = [0u8; 8];
+        let err = doomed.read(&mut buf).expect_err("the connection of the removed route must be reset");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    });
+}
+
+#[test]
+fn a_malformed_manifest_is_reported_by_file_and_document_and_the_last_good_config_keeps_serving() {
+    let mut node = GatewayNode::start(&[("gw.yaml", gateway(&[("a", 9000)])), ("rest.yaml", documents(&[route("ra", "a", "sink", 7001), sink_service()]))], &["--dataplane", "userspace"]).unwrap();
+    echo_backend(&node);
+    node.wait_for_port(9000).unwrap();
+    let data = pattern(14, 4 * MIB);
+    echo_across(node.connect(9000).unwrap(), &data, || {
+        // Document 2 is not YAML; the listener it would remove must stay.
+        node.write("broken.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: fine\n---\nkind: [unclosed\n").unwrap();
+        node.write("gw.yaml", &gateway(&[("other", 9005)])).unwrap();
+        node.wait_for_log("broken.yaml: document 2: invalid YAML").unwrap();
+        node.wait_for_log("still serving the last good configuration").unwrap();
+    });
+    echo_across(node.connect(9000).unwrap(), &pattern(15, MIB), || {});
+    // A document the API server's schema would reject is refused the same way.
+    let before = node.log_count("still serving the last good configuration");
+    node.write("broken.yaml", "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata:\n  name: two-rules\nspec:\n  rules:\n  - backendRefs: [{name: sink, port: 7001}]\n  - backendRefs: [{name: sink, port: 7001}]\n").unwrap();
+    node.wait_for_log("broken.yaml: document 1: TCPRoute default/two-rules: spec.rules must have exactly 1 rule in TCPRoute v1").unwrap();
+    for _ in 0..200 {
+        if node.log_count("still serving the last good configuration") > before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    echo_across(node.connect(9000).unwrap(), &pattern(16, MIB), || {});
+    // Fixed: the new configuration (listener "other" on 9005 only) applies.
+    node.remove("broken.yaml").unwrap();
+    node.wait_for_port(9005).unwrap();
+}
+
+#[test]
+fn a_route_to_a_missing_service_resets_its_connections_and_reports_backend_not_found() {
+    let node = GatewayNode::start(
+        &[("all.yaml", documents(&[gateway(&[("a", 9000), ("b", 9001)]), route("ra", "a", "sink", 7001), route("rb", "b", "ghost", 7001), sink_service()]))],
+        &["--dataplane", "userspace"],
+    )
+    .unwrap();
+    echo_backend(&node);
+    node.wait_for_port(9001).unwrap();
+    let logs = node.agent.logs();
+    assert!(logs.contains("TCPRoute default/rb -> gw/b: Accepted=True/Accepted, ResolvedRefs=False/BackendNotFound (Service default/ghost not found)"), "{logs}");
+    let mut lost = node.connect(9001).unwrap();
+    let mut buf = [0u8; 4];
+    let err = lost.read(&mut buf).expect_err("a connection to a route with no valid backend is reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    echo_across(node.connect(9000).unwrap(), &pattern(17, 4 * MIB), || {});
+}
+
+#[test]
+fn a_port_already_in_use_is_reported_and_served_once_it_is_free_while_other_listeners_serve() {
+    let mut node = GatewayNode::start(&[("gw.yaml", gateway(&[("a", 9000)]))], &["--dataplane", "userspace"]).unwrap();
+    // Something else on the node holds 9001 when listener b asks for it.
+    let squatter = node.hosts.node.enter(|| TcpListener::bind("0.0.0.0:9001")).unwrap().unwrap();
+    let all = documents(&[gateway(&[("a", 9000), ("b", 9001)]), route("ra", "a", "sink", 7001), route("rb", "b", "sink", 7001), sink_service()]);
+    node.write("gw.yaml", &all).unwrap();
+    node.wait_for_log("cannot listen on 0.0.0.0:9001").unwrap();
+    node.wait_for_log("status: listener not programmed").unwrap();
+    echo_backend(&node);
+    echo_across(node.connect(9000).unwrap(), &pattern(18, 4 * MIB), || {});
+    drop(squatter);
+    node.wait_for_log("addr=0.0.0.0:9001").unwrap();
+    echo_across(node.connect(9001).unwrap(), &pattern(19, MIB), || {});
+}
