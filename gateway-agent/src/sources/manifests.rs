@@ -198,8 +198,9 @@ impl Loader {
                 s.namespaces.insert(k, o);
                 Ok(())
             }),
-            // v1beta1 (what a 1.20 server serves) has the same fields sockgate reads.
-            ("discovery.k8s.io", "EndpointSlice") => self.add::<EndpointSlice>(version, &["v1", "v1beta1"], true, value, file, document, |s, k, o| {
+            // v1beta1 (what a 1.20 server serves) has the same fields sockgate reads;
+            // the v1 type insists on its own apiVersion, so it is read as v1.
+            ("discovery.k8s.io", "EndpointSlice") => self.add::<EndpointSlice>(version, &["v1", "v1beta1"], true, as_v1_endpoint_slice(value), file, document, |s, k, o| {
                 s.endpoint_slices.insert(k, o);
                 Ok(())
             }),
@@ -268,6 +269,11 @@ impl Loader {
     }
 }
 
+fn as_v1_endpoint_slice(mut value: Value) -> Value {
+    value["apiVersion"] = Value::from("discovery.k8s.io/v1");
+    value
+}
+
 /// "namespace/name" (or "name" when cluster-scoped) of a raw object, for error messages.
 fn describe(value: &Value, namespaced: bool) -> String {
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<no name>");
@@ -308,4 +314,174 @@ kind! {
     Service => "Service",
     Namespace => "Namespace",
     EndpointSlice => "EndpointSlice",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Loaded, LoadError> {
+        load_text(Path::new("m.yaml"), text)
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        load(text).expect_err("must be rejected").0.iter().map(ToString::to_string).collect()
+    }
+
+    const EVERY_KIND: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {team: a}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sockgate}
+spec: {controllerName: sockgate.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: sockgate
+  listeners: [{name: foo, port: 8088, protocol: TCP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: standard, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: default}]
+  rules: [{backendRefs: [{name: foo, namespace: default, port: 3001}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: experimental}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: foo, port: 3001, weight: 3}]
+  - backendRefs: [{name: bar, port: 3002}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-apps}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: foo}
+spec: {ports: [{name: http, port: 3001, targetPort: 3000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: foo-abc, labels: {kubernetes.io/service-name: foo}}
+addressType: IPv4
+endpoints: [{addresses: ["198.18.2.2"]}]
+---
+apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+metadata: {name: foo-old}
+addressType: IPv4
+endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
+"#;
+
+    #[test]
+    fn every_kind_loads_with_namespaces_defaulted() {
+        let s = load(EVERY_KIND).unwrap().snapshot;
+        assert!(s.namespaces.contains_key(&ObjectKey::cluster("apps")));
+        assert!(s.gateway_classes.contains_key(&ObjectKey::cluster("sockgate")));
+        assert_eq!(s.gateways[&ObjectKey::new("default", "gw")].spec.listeners[0].port, 8088);
+        assert!(s.reference_grants.contains_key(&ObjectKey::new("default", "from-apps")));
+        assert!(s.services.contains_key(&ObjectKey::new("default", "foo")));
+        assert_eq!(s.endpoint_slices.len(), 2, "v1 and v1beta1 EndpointSlices both load");
+        assert_eq!(s.object_count(), 9);
+    }
+
+    #[test]
+    fn both_tcproute_versions_load_and_keep_their_version() {
+        let s = load(EVERY_KIND).unwrap().snapshot;
+        let standard = &s.tcp_routes[&ObjectKey::new("apps", "standard")];
+        assert_eq!(standard.version, TcpRouteVersion::V1);
+        let experimental = &s.tcp_routes[&ObjectKey::new("default", "experimental")];
+        assert_eq!(experimental.version, TcpRouteVersion::V1Alpha2);
+        assert_eq!(experimental.route.spec.rules.len(), 2);
+        assert_eq!(experimental.route.spec.rules[0].backend_refs[0].weight, Some(3));
+    }
+
+    #[test]
+    fn a_v1_tcproute_with_two_rules_is_rejected_as_the_schema_would() {
+        let e = errors("apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  rules: [{backendRefs: []}, {backendRefs: []}]\n");
+        assert_eq!(e, ["m.yaml: document 1: TCPRoute default/r: spec.rules must have exactly 1 rule in TCPRoute v1 (v1alpha2 allows up to 16), has 2"]);
+    }
+
+    #[test]
+    fn schema_rules_a_1_20_server_cannot_check_are_checked_here() {
+        let route = |backend: &str| format!("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  rules: [{{backendRefs: [{backend}]}}]\n");
+        assert!(errors(&route("{name: s}"))[0].contains("backendRefs[0].port is required when referring to a Service"));
+        assert!(errors(&route("{name: s, port: 1, weight: 1000001}"))[0].contains("weight 1000001 is outside 0..1000000"));
+        let gw = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: c\n  listeners: [{name: a, port: 1, protocol: TCP}, {name: a, port: 2, protocol: TCP}]\n";
+        assert!(errors(gw)[0].contains("spec.listeners[1].name \"a\" is not unique"));
+    }
+
+    #[test]
+    fn unknown_kinds_are_ignored_and_listed_not_errors() {
+        let loaded = load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: backend-1}\nspec: {}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").unwrap();
+        assert_eq!(loaded.snapshot.object_count(), 0);
+        let kinds: Vec<_> = loaded.ignored.iter().map(|i| (i.kind.as_str(), i.name.as_str(), i.document)).collect();
+        assert_eq!(kinds, [("Deployment", "backend-1", 1), ("ConfigMap", "c", 2)]);
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_with_file_document_and_reason() {
+        let e = errors("apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\nkind: [unclosed\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("m.yaml: document 2: invalid YAML:"), "{}", e[0]);
+    }
+
+    #[test]
+    fn documents_without_kind_name_or_with_wrong_shapes_are_errors() {
+        assert_eq!(errors("metadata: {name: x}\n"), ["m.yaml: document 1: apiVersion and kind are required"]);
+        assert_eq!(errors("- a list\n"), ["m.yaml: document 1: a document must be a mapping with apiVersion and kind"]);
+        assert_eq!(errors("apiVersion: v1\nkind: Service\nmetadata: {}\n"), ["m.yaml: document 1: Service default/<no name>: metadata.name is required"]);
+        let e = errors("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {listeners: 3}\n");
+        assert!(e[0].starts_with("m.yaml: document 1: Gateway default/g: invalid type"), "{}", e[0]);
+    }
+
+    #[test]
+    fn an_api_version_that_is_not_served_is_an_error() {
+        let e = errors("apiVersion: gateway.networking.k8s.io/v9\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: c, listeners: []}\n");
+        assert!(e[0].contains("API version \"v9\" is not one sockgate reads"), "{}", e[0]);
+    }
+
+    #[test]
+    fn duplicate_objects_are_errors_naming_both_places_even_across_tcproute_versions() {
+        let route = |v: &str| format!("apiVersion: gateway.networking.k8s.io/{v}\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  rules: [{{backendRefs: []}}]\n");
+        let e = errors(&format!("{}---\n{}", route("v1"), route("v1alpha2")));
+        assert_eq!(e, ["m.yaml: document 2: TCPRoute default/r: duplicate object: already defined in m.yaml document 1"]);
+        // The same name in another namespace, or of another kind, is a different object.
+        let ok = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: other}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        assert_eq!(load(ok).unwrap().snapshot.object_count(), 3);
+    }
+
+    #[test]
+    fn a_kind_list_is_unpacked_and_empty_documents_are_skipped() {
+        let text = "---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b}\n---\n";
+        assert_eq!(load(text).unwrap().snapshot.services.len(), 2);
+    }
+
+    #[test]
+    fn a_directory_loads_yaml_and_yml_files_only_and_all_errors_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        std::fs::write(dir.path().join("b.yml"), "apiVersion: v1\nkind: Service\nmetadata: {name: b}\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not: [yaml").unwrap();
+        assert_eq!(load_dir(dir.path()).unwrap().snapshot.services.len(), 2);
+        std::fs::write(dir.path().join("c.yaml"), "kind: [").unwrap();
+        std::fs::write(dir.path().join("d.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        let e = load_dir(dir.path()).unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.0[0].file.ends_with("c.yaml") && e.0[1].file.ends_with("d.yaml"));
+        assert!(e.0[1].reason.contains("duplicate object: already defined in"));
+    }
 }
