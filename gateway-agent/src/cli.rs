@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Load and translate a manifests directory, print the result, serve nothing.
     Check(CheckArgs),
+    /// Print, as YAML, the status sockgate computes for every object it owns in --manifests DIR.
+    Status(CheckArgs),
     /// Print the pinned eBPF maps in words.
     Inspect(InspectArgs),
 }
@@ -37,6 +39,10 @@ pub struct SourceArgs {
     /// The GatewayClass controllerName this agent serves.
     #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
     pub controller_name: String,
+    /// An address of this node where the Gateways are reachable (repeatable);
+    /// reported in each Gateway's status.addresses.
+    #[arg(long = "gateway-address", value_name = "IP")]
+    pub gateway_addresses: Vec<IpAddr>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,3 +7,4 @@ pub mod model;
 pub mod resources;
 pub mod run;
 pub mod sources;
+pub mod status;

@@ -17,6 +17,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args)),
         Command::Check(args) => gateway_agent::check::check(&args),
+        Command::Status(args) => gateway_agent::check::status(&args),
         Command::Inspect(args) => gateway_agent::inspect::inspect(&args),
     }
 }

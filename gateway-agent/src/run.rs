@@ -13,7 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::RunArgs;
 use crate::dataplane::listeners::ListenerSet;
 use crate::dataplane::{kernel::KernelListeners, select};
-use crate::model::translate;
+use crate::model::status::StatusReport;
+use crate::model::transitions::carry;
+use crate::model::{translate, Settings};
 use crate::sources::creation::CreationClock;
 use crate::sources::manifests::load_dir;
 use crate::sources::watch::fingerprint;
@@ -31,7 +33,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(args.reload_interval);
-    let mut clock = CreationClock::default();
+    let mut memory = Memory { clock: CreationClock::default(), status: StatusReport::default() };
+    let settings = Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() };
     let mut last_seen: Option<u64> = None;
     loop {
         let forced = tokio::select! {
@@ -52,7 +55,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             continue;
         }
         last_seen = Some(current);
-        reconcile(&dir, &args.source.controller_name, &mut clock, &mut listeners, kernel.as_mut());
+        reconcile(&dir, &settings, &mut memory, &mut listeners, kernel.as_mut());
     }
     tracing::info!("shutting down: closing listeners and connections");
     drop(listeners);
@@ -62,7 +65,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn reconcile(dir: &Path, controller: &str, clock: &mut CreationClock, listeners: &mut ListenerSet, kernel: Option<&mut KernelListeners>) {
+/// What one reconcile needs to remember until the next.
+struct Memory {
+    clock: CreationClock,
+    /// The last status, so a condition's lastTransitionTime survives reloads that do not flip it.
+    status: StatusReport,
+}
+
+fn reconcile(dir: &Path, settings: &Settings, memory: &mut Memory, listeners: &mut ListenerSet, kernel: Option<&mut KernelListeners>) {
     let mut loaded = match load_dir(dir) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -73,8 +83,10 @@ fn reconcile(dir: &Path, controller: &str, clock: &mut CreationClock, listeners:
             return;
         }
     };
-    clock.stamp(&mut loaded.snapshot, now());
-    let translation = translate(&loaded.snapshot, controller);
+    let now = now();
+    memory.clock.stamp(&mut loaded.snapshot, now);
+    let mut translation = translate(&loaded.snapshot, settings);
+    carry(&memory.status, &mut translation.status, now);
     listeners.apply(&translation.dataplane);
     if let Some(kernel) = kernel {
         if let Err(e) = kernel.sync(&translation.dataplane) {
@@ -93,9 +105,10 @@ fn reconcile(dir: &Path, controller: &str, clock: &mut CreationClock, listeners:
     for (port, why) in listeners.unbound() {
         tracing::error!(port, "status: listener not programmed: {why}");
     }
+    memory.status = translation.status;
 }
 
-fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp::new(since_epoch.as_secs() as i64, since_epoch.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
 }

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod config;
 pub mod listeners;
 pub mod status;
+pub mod transitions;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,21 @@ use crate::resources::{Gateway, ObjectKey, Snapshot};
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "sockgate.io/gateway-controller";
 
+/// What the translator needs besides the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// GatewayClasses with this controllerName are sockgate's.
+    pub controller_name: String,
+    /// Addresses of the nodes serving the Gateways (their `status.addresses`).
+    pub gateway_addresses: Vec<std::net::IpAddr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { controller_name: DEFAULT_CONTROLLER_NAME.to_string(), gateway_addresses: Vec::new() }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Translation {
     pub dataplane: DataplaneConfig,
@@ -31,7 +47,8 @@ fn age_order(meta: &ObjectMeta, key: &ObjectKey) -> (Option<k8s_openapi::jiff::T
     (meta.creation_timestamp.as_ref().map(|t| t.0), key.clone())
 }
 
-pub fn translate(snapshot: &Snapshot, controller_name: &str) -> Translation {
+pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
+    let controller_name = settings.controller_name.as_str();
     let mut status = StatusReport::default();
 
     // GatewayClasses of this controller.
@@ -74,7 +91,18 @@ pub fn translate(snapshot: &Snapshot, controller_name: &str) -> Translation {
     let mut resolved = BTreeMap::new();
     for (route_key, versioned) in &routes {
         let route = &versioned.route;
-        let refs: Vec<_> = route.spec.rules.iter().flat_map(|r| r.backend_refs.iter()).collect();
+        // TCPRoute rules have no matches, so nothing could choose between two
+        // of them: the first rule is the route; later ones (v1alpha2 allows 16)
+        // are dropped and the route says so with PartiallyInvalid.
+        let refs: Vec<_> = route.spec.rules.iter().take(1).flat_map(|r| r.backend_refs.iter()).collect();
+        let partially_invalid = (route.spec.rules.len() > 1).then(|| {
+            Condition::new(
+                types::PARTIALLY_INVALID,
+                true,
+                reasons::UNSUPPORTED_VALUE,
+                format!("TCPRoute rules have no matches to choose between them: rule 1 is used, rules 2 to {} are dropped", route.spec.rules.len()),
+            )
+        });
         let (groups, problems) = backends::resolve(snapshot, route_key, &refs);
         let resolved_refs = match problems.first() {
             None => Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""),
@@ -107,7 +135,9 @@ pub fn translate(snapshot: &Snapshot, controller_name: &str) -> Translation {
                 }
                 Attachment::Rejected { reason, message } => Condition::new(types::ACCEPTED, false, reason, message),
             };
-            parents.push(RouteParentStatus { parent_ref: parent.clone(), conditions: vec![accepted, resolved_refs.clone()] });
+            let mut conditions = vec![accepted, resolved_refs.clone()];
+            conditions.extend(partially_invalid.clone());
+            parents.push(RouteParentStatus { parent_ref: parent.clone(), conditions });
         }
         if !parents.is_empty() {
             status.routes.insert((*route_key).clone(), parents);
@@ -155,8 +185,27 @@ pub fn translate(snapshot: &Snapshot, controller_name: &str) -> Translation {
         };
         status.gateways.insert(
             (*gateway_key).clone(),
-            GatewayStatus { conditions: vec![accepted, programmed], listeners: listener_statuses },
+            GatewayStatus { addresses: settings.gateway_addresses.clone(), conditions: vec![accepted, programmed], listeners: listener_statuses },
         );
     }
+    set_observed_generations(snapshot, &mut status);
     Translation { dataplane, status }
+}
+
+/// Every condition records the generation of the object it describes (an
+/// object without one, as on disk, counts as generation 1, its first).
+fn set_observed_generations(snapshot: &Snapshot, status: &mut StatusReport) {
+    let generation = |meta: Option<&ObjectMeta>| meta.and_then(|m| m.generation).unwrap_or(1);
+    for (key, conditions) in status.gateway_classes.iter_mut() {
+        let g = generation(snapshot.gateway_classes.get(key).map(|o| &o.metadata));
+        conditions.iter_mut().for_each(|c| c.observed_generation = g);
+    }
+    for (key, gateway) in status.gateways.iter_mut() {
+        let g = generation(snapshot.gateways.get(key).map(|o| &o.metadata));
+        gateway.conditions.iter_mut().chain(gateway.listeners.iter_mut().flat_map(|l| l.conditions.iter_mut())).for_each(|c| c.observed_generation = g);
+    }
+    for (key, parents) in status.routes.iter_mut() {
+        let g = generation(snapshot.tcp_routes.get(key).map(|o| &o.route.metadata));
+        parents.iter_mut().flat_map(|p| p.conditions.iter_mut()).for_each(|c| c.observed_generation = g);
+    }
 }

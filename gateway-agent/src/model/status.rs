@@ -1,6 +1,9 @@
 //! Status conditions, with the Gateway API's types and reasons.
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::jiff::Timestamp;
 
 use crate::resources::gateway_api::{ParentReference, RouteGroupKind};
 use crate::resources::ObjectKey;
@@ -11,11 +14,16 @@ pub struct Condition {
     pub status: bool,
     pub reason: &'static str,
     pub message: String,
+    /// metadata.generation of the object the condition was computed from.
+    pub observed_generation: i64,
+    /// When `status` last changed. The translator leaves it unset (it has no
+    /// clock); [`super::transitions::carry`] fills it from the previous report.
+    pub last_transition_time: Option<Timestamp>,
 }
 
 impl Condition {
     pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Condition { type_, status, reason, message: message.into() }
+        Condition { type_, status, reason, message: message.into(), observed_generation: 0, last_transition_time: None }
     }
 }
 
@@ -35,6 +43,7 @@ pub mod types {
     pub const PROGRAMMED: &str = "Programmed";
     pub const CONFLICTED: &str = "Conflicted";
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
+    pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
 }
 
 pub mod reasons {
@@ -54,6 +63,7 @@ pub mod reasons {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
     pub const INVALID_KIND: &str = "InvalidKind";
+    pub const UNSUPPORTED_VALUE: &str = "UnsupportedValue";
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,6 +76,8 @@ pub struct ListenerStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GatewayStatus {
+    /// Where the Gateway is reachable: the addresses of the nodes whose agents serve it.
+    pub addresses: Vec<IpAddr>,
     pub conditions: Vec<Condition>,
     pub listeners: Vec<ListenerStatus>,
 }

@@ -15,7 +15,7 @@ fn translate_yaml(docs: &[&str]) -> Translation {
     let mut snapshot = load_text(Path::new("t.yaml"), &all.join("---\n")).unwrap_or_else(|e| panic!("{e}")).snapshot;
     // Each document one second younger than the one before: file order is age order.
     CreationClock::default().stamp(&mut snapshot, "2026-01-01T00:00:00Z".parse().unwrap());
-    translate(&snapshot, DEFAULT_CONTROLLER_NAME)
+    translate(&snapshot, &Settings::default())
 }
 
 /// Objects with explicit creation times (seconds past a fixed epoch).
@@ -225,19 +225,38 @@ fn objects_of_other_controllers_are_never_touched() {
 }
 
 #[test]
-fn v1alpha2_rules_pool_their_backends_with_their_weights() {
+fn v1alpha2_routes_use_their_first_rule_and_say_partially_invalid_when_more_are_dropped() {
     let gw = gateway("gw", &listener("foo", 8088));
-    let r = "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a, port: 1, weight: 90}]\n  - backendRefs: [{name: b, port: 1, weight: 10}]\n";
+    let r = "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a, port: 1, weight: 90}, {name: b, port: 1, weight: 10}]\n  - backendRefs: [{name: b, port: 1}]\n";
     let t = translate_yaml(&[&gw, r, &service("a", "default", 1, "3000", &["198.18.2.2"]), &service("b", "default", 1, "3000", &["198.18.3.2"])]);
     let groups: Vec<(String, u32)> = listener_at(&t, 8088).backends.iter().map(|b| (b.name.clone(), b.weight)).collect();
     assert_eq!(groups, [("default/a:1".to_string(), 90), ("default/b:1".to_string(), 10)]);
+    assert_eq!(route_conditions(&t, "r"), [["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs", "PartiallyInvalid=True/UnsupportedValue"]]);
+    let one_rule = r.replace("  - backendRefs: [{name: b, port: 1}]\n", "");
+    let t = translate_yaml(&[&gw, &one_rule, &service("a", "default", 1, "3000", &["198.18.2.2"]), &service("b", "default", 1, "3000", &["198.18.3.2"])]);
+    assert_eq!(route_conditions(&t, "r"), [["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]]);
+}
+
+#[test]
+fn conditions_carry_the_generation_of_their_object_and_gateways_their_addresses() {
+    let gw = gateway("gw", &listener("foo", 8088)).replace("metadata: {name: gw}", "metadata: {name: gw, generation: 7}");
+    let r = route("r", "[{name: gw}]", "[{name: s, port: 1}]").replace("metadata: {name: r}", "metadata: {name: r, generation: 3}");
+    let mut snapshot = load_text(Path::new("t.yaml"), &[CLASS, &gw, &r].join("---\n")).unwrap().snapshot;
+    CreationClock::default().stamp(&mut snapshot, "2026-01-01T00:00:00Z".parse().unwrap());
+    let settings = Settings { gateway_addresses: vec!["198.18.1.2".parse().unwrap()], ..Settings::default() };
+    let t = translate(&snapshot, &settings);
+    let g = &t.status.gateways[&ObjectKey::new("default", "gw")];
+    assert!(g.conditions.iter().chain(g.listeners[0].conditions.iter()).all(|c| c.observed_generation == 7));
+    assert!(t.status.routes[&ObjectKey::new("default", "r")][0].conditions.iter().all(|c| c.observed_generation == 3));
+    assert!(t.status.gateway_classes[&ObjectKey::cluster("sg")].iter().all(|c| c.observed_generation == 1), "no generation on disk: the first");
+    assert_eq!(g.addresses, settings.gateway_addresses);
 }
 
 #[test]
 fn the_guides_manifests_translate_to_two_routed_listeners() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tcp-routing");
     let loaded = crate::sources::manifests::load_dir(&dir).unwrap();
-    let t = translate(&loaded.snapshot, DEFAULT_CONTROLLER_NAME);
+    let t = translate(&loaded.snapshot, &Settings::default());
     assert_eq!(routed_to(&t, 8088).as_deref(), Some("tcp-app-1"));
     assert_eq!(routed_to(&t, 8089).as_deref(), Some("tcp-app-2"));
     assert_eq!(listener_at(&t, 8088).backends[0].endpoints, ["198.18.2.2:3000".parse().unwrap()]);

@@ -1,0 +1,140 @@
+//! StatusReport → the `status` objects, exactly as they would be written.
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Map, Value};
+
+use crate::model::status::{Condition, StatusReport};
+use crate::resources::gateway_api::{ParentReference, GROUP};
+use crate::resources::{Snapshot, TcpRouteVersion};
+
+/// One document per GatewayClass, Gateway and TCPRoute with a status from
+/// sockgate, in the order GatewayClasses, Gateways, TCPRoutes (each by key).
+pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_name: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (key, conditions) in &report.gateway_classes {
+        out.push(object("gateway.networking.k8s.io/v1", "GatewayClass", &key.namespace, &key.name, json!({ "conditions": conditions_json(conditions) })));
+    }
+    for (key, gateway) in &report.gateways {
+        let addresses: Vec<Value> = gateway
+            .addresses
+            .iter()
+            .map(|a| json!({ "type": "IPAddress", "value": a.to_string() }))
+            .collect();
+        let listeners: Vec<Value> = gateway
+            .listeners
+            .iter()
+            .map(|l| {
+                let kinds: Vec<Value> = l
+                    .supported_kinds
+                    .iter()
+                    .map(|k| json!({ "group": k.group.clone().unwrap_or_else(|| GROUP.into()), "kind": k.kind }))
+                    .collect();
+                json!({ "name": l.name, "supportedKinds": kinds, "attachedRoutes": l.attached_routes, "conditions": conditions_json(&l.conditions) })
+            })
+            .collect();
+        let status = json!({ "addresses": addresses, "conditions": conditions_json(&gateway.conditions), "listeners": listeners });
+        out.push(object("gateway.networking.k8s.io/v1", "Gateway", &key.namespace, &key.name, status));
+    }
+    for (key, parents) in &report.routes {
+        let api_version = match snapshot.tcp_routes.get(key).map(|r| r.version) {
+            Some(TcpRouteVersion::V1) => "gateway.networking.k8s.io/v1",
+            _ => "gateway.networking.k8s.io/v1alpha2",
+        };
+        let parents: Vec<Value> = parents
+            .iter()
+            .map(|p| json!({ "parentRef": parent_ref_json(&p.parent_ref), "controllerName": controller_name, "conditions": conditions_json(&p.conditions) }))
+            .collect();
+        out.push(object(api_version, "TCPRoute", &key.namespace, &key.name, json!({ "parents": parents })));
+    }
+    out
+}
+
+/// The documents as multi-document YAML.
+pub fn to_yaml(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml::to_string(o).expect("JSON values serialize to YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn object(api_version: &str, kind: &str, namespace: &str, name: &str, status: Value) -> Value {
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), name.into());
+    if !namespace.is_empty() {
+        metadata.insert("namespace".into(), namespace.into());
+    }
+    json!({ "apiVersion": api_version, "kind": kind, "metadata": metadata, "status": status })
+}
+
+fn conditions_json(conditions: &[Condition]) -> Vec<Value> {
+    conditions
+        .iter()
+        .map(|c| {
+            // Kubernetes stores condition times to the second.
+            let time = c.last_transition_time.map(|t| Timestamp::from_second(t.as_second()).unwrap_or(t));
+            json!({
+                "type": c.type_,
+                "status": if c.status { "True" } else { "False" },
+                "reason": c.reason,
+                "message": c.message,
+                "observedGeneration": c.observed_generation,
+                "lastTransitionTime": time.map(|t| t.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// The parentRef as the API server holds it: group and kind defaulted.
+fn parent_ref_json(p: &ParentReference) -> Value {
+    let mut v = json!({
+        "group": p.group.clone().unwrap_or_else(|| GROUP.into()),
+        "kind": p.kind.clone().unwrap_or_else(|| "Gateway".into()),
+        "name": p.name,
+    });
+    if let Some(ns) = &p.namespace {
+        v["namespace"] = ns.clone().into();
+    }
+    if let Some(s) = &p.section_name {
+        v["sectionName"] = s.clone().into();
+    }
+    if let Some(port) = p.port {
+        v["port"] = port.into();
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::transitions::carry;
+    use crate::model::{translate, Settings};
+    use crate::sources::manifests::load_dir;
+
+    #[test]
+    fn the_guides_status_documents_are_what_the_api_server_would_hold() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tcp-routing");
+        let snapshot = load_dir(&dir).unwrap().snapshot;
+        let settings = Settings { gateway_addresses: vec!["198.18.1.2".parse().unwrap()], ..Settings::default() };
+        let mut t = translate(&snapshot, &settings);
+        let now: Timestamp = "2026-03-04T05:06:07.891Z".parse().unwrap();
+        carry(&StatusReport::default(), &mut t.status, now);
+        let docs = status_objects(&snapshot, &t.status, &settings.controller_name);
+        let kinds: Vec<(&str, &str)> = docs.iter().map(|d| (d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap())).collect();
+        assert_eq!(kinds, [("GatewayClass", "eg"), ("Gateway", "tcp-gateway"), ("TCPRoute", "tcp-app-1"), ("TCPRoute", "tcp-app-2")]);
+        let gateway = &docs[1];
+        assert_eq!(gateway["status"]["addresses"], json!([{ "type": "IPAddress", "value": "198.18.1.2" }]));
+        assert_eq!(gateway["status"]["listeners"][0]["attachedRoutes"], 1);
+        assert_eq!(gateway["status"]["listeners"][0]["supportedKinds"], json!([{ "group": GROUP, "kind": "TCPRoute" }]));
+        let route = &docs[2];
+        assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
+        let parent = &route["status"]["parents"][0];
+        assert_eq!(parent["parentRef"], json!({ "group": GROUP, "kind": "Gateway", "name": "tcp-gateway", "sectionName": "foo" }));
+        assert_eq!(parent["controllerName"], "sockgate.io/gateway-controller");
+        assert_eq!(
+            parent["conditions"][0],
+            json!({ "type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 1, "lastTransitionTime": "2026-03-04T05:06:07Z" })
+        );
+        let yaml = to_yaml(&docs);
+        assert_eq!(yaml.matches("\n---\n").count(), 3, "{yaml}");
+    }
+}
