@@ -7,6 +7,7 @@ pub mod integrity;
 pub mod manifests;
 pub mod cgroup;
 pub mod harness;
+pub mod status;
 pub mod netns;
 pub mod topology;
 

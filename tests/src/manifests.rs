@@ -37,3 +37,18 @@ pub fn service(name: &str, port: u16, target_port: u16, endpoints: &[&str]) -> S
 pub fn documents(docs: &[String]) -> String {
     docs.join("---\n")
 }
+
+/// A TCPRoute with any parentRefs and backendRefs (YAML flow lists) and extra metadata fields.
+pub fn route_with(name: &str, metadata: &str, parent_refs: &str, backend_refs: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: {name}{metadata}}}\nspec:\n  parentRefs: {parent_refs}\n  rules:\n  - backendRefs: {backend_refs}\n"
+    )
+}
+
+/// A Service in `namespace` and its EndpointSlice (see [`service`]).
+pub fn service_in(namespace: &str, name: &str, port: u16, target_port: u16, endpoints: &[&str]) -> String {
+    service(name, port, target_port, endpoints).replace(&format!("  name: {name}\n"), &format!("  name: {name}\n  namespace: {namespace}\n")).replace(
+        &format!("  name: {name}-1\n"),
+        &format!("  name: {name}-1\n  namespace: {namespace}\n"),
+    )
+}
