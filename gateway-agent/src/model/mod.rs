@@ -8,6 +8,8 @@ pub mod listeners;
 pub mod status;
 pub mod transitions;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
