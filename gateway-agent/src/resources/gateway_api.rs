@@ -220,12 +220,41 @@ impl Gateway {
             if l.protocol.is_empty() {
                 return Err(format!("spec.listeners[{i}].protocol is required"));
             }
+            let same = self.spec.listeners[..i].iter().position(|o| o.port == l.port && o.protocol == l.protocol && o.hostname == l.hostname);
+            if let Some(j) = same {
+                return Err(format!("spec.listeners[{i}] and [{j}]: the combination of port, protocol and hostname must be unique for each listener"));
+            }
         }
         Ok(())
     }
 }
 
 impl TcpRoute {
+    /// The CRD's CEL rules on parentRefs: references to the same parent must all
+    /// set sectionName or none, all set port or none, and differ in them.
+    fn validate_parent_refs(&self) -> Result<(), String> {
+        let refs = &self.spec.parent_refs;
+        let parent = |p: &ParentReference| {
+            (p.group.clone().unwrap_or_else(|| GROUP.into()), p.kind.clone().unwrap_or_else(|| "Gateway".into()), p.namespace.clone().unwrap_or_default(), p.name.clone())
+        };
+        let section = |p: &ParentReference| p.section_name.clone().filter(|s| !s.is_empty());
+        let port = |p: &ParentReference| p.port.filter(|p| *p != 0);
+        for (i, a) in refs.iter().enumerate() {
+            for (j, b) in refs[..i].iter().enumerate() {
+                if parent(a) != parent(b) {
+                    continue;
+                }
+                if section(a).is_some() != section(b).is_some() || port(a).is_some() != port(b).is_some() {
+                    return Err(format!("spec.parentRefs[{j}] and [{i}]: sectionName or port must be specified when parentRefs includes 2 or more references to the same parent"));
+                }
+                if section(a) == section(b) && port(a) == port(b) {
+                    return Err(format!("spec.parentRefs[{j}] and [{i}]: sectionName or port must be unique when parentRefs includes 2 or more references to the same parent"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self, version: TcpRouteVersion) -> Result<(), String> {
         let rules = self.spec.rules.len();
         if rules == 0 || rules > version.max_rules() {
@@ -247,7 +276,13 @@ impl TcpRoute {
                 }
             }
         }
+        self.validate_parent_refs()?;
         for (r, rule) in self.spec.rules.iter().enumerate() {
+            if let Some(name) = &rule.name {
+                if self.spec.rules[..r].iter().any(|o| o.name.as_ref() == Some(name)) {
+                    return Err(format!("spec.rules[{r}].name {name:?}: rule name must be unique within the route"));
+                }
+            }
             if rule.backend_refs.len() > 16 {
                 return Err(format!("spec.rules[{r}].backendRefs may have at most 16 items"));
             }

@@ -425,6 +425,20 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
     }
 
     #[test]
+    fn the_crds_cel_rules_on_parent_refs_listeners_and_rule_names_are_enforced() {
+        let route = |parents: &str, rules: &str| format!("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: {parents}\n  rules: {rules}\n");
+        let one_rule = "[{backendRefs: []}]";
+        assert!(errors(&route("[{name: gw, sectionName: a}, {name: gw}]", one_rule))[0].contains("sectionName or port must be specified when parentRefs includes 2 or more references to the same parent"));
+        assert!(errors(&route("[{name: gw, port: 1}, {name: gw, port: 1}]", one_rule))[0].contains("sectionName or port must be unique"));
+        assert!(load(&route("[{name: gw, sectionName: a}, {name: gw, sectionName: b}, {name: other}]", one_rule)).is_ok());
+        assert!(load(&route("[{name: gw}, {name: gw, namespace: elsewhere}]", one_rule)).is_ok(), "different parents");
+        assert!(errors(&route("[{name: gw}]", "[{name: x, backendRefs: []}, {name: x, backendRefs: []}]"))[0].contains("rule name must be unique within the route"));
+        let gw = |l2: &str| format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  gatewayClassName: c\n  listeners: [{{name: a, port: 1, protocol: TCP}}, {l2}]\n");
+        assert!(errors(&gw("{name: b, port: 1, protocol: TCP}"))[0].contains("the combination of port, protocol and hostname must be unique"));
+        assert!(load(&gw("{name: b, port: 1, protocol: TCP, hostname: b.example}")).is_ok(), "differing hostnames pass the schema (and then conflict)");
+    }
+
+    #[test]
     fn unknown_kinds_are_ignored_and_listed_not_errors() {
         let loaded = load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: backend-1}\nspec: {}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").unwrap();
         assert_eq!(loaded.snapshot.object_count(), 0);
