@@ -24,7 +24,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let Some(dir) = args.source.manifests.clone() else {
         bail!("Kubernetes mode is not available yet: run with --manifests DIR (standalone mode)");
     };
-    let selection = select(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref())?;
+    let selection = select(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref()).await?;
     tracing::info!(path = selection.path.name(), "data path: {}", selection.reason);
     let mut kernel = selection.kernel;
     let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&selection.path), args.connect_timeout);

@@ -1,5 +1,6 @@
-//! Byte integrity through the userspace data path: checksummed data both ways,
-//! either side speaking first, half-close, resets, many connections at once.
+//! Byte integrity through every userspace data path (copy, splice): checksummed
+//! data both ways, either side speaking first, half-close, resets, many
+//! connections at once. Each case runs once per path (see the bottom).
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
@@ -12,20 +13,20 @@ const PORT: u16 = 9000;
 const BACKEND_PORT: u16 = 7000;
 const MIB: usize = 1024 * 1024;
 
-fn node() -> GatewayNode {
+fn node(path: &str) -> GatewayNode {
     let yaml = documents(&[
         gateway(&[("data", PORT)]),
         route("data", "data", "sink", 7001),
         service("sink", 7001, BACKEND_PORT, &["198.18.2.2"]),
     ]);
-    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "userspace"]).unwrap();
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", path]).unwrap();
+    assert!(node.agent.logs().contains(&format!("path=\"{path}\"")), "the agent must use the {path} path:\n{}", node.agent.logs());
     node.wait_for_port(PORT).unwrap();
     node
 }
 
-#[test]
-fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin() {
-    let node = node();
+fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin(path: &str) {
+    let node = node(path);
     let request = pattern(1, 24 * MIB);
     let reply = pattern(2, 24 * MIB);
     let reply_for_backend = reply.clone();
@@ -45,9 +46,8 @@ fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin() 
     assert_eq!(client_got, Received::of(&reply), "backend → client corrupted");
 }
 
-#[test]
-fn backend_speaks_first_before_the_client_sends_anything() {
-    let node = node();
+fn backend_speaks_first_before_the_client_sends_anything(path: &str) {
+    let node = node(path);
     let banner = pattern(3, 16 * MIB);
     let request = pattern(4, 16 * MIB);
     let banner_for_backend = banner.clone();
@@ -64,9 +64,8 @@ fn backend_speaks_first_before_the_client_sends_anything() {
     assert_eq!(backend_got, Received::of(&request), "client → backend corrupted");
 }
 
-#[test]
-fn both_sides_write_immediately_and_at_full_rate_in_both_directions() {
-    let node = node();
+fn both_sides_write_immediately_and_at_full_rate_in_both_directions(path: &str) {
+    let node = node(path);
     let up = pattern(5, 48 * MIB);
     let down = pattern(6, 48 * MIB);
     let down_for_backend = down.clone();
@@ -78,9 +77,8 @@ fn both_sides_write_immediately_and_at_full_rate_in_both_directions() {
     assert_eq!(client_got, Received::of(&down));
 }
 
-#[test]
-fn thirty_two_concurrent_connections_each_arrive_intact() {
-    let node = node();
+fn thirty_two_concurrent_connections_each_arrive_intact(path: &str) {
+    let node = node(path);
     // The backend answers each connection with a stream derived from what it received first.
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         let mut seed = [0u8; 8];
@@ -114,9 +112,8 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-#[test]
-fn a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close() {
-    let node = node();
+fn a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close(path: &str) {
+    let node = node(path);
     let _backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).unwrap();
@@ -130,9 +127,8 @@ fn a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close() {
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
 }
 
-#[test]
-fn a_client_reset_reaches_the_backend_as_a_reset() {
-    let node = node();
+fn a_client_reset_reaches_the_backend_as_a_reset(path: &str) {
+    let node = node(path);
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).unwrap();
@@ -148,9 +144,8 @@ fn a_client_reset_reaches_the_backend_as_a_reset() {
     assert_eq!(outcome, Err(ErrorKind::ConnectionReset));
 }
 
-#[test]
-fn half_close_from_the_backend_keeps_the_client_direction_open() {
-    let node = node();
+fn half_close_from_the_backend_keeps_the_client_direction_open(path: &str) {
+    let node = node(path);
     let request = pattern(7, 8 * MIB);
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         s.write_all(b"ready").unwrap();
@@ -165,3 +160,24 @@ fn half_close_from_the_backend_keeps_the_client_direction_open() {
     send_then_fin(&mut client, &request).unwrap();
     assert_eq!(backend.recv_timeout(Duration::from_secs(30)).unwrap(), Received::of(&request));
 }
+
+macro_rules! for_each_path {
+    ($($case:ident),* $(,)?) => {
+        mod copy {
+            $( #[test] fn $case() { super::$case("copy"); } )*
+        }
+        mod splice {
+            $( #[test] fn $case() { super::$case("splice"); } )*
+        }
+    };
+}
+
+for_each_path!(
+    client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin,
+    backend_speaks_first_before_the_client_sends_anything,
+    both_sides_write_immediately_and_at_full_rate_in_both_directions,
+    thirty_two_concurrent_connections_each_arrive_intact,
+    a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close,
+    a_client_reset_reaches_the_backend_as_a_reset,
+    half_close_from_the_backend_keeps_the_client_direction_open,
+);
