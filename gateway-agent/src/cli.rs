@@ -40,8 +40,8 @@ pub struct SourceArgs {
     #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
     pub controller_name: String,
     /// An address of this node where the Gateways are reachable (repeatable);
-    /// reported in each Gateway's status.addresses.
-    #[arg(long = "gateway-address", value_name = "IP")]
+    /// reported in each Gateway's status.addresses (the chart passes status.hostIP).
+    #[arg(long = "gateway-address", value_name = "IP", env = "NODE_IP", value_delimiter = ',')]
     pub gateway_addresses: Vec<IpAddr>,
 }
 
@@ -67,6 +67,15 @@ pub struct RunArgs {
     /// cgroup v2 directory the sock_ops program attaches to (default: the agent's own).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics here (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "SOCKGATE_HEALTH_ADDRESS")]
+    pub health_address: Option<std::net::SocketAddr>,
+    /// Kubernetes mode: this node's name (the chart passes spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Kubernetes mode: namespace of the leader-election and node Leases.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sockgate-system")]
+    pub lease_namespace: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,49 +1,92 @@
-//! `gateway-agent run`: the reconcile loop of standalone mode.
+//! `gateway-agent run`: the reconcile loop.
 //!
-//! source (manifests dir) → snapshot → translate → data plane, again whenever
-//! the directory changes. A load that fails leaves the last good configuration
-//! serving.
-use std::path::Path;
+//! source → snapshot → translate → data plane (and, in Kubernetes mode, status
+//! written by the elected leader). The source is a manifests directory
+//! (standalone) or the API server's reflectors (Kubernetes mode); everything
+//! after the snapshot is the same. A source that fails or disappears leaves
+//! the last good configuration serving.
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::RunArgs;
 use crate::dataplane::listeners::ListenerSet;
 use crate::dataplane::{kernel::KernelListeners, select};
+use crate::health::Health;
 use crate::model::status::StatusReport;
 use crate::model::transitions::carry;
 use crate::model::{translate, Settings};
 use crate::sources::creation::CreationClock;
-use crate::sources::manifests::load_dir;
+use crate::sources::manifests::{load_dir, Loaded};
 use crate::sources::watch::fingerprint;
+use crate::status::lease::Leases;
+use crate::status::render::status_objects;
+use crate::status::writer::StatusWriter;
+
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::new(since_epoch.as_secs() as i64, since_epoch.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+}
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let Some(dir) = args.source.manifests.clone() else {
-        bail!("Kubernetes mode is not available yet: run with --manifests DIR (standalone mode)");
-    };
     let selection = select(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref()).await?;
     tracing::info!(path = selection.path.name(), "data path: {}", selection.reason);
-    let mut kernel = selection.kernel;
-    let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&selection.path), args.connect_timeout);
+    let health = Arc::new(Health::default());
+    if let Some(addr) = args.health_address {
+        crate::health::serve(addr, health.clone()).await.with_context(|| format!("health endpoint on {addr}"))?;
+    }
+    let mut applier = Applier {
+        listeners: ListenerSet::new(args.listen_address, Arc::clone(&selection.path), args.connect_timeout),
+        kernel: selection.kernel,
+        clock: CreationClock::default(),
+        status: StatusReport::default(),
+        settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
+        health: health.clone(),
+    };
+    let mut stop = Stop::new()?;
+    let result = match args.source.manifests.clone() {
+        Some(dir) => standalone(dir, args.reload_interval, &mut applier, &mut stop).await,
+        None => kubernetes(&args, &mut applier, &mut stop).await,
+    };
+    tracing::info!("shutting down: closing listeners and connections");
+    applier.shutdown();
+    result
+}
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut tick = tokio::time::interval(args.reload_interval);
-    let mut memory = Memory { clock: CreationClock::default(), status: StatusReport::default() };
-    let settings = Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() };
+/// SIGTERM and SIGINT end the agent; SIGHUP forces a reload.
+struct Stop {
+    ending: (Signal, Signal),
+    hangup: Signal,
+}
+
+impl Stop {
+    fn new() -> Result<Stop> {
+        Ok(Stop { ending: (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?), hangup: signal(SignalKind::hangup())? })
+    }
+}
+
+async fn stopping(ending: &mut (Signal, Signal)) {
+    tokio::select! {
+        _ = ending.0.recv() => {},
+        _ = ending.1.recv() => {},
+    }
+}
+
+/// Standalone: poll the directory, apply each change.
+async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, stop: &mut Stop) -> Result<()> {
+    let mut tick = tokio::time::interval(interval);
     let mut last_seen: Option<u64> = None;
     loop {
         let forced = tokio::select! {
             _ = tick.tick() => false,
-            _ = hangup.recv() => true,
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = stop.hangup.recv() => true,
+            _ = stopping(&mut stop.ending) => return Ok(()),
         };
-        listeners.retry_unbound();
+        applier.listeners.retry_unbound();
         let current = match fingerprint(&dir) {
             Ok(f) => f,
             Err(e) => {
@@ -55,60 +98,140 @@ pub async fn run(args: RunArgs) -> Result<()> {
             continue;
         }
         last_seen = Some(current);
-        reconcile(&dir, &settings, &mut memory, &mut listeners, kernel.as_mut());
-    }
-    tracing::info!("shutting down: closing listeners and connections");
-    drop(listeners);
-    if let Some(kernel) = kernel {
-        kernel.unpin();
-    }
-    Ok(())
-}
-
-/// What one reconcile needs to remember until the next.
-struct Memory {
-    clock: CreationClock,
-    /// The last status, so a condition's lastTransitionTime survives reloads that do not flip it.
-    status: StatusReport,
-}
-
-fn reconcile(dir: &Path, settings: &Settings, memory: &mut Memory, listeners: &mut ListenerSet, kernel: Option<&mut KernelListeners>) {
-    let mut loaded = match load_dir(dir) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!("{e}");
+        match load_dir(&dir) {
+            Ok(loaded) => applier.apply(loaded),
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                tracing::error!("manifests rejected ({} problems); still serving the last good configuration", errors.0.len());
             }
-            tracing::error!("manifests rejected ({} problems); still serving the last good configuration", errors.0.len());
-            return;
-        }
-    };
-    let now = now();
-    memory.clock.stamp(&mut loaded.snapshot, now);
-    let mut translation = translate(&loaded.snapshot, settings);
-    carry(&memory.status, &mut translation.status, now);
-    listeners.apply(&translation.dataplane);
-    if let Some(kernel) = kernel {
-        if let Err(e) = kernel.sync(&translation.dataplane) {
-            tracing::error!(error = %format!("{e:#}"), "updating the eBPF listener map failed");
         }
     }
-    tracing::info!(
-        objects = loaded.snapshot.object_count(),
-        ignored = loaded.ignored.len(),
-        listeners = translation.dataplane.listeners.len(),
-        "configuration applied"
-    );
-    for line in translation.status.lines() {
-        tracing::info!("status: {line}");
-    }
-    for (port, why) in listeners.unbound() {
-        tracing::error!(port, "status: listener not programmed: {why}");
-    }
-    memory.status = translation.status;
 }
 
-pub fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp::new(since_epoch.as_secs() as i64, since_epoch.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+/// How often leases are renewed; a lease lapses after three missed renewals.
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+const LEASE_DURATION: Duration = Duration::from_secs(6);
+
+/// Kubernetes mode: reflectors feed snapshots; every agent programs its own
+/// node; the leader alone writes status.
+async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop) -> Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
+    let resources = crate::sources::kube::discover(&client).await?;
+    let mut snapshots = crate::sources::kube::start(client.clone()).await?;
+    let mut writer = StatusWriter::new(client.clone(), resources);
+    let node = args.node_name.clone().unwrap_or_else(hostname);
+    let leases = Leases::new(client, &args.lease_namespace, &node, LEASE_DURATION);
+    let own_addresses = applier.settings.gateway_addresses.clone();
+    let mut leader = false;
+    let mut last: Option<Arc<Loaded>> = None;
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    loop {
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the Kubernetes source stopped");
+                }
+                let Some(loaded) = snapshots.borrow_and_update().clone() else { continue };
+                applier.apply((*loaded).clone());
+                last = Some(loaded);
+            }
+            _ = tick.tick() => {
+                applier.listeners.retry_unbound();
+                if let Err(e) = leases.announce(&node, &own_addresses).await {
+                    tracing::warn!(error = %e, "renewing this node's lease failed; the data plane keeps serving");
+                }
+                let was_leader = leader;
+                leader = leases.lead().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "leader election failed this round");
+                    false
+                });
+                if leader != was_leader {
+                    tracing::info!(node = %node, leader, "status writer {}", if leader { "elected: this agent writes status" } else { "is another agent" });
+                    writer.forget();
+                }
+                if leader {
+                    match leases.serving_addresses().await {
+                        Ok(addresses) if addresses != applier.settings.gateway_addresses => {
+                            applier.settings.gateway_addresses = addresses;
+                            if let Some(loaded) = &last {
+                                applier.apply((**loaded).clone());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "listing node leases failed"),
+                    }
+                }
+            }
+            _ = stop.hangup.recv() => {}
+            _ = stopping(&mut stop.ending) => {
+                if leader {
+                    leases.resign().await;
+                }
+                return Ok(());
+            }
+        }
+        if leader {
+            if let Some(loaded) = &last {
+                let objects = status_objects(&loaded.snapshot, &applier.status, &applier.settings.controller_name);
+                let applied = writer.write(&objects).await;
+                if applied > 0 {
+                    tracing::info!(applied, "status written");
+                }
+            }
+        }
+    }
 }
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Everything after the snapshot: translate, program, remember.
+struct Applier {
+    listeners: ListenerSet,
+    kernel: Option<KernelListeners>,
+    clock: CreationClock,
+    /// The last status, so a condition's lastTransitionTime survives changes that do not flip it.
+    status: StatusReport,
+    settings: Settings,
+    health: Arc<Health>,
+}
+
+impl Applier {
+    fn apply(&mut self, mut loaded: Loaded) {
+        let now = now();
+        self.clock.stamp(&mut loaded.snapshot, now);
+        let mut translation = translate(&loaded.snapshot, &self.settings);
+        carry(&self.status, &mut translation.status, now);
+        self.listeners.apply(&translation.dataplane);
+        if let Some(kernel) = self.kernel.as_mut() {
+            if let Err(e) = kernel.sync(&translation.dataplane) {
+                tracing::error!(error = %format!("{e:#}"), "updating the eBPF listener map failed");
+            }
+        }
+        self.health.publish(&self.listeners);
+        tracing::info!(
+            objects = loaded.snapshot.object_count(),
+            ignored = loaded.ignored.len(),
+            listeners = translation.dataplane.listeners.len(),
+            "configuration applied"
+        );
+        for line in translation.status.lines() {
+            tracing::info!("status: {line}");
+        }
+        for (port, why) in self.listeners.unbound() {
+            tracing::error!(port, "status: listener not programmed: {why}");
+        }
+        self.status = translation.status;
+    }
+
+    fn shutdown(self) {
+        drop(self.listeners);
+        if let Some(kernel) = self.kernel {
+            kernel.unpin();
+        }
+    }
+}
+

@@ -64,7 +64,7 @@ pub struct IgnoredObject {
     pub name: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub ignored: Vec<IgnoredObject>,
@@ -104,6 +104,17 @@ pub fn load_text(file: &Path, text: &str) -> Result<Loaded, LoadError> {
     let mut loader = Loader::default();
     loader.add_file(file, text);
     loader.finish()
+}
+
+/// Reads objects from a cluster: each is checked as a manifest would be, but a
+/// bad object is dropped (and returned as a problem) instead of failing the
+/// rest: one user's broken route must not take other routes down.
+pub fn load_objects(objects: impl IntoIterator<Item = (String, Value)>) -> (Loaded, Vec<ManifestError>) {
+    let mut loader = Loader::default();
+    for (origin, value) in objects {
+        loader.add_value(Path::new(&origin), 1, value);
+    }
+    (loader.loaded, loader.errors)
 }
 
 #[derive(Default)]

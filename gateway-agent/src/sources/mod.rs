@@ -1,4 +1,5 @@
 //! Sources turn the outside world into a [`Snapshot`](crate::resources::Snapshot).
 pub mod creation;
+pub mod kube;
 pub mod manifests;
 pub mod watch;

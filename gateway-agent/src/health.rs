@@ -1,0 +1,73 @@
+//! The health endpoint: `/healthz` (alive), `/readyz` (a configuration is
+//! applied) and `/metrics` (Prometheus text: per-listener counters).
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::dataplane::listeners::{ListenerCounters, ListenerSet};
+
+#[derive(Default)]
+pub struct Health {
+    ready: AtomicBool,
+    counters: Mutex<BTreeMap<u16, Arc<ListenerCounters>>>,
+}
+
+impl Health {
+    /// Called after each applied configuration: ready, and these listeners' counters.
+    pub fn publish(&self, listeners: &ListenerSet) {
+        let counters = listeners.served_ports().into_iter().filter_map(|p| listeners.counters(p).map(|c| (p, c))).collect();
+        *self.counters.lock().unwrap() = counters;
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    fn metrics(&self) -> String {
+        let counters = self.counters.lock().unwrap();
+        let mut out = String::new();
+        let series: [(&str, &str, &str, fn(&ListenerCounters) -> u64); 6] = [
+            ("sockgate_connections_accepted_total", "counter", "Connections accepted on the listener.", |c| c.accepted.load(Ordering::Relaxed)),
+            ("sockgate_connections_active", "gauge", "Connections being forwarded now.", |c| c.active.load(Ordering::Relaxed)),
+            ("sockgate_connections_rejected_total", "counter", "Connections reset: no route, or no backend could take them.", |c| c.rejected.load(Ordering::Relaxed)),
+            ("sockgate_backend_connect_failures_total", "counter", "Failed connects to backend endpoints.", |c| c.connect_failures.load(Ordering::Relaxed)),
+            ("sockgate_bytes_client_to_backend_total", "counter", "Bytes forwarded from clients to backends (counted when a connection ends).", |c| c.bytes_client_to_backend.load(Ordering::Relaxed)),
+            ("sockgate_bytes_backend_to_client_total", "counter", "Bytes forwarded from backends to clients (counted when a connection ends).", |c| c.bytes_backend_to_client.load(Ordering::Relaxed)),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (port, c) in counters.iter() {
+                let _ = writeln!(out, "{name}{{port=\"{port}\"}} {}", value(c));
+            }
+        }
+        out
+    }
+}
+
+/// Binds `addr` and answers in the background.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let health = health.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = match path {
+                    "/healthz" => ("200 OK", "ok\n".to_string()),
+                    "/readyz" if health.ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".to_string()),
+                    "/readyz" => ("503 Service Unavailable", "no configuration applied yet\n".to_string()),
+                    "/metrics" => ("200 OK", health.metrics()),
+                    _ => ("404 Not Found", "not found\n".to_string()),
+                };
+                let response = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Kubernetes mode's source: reflectors over every kind the translator reads,
+//! turned into one [`Snapshot`] whenever any of them changes.
+//!
+//! Objects go through the same checks as manifests on disk
+//! ([`load_objects`]), so both modes see identical snapshots; a bad object is
+//! dropped with a warning rather than failing the rest. While the API server is
+//! unreachable the reflectors keep their last state and no new snapshot is
+//! made, so the data plane keeps serving what it has.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::{ApiResource, Discovery};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+
+use super::manifests::{load_objects, Loaded};
+
+/// The kinds sockgate reads: (group, kind).
+const KINDS: &[(&str, &str)] = &[
+    ("gateway.networking.k8s.io", "GatewayClass"),
+    ("gateway.networking.k8s.io", "Gateway"),
+    ("gateway.networking.k8s.io", "TCPRoute"),
+    ("gateway.networking.k8s.io", "ReferenceGrant"),
+    ("", "Service"),
+    ("", "Namespace"),
+    ("discovery.k8s.io", "EndpointSlice"),
+];
+
+/// Waits after a change before building, so a burst of events makes one snapshot.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// The API resource of each kind at the version the server prefers (TCPRoute
+/// v1 or v1alpha2, EndpointSlice v1 or, on old servers, v1beta1).
+pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
+    let discovery = Discovery::new(client.clone())
+        .filter(&["", "gateway.networking.k8s.io", "discovery.k8s.io"])
+        .run()
+        .await
+        .context("API discovery")?;
+    let mut found = Vec::new();
+    for (group, kind) in KINDS {
+        let api_group = discovery
+            .groups()
+            .find(|g| g.name() == *group)
+            .with_context(|| format!("the API server serves no {group:?} group (are the Gateway API CRDs installed?)"))?;
+        let (resource, _) = api_group
+            .recommended_kind(kind)
+            .with_context(|| format!("the API server does not serve {kind} in group {group:?}"))?;
+        found.push(resource);
+    }
+    Ok(found)
+}
+
+/// Starts a reflector per kind; the receiver gets a new snapshot after every
+/// change, once all reflectors have listed.
+pub async fn start(client: Client) -> Result<watch::Receiver<Option<Arc<Loaded>>>> {
+    let resources = discover(&client).await?;
+    for r in &resources {
+        tracing::info!(group = %r.group, version = %r.version, kind = %r.kind, "watching");
+    }
+    let changed = Arc::new(Notify::new());
+    let mut stores = Vec::new();
+    for resource in resources {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store: Store<DynamicObject> = writer.as_reader();
+        let changed = changed.clone();
+        let kind = resource.kind.clone();
+        tokio::spawn(async move {
+            let events = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(_) => changed.notify_one(),
+                    Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying, still serving the last known configuration"),
+                }
+            }
+        });
+        stores.push((resource, store));
+    }
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        for (resource, store) in &stores {
+            if store.wait_until_ready().await.is_err() {
+                tracing::error!(kind = %resource.kind, "reflector stopped before listing");
+                return;
+            }
+        }
+        loop {
+            let snapshot = build(&stores);
+            if tx.send(Some(Arc::new(snapshot))).is_err() {
+                return;
+            }
+            changed.notified().await;
+            tokio::time::sleep(SETTLE).await;
+        }
+    });
+    Ok(rx)
+}
+
+fn build(stores: &[(ApiResource, Store<DynamicObject>)]) -> Loaded {
+    let objects = stores.iter().flat_map(|(resource, store)| {
+        store.state().into_iter().filter_map(move |object| {
+            let mut value = serde_json::to_value(&*object).ok()?;
+            // List and watch items may omit their type; the resource knows it.
+            value["apiVersion"] = Value::from(resource.api_version.clone());
+            value["kind"] = Value::from(resource.kind.clone());
+            Some((format!("cluster {}", resource.kind), value))
+        })
+    });
+    let (loaded, problems) = load_objects(objects);
+    for p in &problems {
+        tracing::warn!("ignoring an invalid object: {}", p.reason);
+    }
+    loaded
+}

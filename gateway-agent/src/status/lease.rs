@@ -1,0 +1,132 @@
+//! Leases: one elects the agent that writes status; one per node tells the
+//! leader where that node's agent serves (for Gateway `status.addresses`).
+//!
+//! Plain coordination.k8s.io/v1 Leases with optimistic concurrency: a write
+//! that loses a race gets 409 and simply tries again next round.
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, PostParams};
+use kube::Client;
+
+pub const LEADER_LEASE: &str = "sockgate-status-writer";
+const NODE_LEASE_PREFIX: &str = "sockgate-node-";
+const NODE_LABEL: &str = "sockgate.io/node-lease";
+const ADDRESSES_ANNOTATION: &str = "sockgate.io/addresses";
+
+pub struct Leases {
+    api: Api<Lease>,
+    identity: String,
+    duration: Duration,
+}
+
+fn now() -> Timestamp {
+    crate::run::now()
+}
+
+fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    match &spec.renew_time {
+        Some(MicroTime(renewed)) => renewed.as_second() + duration < now.as_second(),
+        None => true,
+    }
+}
+
+impl Leases {
+    pub fn new(client: Client, namespace: &str, identity: &str, duration: Duration) -> Self {
+        Leases { api: Api::namespaced(client, namespace), identity: identity.to_string(), duration }
+    }
+
+    fn spec(&self, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
+        let now = MicroTime(now());
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.duration.as_secs() as i32),
+            acquire_time: Some(acquired.unwrap_or_else(|| now.clone())),
+            renew_time: Some(now),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// Takes or renews the leader lease; true while this agent is the leader.
+    pub async fn lead(&self) -> kube::Result<bool> {
+        let Some(mut lease) = self.api.get_opt(LEADER_LEASE).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(LEADER_LEASE.into()), ..Default::default() },
+                spec: Some(self.spec(0, None)),
+            };
+            return Ok(self.api.create(&PostParams::default(), &lease).await.is_ok());
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        if !ours && !expired(&spec, now()) {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        lease.spec = Some(self.spec(transitions, if ours { spec.acquire_time } else { None }));
+        // resourceVersion from the read: a concurrent taker makes this fail with 409.
+        match self.api.replace(LEADER_LEASE, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lets the leader lease go (on shutdown), so another agent takes over at once.
+    pub async fn resign(&self) {
+        if let Ok(Some(mut lease)) = self.api.get_opt(LEADER_LEASE).await {
+            if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str()) {
+                if let Some(spec) = lease.spec.as_mut() {
+                    spec.holder_identity = None;
+                    spec.renew_time = None;
+                }
+                let _ = self.api.replace(LEADER_LEASE, &PostParams::default(), &lease).await;
+            }
+        }
+    }
+
+    /// Renews this node's lease, announcing the addresses its agent serves on.
+    pub async fn announce(&self, node: &str, addresses: &[IpAddr]) -> kube::Result<()> {
+        let name = format!("{NODE_LEASE_PREFIX}{node}");
+        let annotation = addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let metadata = ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([(NODE_LABEL.to_string(), "true".to_string())].into()),
+            annotations: Some([(ADDRESSES_ANNOTATION.to_string(), annotation)].into()),
+            ..Default::default()
+        };
+        match self.api.get_opt(&name).await? {
+            None => {
+                self.api.create(&PostParams::default(), &Lease { metadata, spec: Some(self.spec(0, None)) }).await?;
+            }
+            Some(existing) => {
+                let lease = Lease {
+                    metadata: ObjectMeta { resource_version: existing.metadata.resource_version, ..metadata },
+                    spec: Some(self.spec(0, existing.spec.and_then(|s| s.acquire_time))),
+                };
+                self.api.replace(&name, &PostParams::default(), &lease).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses of every node whose agent renewed its lease in time, sorted.
+    pub async fn serving_addresses(&self) -> kube::Result<Vec<IpAddr>> {
+        let leases = self.api.list(&ListParams::default().labels(&format!("{NODE_LABEL}=true"))).await?;
+        let now = now();
+        let mut addresses = BTreeSet::new();
+        for lease in leases {
+            if lease.spec.as_ref().is_none_or(|s| expired(s, now)) {
+                continue;
+            }
+            let annotation = lease.metadata.annotations.as_ref().and_then(|a| a.get(ADDRESSES_ANNOTATION)).cloned().unwrap_or_default();
+            addresses.extend(annotation.split(',').filter_map(|a| a.parse::<IpAddr>().ok()));
+        }
+        Ok(addresses.into_iter().collect())
+    }
+}
