@@ -6,6 +6,7 @@ pub mod echo;
 pub mod integrity;
 pub mod manifests;
 pub mod cgroup;
+pub mod chart;
 pub mod harness;
 pub mod status;
 pub mod netns;

@@ -14,6 +14,8 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev", "clang-22", "lld-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "libxml2-dev",
     "libbpf-dev", "bpftool", "iproute2",
     "netcat-openbsd", "curl", "socat",
+    // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
+    "golang-go",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

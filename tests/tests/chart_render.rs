@@ -1,0 +1,57 @@
+//! The Helm chart renders (with Go's text/template, as Helm would) into the
+//! objects a careful operator expects. Applying them to a real API server is
+//! in kube_mode.rs.
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sockgate_tests::chart::render;
+
+fn objects(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn the_chart_renders_a_host_network_daemonset_with_named_capabilities_and_least_privilege_rbac() {
+    let objs = objects(&render("sockgate", "sockgate-system", json!({})).unwrap());
+    let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for kind in ["DaemonSet", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "GatewayClass"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let ds = find(&objs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let agent = &pod["containers"][0];
+    assert_eq!(agent["image"], "ghcr.io/sockgate/gateway-agent:0.1.0", "the tag defaults to the chart's appVersion");
+    assert_eq!(agent["securityContext"]["capabilities"], json!({ "drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"] }));
+    assert!(agent["securityContext"].get("privileged").is_none());
+    assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let env: Vec<&str> = agent["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(env, ["NODE_NAME", "NODE_IP", "POD_NAMESPACE"]);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    // RBAC: reads what it watches, writes only status (and Leases, Events).
+    let rules = find(&objs, "ClusterRole")["rules"].as_array().unwrap().clone();
+    for rule in &rules {
+        let writes = rule["verbs"].as_array().unwrap().iter().any(|v| ["create", "update", "patch", "delete"].contains(&v.as_str().unwrap()));
+        if writes {
+            let resources: Vec<&str> = rule["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+            assert!(resources.iter().all(|r| r.ends_with("/status") || *r == "events"), "writes {resources:?}");
+        }
+    }
+    assert_eq!(find(&objs, "GatewayClass")["spec"]["controllerName"], "sockgate.io/gateway-controller");
+}
+
+#[test]
+fn chart_values_change_what_is_rendered() {
+    let objs = objects(&render("edge", "gw", json!({ "image": { "tag": "dev" }, "dataplane": "splice", "gatewayClassName": "" })).unwrap());
+    let ds = find(&objs, "DaemonSet");
+    assert_eq!(ds["metadata"]["namespace"], "gw");
+    assert_eq!(ds["metadata"]["name"], "edge-agent");
+    let agent = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(agent["image"], "ghcr.io/sockgate/gateway-agent:dev");
+    assert!(agent["args"].as_array().unwrap().contains(&json!("--dataplane=splice")));
+    assert!(objs.iter().all(|o| o["kind"] != "GatewayClass"), "gatewayClassName empty: no GatewayClass");
+}
