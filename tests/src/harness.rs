@@ -46,6 +46,19 @@ impl GatewayNode {
         Ok(GatewayNode { agent, hosts, manifests, logs })
     }
 
+    /// Kubernetes mode: the agent on the node reads the test API server
+    /// (`cargo xtask cluster up`), bridged onto the node's loopback.
+    pub fn start_in_cluster(args: &[&str]) -> Result<GatewayNode> {
+        let hosts = Topology::create()?;
+        crate::bridge::bridge_port(&hosts.node, crate::cluster::api_port()?)?;
+        let logs = tempfile::tempdir()?;
+        let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
+        command.arg("run").args(args).env("KUBECONFIG", crate::cluster::kubeconfig()).env("SOCKGATE_LOG", "info,gateway_agent=debug");
+        let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
+        wait_for_log(&mut agent, "configuration applied", Duration::from_secs(30))?;
+        Ok(GatewayNode { agent, hosts, manifests: tempfile::tempdir()?, logs })
+    }
+
     /// Replaces a manifest file atomically (write aside, rename), as editors and ConfigMaps do.
     pub fn write(&self, name: &str, yaml: &str) -> Result<()> {
         let aside = self.manifests.path().join(format!(".{name}.tmp"));

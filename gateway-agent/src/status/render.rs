@@ -76,12 +76,27 @@ fn conditions_json(conditions: &[Condition]) -> Vec<Value> {
                 "type": c.type_,
                 "status": if c.status { "True" } else { "False" },
                 "reason": c.reason,
-                "message": c.message,
+                "message": message(c),
                 "observedGeneration": c.observed_generation,
                 "lastTransitionTime": time.map(|t| t.to_string()),
             })
         })
         .collect()
+}
+
+/// The condition's message; the API rejects an empty one (server-side apply
+/// turns "" into null), so the positive conditions get a plain sentence.
+fn message(c: &Condition) -> String {
+    if !c.message.is_empty() {
+        return c.message.clone();
+    }
+    match (c.type_, c.status) {
+        ("Accepted", true) => "Accepted by sockgate.".into(),
+        ("Programmed", true) => "Programmed on sockgate's data plane.".into(),
+        ("ResolvedRefs", true) => "All references are resolved.".into(),
+        ("Conflicted", false) => "No conflicts.".into(),
+        _ => format!("{}.", c.reason),
+    }
 }
 
 /// The parentRef as the API server holds it: group and kind defaulted.
@@ -132,7 +147,7 @@ mod tests {
         assert_eq!(parent["controllerName"], "sockgate.io/gateway-controller");
         assert_eq!(
             parent["conditions"][0],
-            json!({ "type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 1, "lastTransitionTime": "2026-03-04T05:06:07Z" })
+            json!({ "type": "Accepted", "status": "True", "reason": "Accepted", "message": "Accepted by sockgate.", "observedGeneration": 1, "lastTransitionTime": "2026-03-04T05:06:07Z" })
         );
         let yaml = to_yaml(&docs);
         assert_eq!(yaml.matches("\n---\n").count(), 3, "{yaml}");

@@ -1,0 +1,238 @@
+//! Kubernetes mode against a real kube-apiserver + etcd (`cargo xtask cluster up`,
+//! which `cargo xtask test` runs first): routes applied with kubectl are served,
+//! status is written by one elected agent, the chart's objects apply.
+//!
+//! Tests share one API server, so each uses its own namespace and (but for the
+//! guide's test) its own controllerName and GatewayClass.
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sockgate_tests::agent::{wait_for_port, Process};
+use sockgate_tests::chart::render;
+use sockgate_tests::cluster::{apply, can_i, eventually, get, kubectl};
+use sockgate_tests::echo::get as http_get;
+use sockgate_tests::harness::{serve, GatewayNode};
+use sockgate_tests::netns::{unique_name, NetNs};
+use sockgate_tests::{workspace_bin, workspace_root};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A namespace of the test's own. The test API server runs no controllers, so
+/// deleting a namespace would not delete what is in it: the guard deletes the
+/// objects itself when the test ends, pass or fail.
+struct Namespace(String);
+
+impl Namespace {
+    fn create(prefix: &str) -> Namespace {
+        let ns = unique_name(prefix);
+        kubectl(&["create", "namespace", &ns], None).unwrap();
+        Namespace(ns)
+    }
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let kinds = "gateways.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps";
+        let _ = kubectl(&["delete", kinds, "--all", "-n", &self.0, "--wait=false"], None);
+        let _ = kubectl(&["delete", "gatewayclass", &self.0, "--ignore-not-found", "--wait=false"], None);
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
+    }
+}
+
+fn namespace(prefix: &str) -> Namespace {
+    Namespace::create(prefix)
+}
+
+fn in_namespace(yaml: &str, ns: &str) -> String {
+    yaml.replace("metadata:\n  name:", &format!("metadata:\n  namespace: {ns}\n  name:"))
+}
+
+/// A 1.20 server serves EndpointSlices as v1beta1 only (same fields sockgate reads).
+fn for_this_server(yaml: &str) -> String {
+    yaml.replace("apiVersion: discovery.k8s.io/v1\n", "apiVersion: discovery.k8s.io/v1beta1\n")
+}
+
+fn start_echo(host: &NetNs, service: &str, pod: &str, logs: &std::path::Path) -> Process {
+    let mut cmd = host.command(workspace_bin("sockgate-echo").unwrap());
+    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
+    let p = Process::spawn(&format!("echo-{service}"), cmd, logs).unwrap();
+    wait_for_port(host, "127.0.0.1:3000".parse().unwrap(), Duration::from_secs(10)).unwrap();
+    p
+}
+
+fn conditions(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| a.iter().map(|c| format!("{}={}/{}", c["type"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written() {
+    let ns = namespace("guide");
+    // Class `eg` is cluster-wide: Gateways of it from an interrupted earlier run would hold 8088/8089.
+    let stale = kubectl(&["get", "gateways.gateway.networking.k8s.io", "-A", "-o", "json"], None).unwrap();
+    for g in serde_json::from_str::<Value>(&stale).unwrap()["items"].as_array().unwrap() {
+        if g["spec"]["gatewayClassName"] == "eg" {
+            let (gns, name) = (g["metadata"]["namespace"].as_str().unwrap(), g["metadata"]["name"].as_str().unwrap());
+            kubectl(&["delete", "gateway", name, "-n", gns], None).unwrap();
+        }
+    }
+    let example = |f: &str| std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap();
+    for file in ["gateway.yaml", "backends.yaml", "tcproutes.yaml"] {
+        // Unchanged, as the guide applies them (into this test's namespace).
+        kubectl(&["apply", "--validate=false", "-n", &ns, "-f", "-"], Some(&example(file))).unwrap();
+    }
+    kubectl(&["apply", "--validate=false", "-n", &ns, "-f", "-"], Some(&for_this_server(&example("endpointslices.yaml")))).unwrap();
+
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--gateway-address", "198.18.1.2", "--node-name", "node-a", "--lease-namespace", &ns]).unwrap();
+    let _foo = start_echo(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path());
+    let _bar = start_echo(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path());
+    node.wait_for_port(8088).unwrap();
+    node.wait_for_port(8089).unwrap();
+    for (port, service) in [(8088, "foo"), (8089, "bar")] {
+        let (status, echo) = http_get(&mut node.connect(port).unwrap(), "198.18.1.2").unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(echo.service, service, "port {port}");
+    }
+
+    // Status, as `kubectl get` shows it, written by this (the only, so the leading) agent.
+    let gateway = eventually(WAIT, "the Gateway's status", || {
+        get("gateway", &ns, "tcp-gateway").filter(|g| g["status"]["listeners"][1]["attachedRoutes"] == 1)
+    })
+    .unwrap();
+    assert_eq!(gateway["status"]["addresses"], json!([{ "type": "IPAddress", "value": "198.18.1.2" }]));
+    assert_eq!(conditions(&gateway["status"]["conditions"]), ["Accepted=True/Accepted", "Programmed=True/Programmed"]);
+    let route = eventually(WAIT, "the TCPRoute's status", || get("tcproute", &ns, "tcp-app-1").filter(|r| r["status"]["parents"].is_array())).unwrap();
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "sockgate.io/gateway-controller");
+    assert_eq!(parent["parentRef"]["sectionName"], "foo");
+    assert_eq!(conditions(&parent["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
+    let class = get("gatewayclass", "", "eg").unwrap();
+    assert_eq!(conditions(&class["status"]["conditions"]), ["Accepted=True/Accepted"]);
+
+    // Deleting a route: its listener stops serving it, the status follows.
+    kubectl(&["delete", "tcproute", "tcp-app-2", "-n", &ns], None).unwrap();
+    eventually(WAIT, "attachedRoutes 0 on listener bar", || get("gateway", &ns, "tcp-gateway").filter(|g| g["status"]["listeners"][1]["attachedRoutes"] == 0)).unwrap();
+    let mut s = node.connect(8089).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
+    let (_, echo) = http_get(&mut node.connect(8088).unwrap(), "198.18.1.2").unwrap();
+    assert_eq!(echo.service, "foo", "the other route is undisturbed");
+}
+
+/// A GatewayClass of a controllerName of this test's own, a Gateway with a TCP
+/// listener on 9000, a route to Service `one` (198.18.2.2:7000).
+fn private_setup(ns: &str) -> String {
+    let controller = format!("sockgate.io/{ns}");
+    let yaml = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {ns}\nspec:\n  controllerName: {controller}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {ns}\nspec:\n  gatewayClassName: {ns}\n  listeners:\n  - {{name: a, port: 9000, protocol: TCP}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata:\n  name: r\n  namespace: {ns}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: one, port: 80}}]}}]\n---\n"
+    );
+    let service = in_namespace(&for_this_server(&sockgate_tests::manifests::service("one", 80, 7000, &["198.18.2.2"])), ns);
+    apply(&format!("{yaml}{service}")).unwrap();
+    controller
+}
+
+fn identity_backend(node: &GatewayNode) {
+    let _ = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| {
+        let _ = s.write_all(b"one");
+    })
+    .unwrap();
+}
+
+fn who(node: &GatewayNode) -> String {
+    let mut s = node.connect(9000).unwrap();
+    let mut name = String::new();
+    s.read_to_string(&mut name).unwrap();
+    name
+}
+
+fn lease_holder(ns: &str) -> Option<String> {
+    get("lease", ns, "sockgate-status-writer").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+}
+
+#[test]
+fn one_elected_agent_writes_status_and_another_takes_over_when_it_stops() {
+    let ns = namespace("lead");
+    let controller = private_setup(ns.as_str());
+    let start = |node: &str, address: &str| {
+        GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", node, "--gateway-address", address]).unwrap()
+    };
+    let mut a = start("node-a", "198.18.1.2");
+    let mut b = start("node-b", "198.18.1.3");
+    for node in [&a, &b] {
+        identity_backend(node);
+        node.wait_for_port(9000).unwrap();
+        assert_eq!(who(node), "one", "every agent programs its own node");
+    }
+    // Both nodes' addresses reach the Gateway's status through their node Leases.
+    eventually(WAIT, "both addresses in Gateway status", || {
+        get("gateway", &ns, "gw").filter(|g| g["status"]["addresses"] == json!([{ "type": "IPAddress", "value": "198.18.1.2" }, { "type": "IPAddress", "value": "198.18.1.3" }]))
+    })
+    .unwrap();
+    let leader = lease_holder(&ns).unwrap();
+    let (leading, following) = if leader == "node-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    assert!(leading.agent.logs().contains("status written"));
+    assert!(!following.agent.logs().contains("status written"), "only the leader writes status:\n{}", following.agent.logs());
+
+    // The leader stops (and resigns); the other takes over and keeps status current.
+    assert!(leading.agent.stop(Duration::from_secs(10)), "SIGTERM ends the agent");
+    let successor = if leader == "node-a" { "node-b" } else { "node-a" };
+    eventually(WAIT, "the other agent to take the lease", || (lease_holder(&ns).as_deref() == Some(successor)).then_some(())).unwrap();
+    kubectl(&["delete", "tcproute", "r", "-n", &ns], None).unwrap();
+    eventually(WAIT, "attachedRoutes 0 written by the new leader", || get("gateway", &ns, "gw").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 0)).unwrap();
+    eventually(WAIT, "the stopped node's address to leave the status", || {
+        get("gateway", &ns, "gw").filter(|g| g["status"]["addresses"].as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    following.wait_for_log("status writer elected").unwrap();
+}
+
+#[test]
+fn the_charts_objects_apply_to_a_real_api_server() {
+    let ns = namespace("chart");
+    let rendered = render("sockgate", &ns, json!({ "gatewayClassName": ns.as_str() })).unwrap();
+    let out = apply(&rendered).unwrap();
+    for object in [
+        "serviceaccount/sockgate-agent",
+        "clusterrole.rbac.authorization.k8s.io/sockgate-agent",
+        "clusterrolebinding.rbac.authorization.k8s.io/sockgate-agent",
+        "role.rbac.authorization.k8s.io/sockgate-leases",
+        "rolebinding.rbac.authorization.k8s.io/sockgate-leases",
+        "daemonset.apps/sockgate-agent",
+    ] {
+        assert!(out.contains(object), "{object} not applied:\n{out}");
+    }
+    let ds = get("daemonset", &ns, "sockgate-agent").unwrap();
+    assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true);
+    assert!(get("gatewayclass", "", &ns).is_some());
+    // The agent's RBAC lets it do what it does: the API server's own authorizer says so.
+    let sa = format!("system:serviceaccount:{}:sockgate-agent", ns.as_str());
+    for (verb, resource, allowed) in [
+        ("watch", "tcproutes.gateway.networking.k8s.io", "yes"),
+        ("patch", "gateways.gateway.networking.k8s.io/status", "yes"),
+        ("list", "endpointslices.discovery.k8s.io", "yes"),
+        ("update", "leases.coordination.k8s.io", "yes"),
+        ("update", "gateways.gateway.networking.k8s.io", "no"),
+        ("delete", "services", "no"),
+        ("get", "secrets", "no"),
+    ] {
+        let (resource, sub) = resource.split_once('/').map(|(r, s)| (r, Some(s))).unwrap_or((resource, None));
+        let mut args = vec![verb, resource, "-n", &ns, "--as", &sa];
+        if let Some(s) = sub {
+            args.push("--subresource");
+            args.push(s);
+        }
+        assert_eq!(can_i(&args).unwrap(), allowed, "can {sa} {verb} {resource} {sub:?}?");
+    }
+}
