@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::{install_missing, output, root, run_quiet};
 use anyhow::{bail, Context, Result};
 
 /// What `up` needs besides kubectl: the source-package tools, Go and rsync for
@@ -73,9 +74,6 @@ pub fn kubeconfig_path() -> PathBuf {
     cluster_dir().join("kubeconfig")
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 fn cluster_dir() -> PathBuf {
     root().join("target/cluster")
@@ -98,6 +96,11 @@ fn up() -> Result<()> {
     write_kubeconfig(&token)?;
     if running(&ETCD).is_some() && running(&APISERVER).is_some() {
         eprintln!("xtask: reusing the running cluster");
+    } else if running(&ETCD).is_some() {
+        // The store survived: bring the apiserver back over it, as a restarted
+        // control plane would (clients resync; nothing is lost).
+        eprintln!("xtask: restarting kube-apiserver over the running etcd");
+        start_apiserver()?;
     } else {
         // Whatever half of a previous cluster survived starts over with a fresh store.
         down()?;
@@ -124,26 +127,18 @@ fn down() -> Result<()> {
 /// Installs what is missing and returns the kubectl to use.
 fn install_packages() -> Result<PathBuf> {
     let existing_kubectl = find_on_path("kubectl");
-    let mut missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !apt_installed(p)).collect();
+    let mut wanted = APT_PACKAGES.to_vec();
+    // Debian's kubectl conflicts with one the machine image may ship: use that one if present.
     if existing_kubectl.is_none() {
-        missing.push(KUBECTL_PACKAGE);
+        wanted.push(KUBECTL_PACKAGE);
     }
-    if !missing.is_empty() {
-        if output("id", &["-u"])?.trim() != "0" {
-            bail!("cluster up must run as root to install {}", missing.join(" "));
-        }
-        eprintln!("xtask: installing {}", missing.join(" "));
-        run_quiet(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
-        let mut install = Command::new("apt-get");
-        install.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q"]).args(&missing);
-        run_quiet(&mut install, &format!("apt-get install {}", missing.join(" ")))?;
+    if output("id", &["-u"])?.trim() != "0" {
+        bail!("cluster up must run as root: it installs packages and starts daemons");
     }
+    install_missing(&wanted)?;
     existing_kubectl.or_else(|| find_on_path("kubectl")).context("no kubectl on PATH even after installing kubernetes-client")
 }
 
-fn apt_installed(package: &str) -> bool {
-    output("dpkg-query", &["-W", "-f=${db:Status-Abbrev}", package]).is_ok_and(|s| s.starts_with("ii"))
-}
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -556,21 +551,3 @@ fn last_line(path: &Path) -> String {
     text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string()
 }
 
-fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).stderr(Stdio::null()).output().with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!("{program} {} failed", args.join(" "));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs with output captured; on failure, one clear line with the last words of stderr.
-fn run_quiet(command: &mut Command, what: &str) -> Result<()> {
-    let out = command.stdin(Stdio::null()).output().with_context(|| format!("starting {what}"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
-        bail!("{what} failed: {}", last.trim());
-    }
-    Ok(())
-}

@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+mod cluster;
+
 /// Debian packages a fresh machine of this kind lacks: Debian's rustc with a
 /// prebuilt `core` for BPF, LLVM 22 to build bpf-linker against, the kernel and
 /// network tools, and the real clients the demo and tests run.
@@ -26,8 +28,9 @@ fn main() -> ExitCode {
         Some("build") => build(),
         Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
+        Some("cluster") => cluster::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|cluster <up|down>>");
             return ExitCode::from(2);
         }
     };
@@ -62,7 +65,12 @@ fn setup() -> Result<()> {
 }
 
 fn install_apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !apt_installed(p)).collect();
+    install_missing(APT_PACKAGES)
+}
+
+/// Installs those of `packages` that are not installed yet (apt-get update only then).
+fn install_missing(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !apt_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -117,8 +125,13 @@ fn demo() -> Result<()> {
     run(&mut Command::new(root().join("target/debug/sockgate-demo")), "the demo")
 }
 
+/// Every test, with the test API server up for the Kubernetes-mode tests, and
+/// down again afterwards whatever the outcome.
 fn test(extra: &[String]) -> Result<()> {
-    run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test")
+    cluster::run(&["up".to_string()])?;
+    let tests = run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test");
+    let down = cluster::run(&["down".to_string()]);
+    tests.and(down)
 }
 
 /// The cargo running this xtask (rustup's), not Debian's /usr/bin/cargo.

@@ -73,7 +73,7 @@ pub async fn start(client: Client) -> Result<watch::Receiver<Option<Arc<Loaded>>
         let changed = changed.clone();
         let kind = resource.kind.clone();
         tokio::spawn(async move {
-            let events = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+            let events = reflector::reflector(writer, watcher(api, watcher::Config::default())).backoff(Reconnect::default());
             futures::pin_mut!(events);
             while let Some(event) = events.next().await {
                 match event {
@@ -102,6 +102,37 @@ pub async fn start(client: Client) -> Result<watch::Receiver<Option<Arc<Loaded>>
         }
     });
     Ok(rx)
+}
+
+/// Retry delays after a watch error: from 250 ms doubling to at most 3 s. A
+/// node agent wants its view back soon after the API server returns (the
+/// library default grows to 30 s); reset once a watch succeeds again.
+struct Reconnect {
+    next: Duration,
+}
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(3);
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { next: RECONNECT_FIRST }
+    }
+}
+
+impl Iterator for Reconnect {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(RECONNECT_MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Reconnect {
+    fn reset(&mut self) {
+        self.next = RECONNECT_FIRST;
+    }
 }
 
 fn build(stores: &[(ApiResource, Store<DynamicObject>)]) -> Loaded {
