@@ -128,7 +128,11 @@ fn demo() -> Result<()> {
 /// Every test, with the test API server up for the Kubernetes-mode tests, and
 /// down again afterwards whatever the outcome.
 fn test(extra: &[String]) -> Result<()> {
-    cluster::run(&["up".to_string()])?;
+    if let Err(e) = cluster::run(&["up".to_string()]) {
+        // Leave no half-started daemon behind.
+        let _ = cluster::run(&["down".to_string()]);
+        return Err(e);
+    }
     let tests = run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test");
     let down = cluster::run(&["down".to_string()]);
     tests.and(down)
