@@ -80,6 +80,23 @@ impl GatewayNode {
         Ok(stream)
     }
 
+    /// How a new connection to `port` ends when the gateway refuses to serve it.
+    /// The agent accepts, then resets: the client sees the reset either on its
+    /// first read or, if the RST wins the race, already as the connect's result.
+    pub fn refusal(&self, port: u16) -> std::io::ErrorKind {
+        use std::io::Read;
+        let mut stream = match self.connect(port) {
+            Ok(s) => s,
+            Err(e) => return e.downcast::<std::io::Error>().map(|e| e.kind()).unwrap_or(std::io::ErrorKind::Other),
+        };
+        let mut buf = [0u8; 1];
+        match stream.read(&mut buf) {
+            Ok(0) => std::io::ErrorKind::UnexpectedEof,
+            Ok(_) => std::io::ErrorKind::InvalidData,
+            Err(e) => e.kind(),
+        }
+    }
+
     pub fn wait_for_port(&self, port: u16) -> Result<()> {
         wait_for_port(&self.hosts.client, SocketAddr::new(GATEWAY.into(), port), Duration::from_secs(10))
             .with_context(|| format!("agent log:\n{}", self.agent.logs()))

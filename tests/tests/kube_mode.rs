@@ -106,26 +106,26 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
 
     // Status, as `kubectl get` shows it, written by this (the only, so the leading) agent.
     let gateway = eventually(WAIT, "the Gateway's status", || {
-        get("gateway", &ns, "tcp-gateway").filter(|g| g["status"]["listeners"][1]["attachedRoutes"] == 1)
+        get("gateway", &ns, "tcp-gateway").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 1 && g["status"]["listeners"][1]["attachedRoutes"] == 1)
     })
     .unwrap();
     assert_eq!(gateway["status"]["addresses"], json!([{ "type": "IPAddress", "value": "198.18.1.2" }]));
     assert_eq!(conditions(&gateway["status"]["conditions"]), ["Accepted=True/Accepted", "Programmed=True/Programmed"]);
-    let route = eventually(WAIT, "the TCPRoute's status", || get("tcproute", &ns, "tcp-app-1").filter(|r| r["status"]["parents"].is_array())).unwrap();
-    let parent = &route["status"]["parents"][0];
-    assert_eq!(parent["controllerName"], "sockgate.io/gateway-controller");
-    assert_eq!(parent["parentRef"]["sectionName"], "foo");
-    assert_eq!(conditions(&parent["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
+    for (route, section) in [("tcp-app-1", "foo"), ("tcp-app-2", "bar")] {
+        let route = eventually(WAIT, "the TCPRoute's status", || get("tcproute", &ns, route).filter(|r| r["status"]["parents"].is_array())).unwrap();
+        let parent = &route["status"]["parents"][0];
+        assert_eq!(parent["controllerName"], "sockgate.io/gateway-controller");
+        assert_eq!(parent["parentRef"]["sectionName"], section);
+        assert_eq!(conditions(&parent["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
+    }
     let class = get("gatewayclass", "", "eg").unwrap();
     assert_eq!(conditions(&class["status"]["conditions"]), ["Accepted=True/Accepted"]);
 
     // Deleting a route: its listener stops serving it, the status follows.
     kubectl(&["delete", "tcproute", "tcp-app-2", "-n", &ns], None).unwrap();
     eventually(WAIT, "attachedRoutes 0 on listener bar", || get("gateway", &ns, "tcp-gateway").filter(|g| g["status"]["listeners"][1]["attachedRoutes"] == 0)).unwrap();
-    let mut s = node.connect(8089).unwrap();
-    let mut buf = [0u8; 1];
-    assert_eq!(s.read(&mut buf).map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
-    let (_, echo) = http_get(&mut node.connect(8088).unwrap(), "198.18.1.2").unwrap();
+    assert_eq!(node.refusal(8089), ErrorKind::ConnectionReset);
+    let (_, echo) = http_get(&mut node.connect(8088).unwrap(), "198.18.1.2").unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
     assert_eq!(echo.service, "foo", "the other route is undisturbed");
 }
 
@@ -235,4 +235,69 @@ fn the_charts_objects_apply_to_a_real_api_server() {
         }
         assert_eq!(can_i(&args).unwrap(), allowed, "can {sa} {verb} {resource} {sub:?}?");
     }
+}
+
+/// Who answers on 9000 now: the backend's name, or "reset" when the connection is refused or reset.
+fn answer(node: &GatewayNode) -> String {
+    let Ok(mut s) = node.connect(9000) else { return "reset".into() };
+    let mut name = String::new();
+    match s.read_to_string(&mut name) {
+        Ok(_) if !name.is_empty() => name,
+        _ => "reset".into(),
+    }
+}
+
+/// Time from the API server accepting a change (kubectl returned) until new
+/// connections follow it. Polls every 10 ms.
+fn follow(node: &GatewayNode, change: &str, expect: &str) -> Duration {
+    apply(change).unwrap();
+    let start = std::time::Instant::now();
+    while answer(node) != expect {
+        assert!(start.elapsed() < Duration::from_secs(5), "the data plane never followed the change to {expect:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn the_data_plane_follows_route_edits_endpoint_scaling_and_deletion_within_a_second() {
+    let ns = namespace("follow");
+    let controller = private_setup(ns.as_str());
+    let two = in_namespace(&for_this_server(&sockgate_tests::manifests::service("two", 80, 7000, &["198.18.3.2"])), ns.as_str());
+    apply(&two).unwrap();
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", "node-a"]).unwrap();
+    for (host, name) in [(&node.hosts.backend1, "one"), (&node.hosts.backend2, "two")] {
+        let _ = serve(host, 7000, move |mut s: TcpStream| {
+            let _ = s.write_all(name.as_bytes());
+        })
+        .unwrap();
+    }
+    node.wait_for_port(9000).unwrap();
+    assert_eq!(answer(&node), "one");
+    let route_to = |service: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata:\n  name: r\n  namespace: {}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: {service}, port: 80}}]}}]\n", ns.as_str())
+    };
+    let slice_of_two = |endpoints: &[&str]| {
+        let yaml = in_namespace(&for_this_server(&sockgate_tests::manifests::service("two", 80, 7000, endpoints)), ns.as_str());
+        yaml.split("---\n").nth(1).unwrap().to_string()
+    };
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        delays.push(follow(&node, &route_to("two"), "two")); // a route's backend edited
+        delays.push(follow(&node, &slice_of_two(&[]), "reset")); // its EndpointSlice scaled to zero
+        delays.push(follow(&node, &slice_of_two(&["198.18.3.2"]), "two")); // and back to one
+        delays.push(follow(&node, &route_to("one"), "one"));
+    }
+    kubectl(&["delete", "tcproute", "r", "-n", &ns], None).unwrap();
+    let start = std::time::Instant::now();
+    while answer(&node) != "reset" {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    delays.push(start.elapsed()); // a route deleted
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let p99 = delays[(delays.len() * 99 / 100).min(delays.len() - 1)];
+    eprintln!("API change to traffic following, {} changes: p50 {p50:?}, p99 {p99:?}, max {:?}", delays.len(), delays.last().unwrap());
+    assert!(*delays.last().unwrap() < Duration::from_secs(1), "the data plane must follow within 1 s: {delays:?}");
 }
