@@ -88,6 +88,14 @@ pub struct CheckArgs {
 pub struct InspectArgs {
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 /// "5s", "500ms", "2m", or a bare number of seconds.

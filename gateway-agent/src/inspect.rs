@@ -1,16 +1,112 @@
-//! `gateway-agent inspect`: the pinned eBPF maps, in words.
-use anyhow::Result;
+//! `gateway-agent inspect`: the pinned eBPF maps, in words or as JSON.
+use std::net::{IpAddr, Ipv6Addr};
 
-use crate::cli::InspectArgs;
-use crate::dataplane::kernel::read_pinned;
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::cli::{InspectArgs, OutputFormat};
+use crate::dataplane::kernel::{read_pinned, PinnedView};
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     let view = read_pinned(&args.bpf_pin_dir)?;
-    println!("listeners in {} ({} entries):", args.bpf_pin_dir.display(), view.listeners.len());
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&to_json(&view))?),
+        OutputFormat::Text => print!("{}", to_text(&view, &args.bpf_pin_dir.display().to_string())),
+    }
+    Ok(())
+}
+
+fn address(raw: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(raw);
+    v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+}
+
+/// The view as JSON: one object per listener with its backends and counters.
+pub fn to_json(view: &PinnedView) -> Value {
+    let listeners: Vec<Value> = view
+        .listeners
+        .iter()
+        .map(|(port, info)| {
+            let backends: Vec<Value> = view
+                .backends
+                .iter()
+                .filter(|(k, _)| k.port == *port)
+                .map(|(_, b)| {
+                    if b.reject == 1 {
+                        json!({ "group": b.group, "weight": b.weight, "reject": true })
+                    } else {
+                        json!({ "group": b.group, "weight": b.weight, "address": address(b.addr).to_string(), "port": b.port })
+                    }
+                })
+                .collect();
+            json!({
+                "port": port,
+                "routed": info.routed == 1,
+                "backends": backends,
+                "connectionsAccepted": view.accepted.get(port).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    json!({ "listeners": listeners })
+}
+
+fn to_text(view: &PinnedView, pin_dir: &str) -> String {
+    let mut out = format!("listeners in {pin_dir} ({} entries):\n", view.listeners.len());
     for (port, info) in &view.listeners {
         let routed = if info.routed == 1 { "routed" } else { "no route (connections reset)" };
         let accepted = view.accepted.get(port).copied().unwrap_or(0);
-        println!("  port {port}: {routed}, {} ready backend endpoints, {accepted} connections accepted", info.backends);
+        let endpoints = view.backends.iter().filter(|(k, b)| k.port == *port && b.reject == 0).count();
+        out += &format!("  port {port}: {routed}, {endpoints} ready backend endpoints, {accepted} connections accepted\n");
+        for (_, b) in view.backends.iter().filter(|(k, _)| k.port == *port) {
+            if b.reject == 1 {
+                out += &format!("    backendRef {} weight {}: no endpoint, its share is reset\n", b.group, b.weight);
+            } else {
+                let addr = address(b.addr);
+                let shown = if addr.is_ipv6() { format!("[{addr}]") } else { addr.to_string() };
+                out += &format!("    backendRef {} weight {}: {shown}:{}\n", b.group, b.weight, b.port);
+            }
+        }
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::kernel::backend_entries;
+    use crate::model::config::{BackendGroup, DataplaneConfig, ListenerConfig};
+    use crate::resources::ObjectKey;
+    use gateway_common::ListenerInfo;
+
+    #[test]
+    fn a_listeners_backends_weights_and_rejected_share_read_back_in_words_and_json() {
+        let mut config = DataplaneConfig::default();
+        config.listeners.insert(
+            8088,
+            ListenerConfig {
+                gateway: ObjectKey::new("default", "gw"),
+                listener: "foo".into(),
+                route: Some(ObjectKey::new("default", "r")),
+                backends: vec![
+                    BackendGroup { name: "default/a:1".into(), weight: 70, endpoints: vec!["198.18.2.2:3000".parse().unwrap(), "[fd00::1]:3000".parse().unwrap()] },
+                    BackendGroup { name: "default/gone:1".into(), weight: 30, endpoints: vec![] },
+                ],
+            },
+        );
+        let backends = backend_entries(&config);
+        let view = PinnedView {
+            listeners: [(8088, ListenerInfo { backends: backends.len() as u32, routed: 1 })].into(),
+            backends,
+            accepted: [(8088, 5)].into(),
+        };
+        let text = to_text(&view, "/sys/fs/bpf/sockgate");
+        assert!(text.contains("port 8088: routed, 2 ready backend endpoints, 5 connections accepted"), "{text}");
+        assert!(text.contains("backendRef 0 weight 70: 198.18.2.2:3000"), "{text}");
+        assert!(text.contains("backendRef 0 weight 70: [fd00::1]:3000"), "{text}");
+        assert!(text.contains("backendRef 1 weight 30: no endpoint, its share is reset"), "{text}");
+        let json = to_json(&view);
+        assert_eq!(json["listeners"][0]["backends"][0], json!({ "group": 0, "weight": 70, "address": "198.18.2.2", "port": 3000 }));
+        assert_eq!(json["listeners"][0]["backends"][2], json!({ "group": 1, "weight": 30, "reject": true }));
+        assert_eq!(json["listeners"][0]["connectionsAccepted"], 5);
+    }
 }

@@ -14,10 +14,33 @@ pub type ListenerPort = u32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListenerInfo {
-    /// Number of ready backend endpoints the listener's route resolves to now.
+    /// Entries of this listener in `BACKENDS` (indexes 0..backends).
     pub backends: u32,
     /// 1 when the listener currently has a route attached that gets traffic.
     pub routed: u32,
+}
+
+/// Key of the `BACKENDS` map: a listener port and a position in its route's endpoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub port: ListenerPort,
+    pub index: u32,
+}
+
+/// One endpoint of the route serving a listener, as the agent picks from them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// IPv6 address, or IPv4-mapped (::ffff:a.b.c.d).
+    pub addr: [u8; 16],
+    pub port: u16,
+    /// 1: this entry stands for a backendRef without endpoints, whose share is reset.
+    pub reject: u16,
+    /// The weight of the backendRef (shared equally by its endpoints).
+    pub weight: u32,
+    /// Which backendRef of the route (0-based) the endpoint belongs to.
+    pub group: u32,
 }
 
 /// Counters the kernel keeps per listener port.
@@ -32,10 +55,16 @@ pub struct ListenerStats {
 /// Names of the maps, pinned under `/sys/fs/bpf/sockgate/`.
 pub const LISTENERS_MAP: &str = "LISTENERS";
 pub const LISTENER_STATS_MAP: &str = "LISTENER_STATS";
+pub const BACKENDS_MAP: &str = "BACKENDS";
 /// Name of the sock_ops program in the object.
 pub const SOCKOPS_PROGRAM: &str = "sockgate_sockops";
 /// Upper bound on listeners a node serves; the maps are sized for it.
 pub const MAX_LISTENERS: u32 = 65_536;
+/// Upper bound on endpoints across all listeners. Maps are created without
+/// preallocation, so the bound costs nothing until used.
+pub const MAX_BACKENDS: u32 = 1 << 20;
+/// BPF_F_NO_PREALLOC: hash map memory grows with the entries, not the bound.
+pub const NO_PREALLOC: u32 = 1;
 
 #[cfg(feature = "user")]
 mod user {
@@ -43,4 +72,7 @@ mod user {
     // (u32+u32, u64), so any byte pattern of their size is a valid value.
     unsafe impl aya::Pod for super::ListenerInfo {}
     unsafe impl aya::Pod for super::ListenerStats {}
+    // SAFETY: repr(C), Copy, no padding: u32+u32 and [u8;16]+u16+u16+u32+u32.
+    unsafe impl aya::Pod for super::BackendKey {}
+    unsafe impl aya::Pod for super::BackendEntry {}
 }

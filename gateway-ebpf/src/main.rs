@@ -2,28 +2,40 @@
 //!
 //! `sockgate_sockops` (cgroup sock_ops): counts connections accepted on every
 //! listener port the agent serves, in `LISTENER_STATS`, so the kernel's view of
-//! each listener is visible with `bpftool map dump name LISTENER_STATS`.
+//! each listener is visible with `bpftool map dump name LISTENER_STATS`, and
+//! says so through aya-log (debug level, in the agent's log).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_ANY},
-    macros::{map, sock_ops},
-    maps::{HashMap, PerCpuHashMap},
+    btf_maps::{HashMap, PerCpuHashMap},
+    macros::{btf_map, sock_ops},
     programs::SockOpsContext,
 };
-use gateway_common::{ListenerInfo, ListenerPort, ListenerStats, MAX_LISTENERS};
+use aya_log_ebpf::debug;
+use gateway_common::{BackendEntry, BackendKey, ListenerInfo, ListenerPort, ListenerStats, MAX_BACKENDS, MAX_LISTENERS, NO_PREALLOC};
+
+// BTF map definitions (`.maps`): the kernel then knows the key and value
+// types, and `bpftool map dump` prints their fields by name.
+const MAX_LISTENERS_: usize = MAX_LISTENERS as usize;
+const MAX_BACKENDS_: usize = MAX_BACKENDS as usize;
+const NO_PREALLOC_: usize = NO_PREALLOC as usize;
 
 /// Listener ports the agent serves (written by the agent).
-#[map]
-static LISTENERS: HashMap<ListenerPort, ListenerInfo> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+#[btf_map]
+static LISTENERS: HashMap<ListenerPort, ListenerInfo, MAX_LISTENERS_, NO_PREALLOC_> = HashMap::new();
+
+/// Each listener's endpoints with their weights (written by the agent, for
+/// inspection with bpftool; connection set-up picks in userspace).
+#[btf_map]
+static BACKENDS: HashMap<BackendKey, BackendEntry, MAX_BACKENDS_, NO_PREALLOC_> = HashMap::new();
 
 /// Per-listener counters (written here, read by the agent and bpftool).
 /// Per-CPU so increments need no atomics (the BPF target has no 64-bit
 /// fetch_add in `core`); readers sum the CPUs' values.
-#[map]
-static LISTENER_STATS: PerCpuHashMap<ListenerPort, ListenerStats> =
-    PerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
+#[btf_map]
+static LISTENER_STATS: PerCpuHashMap<ListenerPort, ListenerStats, MAX_LISTENERS_, NO_PREALLOC_> = PerCpuHashMap::new();
 
 #[sock_ops]
 pub fn sockgate_sockops(ctx: SockOpsContext) -> u32 {
@@ -31,8 +43,9 @@ pub fn sockgate_sockops(ctx: SockOpsContext) -> u32 {
         // local_port is in host byte order for sock_ops.
         let port: ListenerPort = ctx.local_port();
         // Only ports the agent serves: other sockets in the cgroup are not ours.
-        if unsafe { LISTENERS.get(&port) }.is_some() {
+        if LISTENERS.get_ptr(&port).is_some() {
             count_accept(port);
+            debug!(&ctx, "connection accepted on listener port {}", port);
         }
     }
     0

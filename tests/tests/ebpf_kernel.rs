@@ -29,10 +29,16 @@ fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connecti
     let pin_dir = format!("/sys/fs/bpf/{}", unique_name("sockgate-test"));
     let yaml = documents(&[gateway(&[("a", 9000), ("b", 9001)]), route("ra", "a", "sink", 7001), route("rb", "b", "sink", 7001), service("sink", 7001, 7000, &["198.18.2.2"])]);
     let cg = cgroup.path().to_str().unwrap().to_string();
-    let mut node = GatewayNode::start_with(&[("all.yaml", yaml)], &["--dataplane", "auto", "--bpf-pin-dir", &pin_dir, "--cgroup", &cg], |cmd| cgroup.enroll(cmd)).unwrap();
+    let mut node = GatewayNode::start_with(&[("all.yaml", yaml)], &["--dataplane", "auto", "--bpf-pin-dir", &pin_dir, "--cgroup", &cg], |cmd| {
+        cgroup.enroll(cmd);
+        // The eBPF program's aya-log records arrive with its crate as their target.
+        cmd.env("SOCKGATE_LOG", "info,gateway_agent=debug,gateway_ebpf=debug");
+    })
+    .unwrap();
     let logs = node.agent.logs();
     assert!(logs.contains(&format!("eBPF listener maps pinned in {pin_dir} and sock_ops attached to {cg}")), "{logs}");
-    let _backend = serve(&node.hosts.backend1, 7000, |s: TcpStream| exchange(s, pattern(21, 64 * 1024)).unwrap()).unwrap();
+    // Readiness probes connect and close at once; their exchanges fail, harmlessly.
+    let _backend = serve(&node.hosts.backend1, 7000, |s: TcpStream| exchange(s, pattern(21, 64 * 1024)).ok()).unwrap();
     node.wait_for_port(9000).unwrap();
     node.wait_for_port(9001).unwrap();
 
@@ -51,6 +57,20 @@ fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connecti
     }
     assert_eq!(kernel_accepted(&pin_dir, 9000) - before_a, 5, "the kernel counts every accept on 9000");
     assert_eq!(kernel_accepted(&pin_dir, 9001) - before_b, 3, "the kernel counts every accept on 9001");
+    // The program's own log lines reach the agent's log through aya-log.
+    node.wait_for_log("connection accepted on listener port 9001").unwrap();
+
+    // The route's endpoints and weights are in BACKENDS, printed by bpftool with field names (BTF)...
+    let dump = Command::new("bpftool").args(["-j", "map", "dump", "pinned", &format!("{pin_dir}/BACKENDS")]).output().unwrap();
+    let backends: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+    let first = &backends.as_array().unwrap()[0]["formatted"];
+    assert_eq!(first["value"]["port"], 7000, "{backends}");
+    assert_eq!(first["value"]["weight"], 1, "{backends}");
+    // ...and by gateway-agent inspect, in words and as JSON.
+    let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", &pin_dir, "--output", "json"]).output().unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["listeners"][0]["backends"][0]["address"], "198.18.2.2", "{view}");
+    assert_eq!(view["listeners"][0]["backends"][0]["port"], 7000);
 
     // SIGTERM: the agent exits by itself, unpins its maps and detaches.
     assert!(node.agent.stop(Duration::from_secs(5)), "the agent must exit on SIGTERM");

@@ -1,10 +1,11 @@
 //! sockgate's eBPF object in the kernel: the listener map and its counters.
 //!
-//! The agent writes every listener port it serves into `LISTENERS`; a sock_ops
-//! program attached to the agent's cgroup counts the connections accepted on
-//! those ports into `LISTENER_STATS`. Both maps are pinned under the pin
-//! directory (default `/sys/fs/bpf/sockgate/`) so `bpftool map dump pinned …`
-//! and `gateway-agent inspect` can read them.
+//! The agent writes every listener port it serves into `LISTENERS` and the
+//! endpoints and weights of its route into `BACKENDS`; a sock_ops program
+//! attached to the agent's cgroup counts the connections accepted on those
+//! ports into `LISTENER_STATS` and logs them through aya-log. The maps are
+//! pinned under the pin directory (default `/sys/fs/bpf/sockgate/`) so
+//! `bpftool map dump pinned …` and `gateway-agent inspect` can read them.
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use anyhow::{bail, Context};
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
 use aya::programs::{CgroupAttachMode, SockOps};
 use aya::{include_bytes_aligned, Ebpf};
-use gateway_common::{ListenerInfo, ListenerPort, ListenerStats, LISTENERS_MAP, LISTENER_STATS_MAP, SOCKOPS_PROGRAM};
+use gateway_common::{
+    BackendEntry, BackendKey, ListenerInfo, ListenerPort, ListenerStats, BACKENDS_MAP, LISTENERS_MAP, LISTENER_STATS_MAP, SOCKOPS_PROGRAM,
+};
 
 use crate::model::config::DataplaneConfig;
 
@@ -23,6 +26,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sockgate";
 static OBJECT: &[u8] = include_bytes_aligned!(env!("SOCKGATE_EBPF_OBJECT"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const PINNED: [&str; 3] = [LISTENERS_MAP, BACKENDS_MAP, LISTENER_STATS_MAP];
 
 pub struct KernelListeners {
     ebpf: Ebpf,
@@ -35,6 +39,7 @@ impl KernelListeners {
     /// crashed agent left) and attaches the sock_ops program to `cgroup`.
     pub fn load(pin_dir: &Path, cgroup: &Path) -> anyhow::Result<Self> {
         let mut ebpf = Ebpf::load(OBJECT).context("loading sockgate's eBPF object")?;
+        forward_ebpf_logs(&mut ebpf);
         let program: &mut SockOps = ebpf
             .program_mut(SOCKOPS_PROGRAM)
             .context("sock_ops program missing from the eBPF object")?
@@ -49,7 +54,7 @@ impl KernelListeners {
             .with_context(|| format!("attaching sock_ops to cgroup {}", cgroup.display()))?;
         // Pin last, so a failure above leaves nothing behind in bpffs.
         prepare_pin_dir(pin_dir)?;
-        for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+        for name in PINNED {
             let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
             map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
         }
@@ -64,31 +69,40 @@ impl KernelListeners {
         &self.cgroup
     }
 
-    /// Makes `LISTENERS` hold exactly the ports of `config`.
+    /// Makes `LISTENERS` and `BACKENDS` hold exactly what `config` says, as a diff.
     pub fn sync(&mut self, config: &DataplaneConfig) -> anyhow::Result<()> {
-        let mut map: HashMap<_, ListenerPort, ListenerInfo> =
+        let desired = backend_entries(config);
+        let mut backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(self.ebpf.map_mut(BACKENDS_MAP).context("BACKENDS map")?)?;
+        let present: Vec<BackendKey> = backends.keys().filter_map(Result::ok).collect();
+        for key in present.iter().filter(|k| !desired.contains_key(k)) {
+            backends.remove(key)?;
+        }
+        for (key, entry) in &desired {
+            if backends.get(key, 0).ok().as_ref() != Some(entry) {
+                backends.insert(key, entry, 0)?;
+            }
+        }
+        let mut listeners: HashMap<_, ListenerPort, ListenerInfo> =
             HashMap::try_from(self.ebpf.map_mut(LISTENERS_MAP).context("LISTENERS map")?)?;
-        let stale: Vec<ListenerPort> = map
+        let stale: Vec<ListenerPort> = listeners
             .keys()
             .filter_map(Result::ok)
             .filter(|port| !config.listeners.contains_key(&(*port as u16)))
             .collect();
         for port in stale {
-            map.remove(&port)?;
+            listeners.remove(&port)?;
         }
         for (port, listener) in &config.listeners {
-            let info = ListenerInfo {
-                backends: listener.backends.iter().map(|b| b.endpoints.len() as u32).sum(),
-                routed: u32::from(listener.route.is_some()),
-            };
-            map.insert(ListenerPort::from(*port), info, 0)?;
+            let port = ListenerPort::from(*port);
+            let info = ListenerInfo { backends: desired.keys().filter(|k| k.port == port).count() as u32, routed: u32::from(listener.route.is_some()) };
+            listeners.insert(port, info, 0)?;
         }
         Ok(())
     }
 
     /// Removes the pins; the maps go when the last reference (this object) does.
     pub fn unpin(self) {
-        for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+        for name in PINNED {
             let _ = std::fs::remove_file(self.pin_dir.join(name));
         }
         let _ = std::fs::remove_dir(&self.pin_dir);
@@ -106,7 +120,7 @@ fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
     if fs.f_type as i64 != BPF_FS_MAGIC {
         bail!("{} is not on a bpf filesystem (mount one: mount -t bpf bpf /sys/fs/bpf)", pin_dir.display());
     }
-    for name in [LISTENERS_MAP, LISTENER_STATS_MAP] {
+    for name in PINNED {
         let stale = pin_dir.join(name);
         if stale.exists() {
             tracing::info!(pin = %stale.display(), "replacing a pin left by an earlier agent");
@@ -114,6 +128,57 @@ fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every listener's endpoints as `BACKENDS` entries: one per endpoint, and one
+/// `reject` entry for a backendRef without endpoints (its share is reset).
+pub fn backend_entries(config: &DataplaneConfig) -> BTreeMap<BackendKey, BackendEntry> {
+    let mut entries = BTreeMap::new();
+    for (port, listener) in &config.listeners {
+        let mut index = 0;
+        for (group, backend) in listener.backends.iter().enumerate() {
+            let mut push = |addr: [u8; 16], port_number: u16, reject: u16| {
+                let key = BackendKey { port: ListenerPort::from(*port), index };
+                entries.insert(key, BackendEntry { addr, port: port_number, reject, weight: backend.weight, group: group as u32 });
+                index += 1;
+            };
+            if backend.endpoints.is_empty() {
+                push([0; 16], 0, 1);
+            }
+            for endpoint in &backend.endpoints {
+                let addr = match endpoint.ip() {
+                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    std::net::IpAddr::V6(v6) => v6.octets(),
+                };
+                push(addr, endpoint.port(), 0);
+            }
+        }
+    }
+    entries
+}
+
+/// Sends the eBPF programs' aya-log records to the agent's log, as they come.
+fn forward_ebpf_logs(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => {
+            tracing::warn!(error = %e, "eBPF log records will not reach this log");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer's fd for as long as it lives, and
+    // the AsyncFd owns the logger: the fd stays open and the same throughout.
+    let Ok(mut readable) = (unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }) else {
+        tracing::warn!("eBPF log records will not reach this log: cannot poll their ring buffer");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = readable.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 /// The cgroup v2 this process runs in (where its listener sockets belong).
@@ -137,6 +202,7 @@ pub fn own_cgroup() -> anyhow::Result<PathBuf> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PinnedView {
     pub listeners: BTreeMap<ListenerPort, ListenerInfo>,
+    pub backends: BTreeMap<BackendKey, BackendEntry>,
     pub accepted: BTreeMap<ListenerPort, u64>,
 }
 
@@ -148,6 +214,13 @@ pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<PinnedView> {
     for entry in listeners.iter() {
         let (port, info) = entry?;
         view.listeners.insert(port, info);
+    }
+    let backends_pin = pin_dir.join(BACKENDS_MAP);
+    let data = MapData::from_pin(&backends_pin).with_context(|| format!("opening {}", backends_pin.display()))?;
+    let backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(Map::HashMap(data))?;
+    for entry in backends.iter() {
+        let (key, value) = entry?;
+        view.backends.insert(key, value);
     }
     let stats_pin = pin_dir.join(LISTENER_STATS_MAP);
     let data = MapData::from_pin(&stats_pin).with_context(|| format!("opening {}", stats_pin.display()))?;
