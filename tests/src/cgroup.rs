@@ -12,14 +12,7 @@ pub struct Cgroup {
 
 impl Cgroup {
     pub fn create() -> Result<Cgroup> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                right.starts_with("cgroup2 ").then(|| left.split(' ').nth(4).map(PathBuf::from)).flatten()
-            })
-            .context("no cgroup2 filesystem is mounted (cargo xtask setup mounts one)")?;
+        let mount = gateway_agent::dataplane::kernel::cgroup2_mount().context("cargo xtask setup mounts one")?;
         let path = mount.join(unique_name("sockgate-test"));
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Cgroup { path })

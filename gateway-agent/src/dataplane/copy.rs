@@ -6,8 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::path::{DataPath, End, Forwarding, Transfer};
-use super::sockets::reset;
+use super::path::{finish, until_done, DataPath, Forwarding};
 
 const BUFFER: usize = 64 * 1024;
 
@@ -23,7 +22,7 @@ impl DataPath for CopyPath {
         Box::pin(async move {
             let mut up = 0u64;
             let mut down = 0u64;
-            let outcome = {
+            let end = {
                 let (mut client_read, mut client_write) = client.split();
                 let (mut backend_read, mut backend_write) = backend.split();
                 let both = async {
@@ -32,19 +31,9 @@ impl DataPath for CopyPath {
                         pump(&mut backend_read, &mut client_write, &mut down),
                     )
                 };
-                tokio::select! {
-                    result = both => match result {
-                        Ok(_) => End::Closed,
-                        Err(_) => End::Reset,
-                    },
-                    _ = stop.cancelled() => End::Stopped,
-                }
+                until_done(both, &stop).await
             };
-            if outcome != End::Closed {
-                reset(client);
-                reset(backend);
-            }
-            Ok(Transfer { client_to_backend: up, backend_to_client: down, end: outcome })
+            Ok(finish(client, backend, end, up, down))
         })
     }
 }

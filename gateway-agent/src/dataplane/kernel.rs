@@ -187,15 +187,20 @@ pub fn own_cgroup() -> anyhow::Result<PathBuf> {
         .lines()
         .find_map(|l| l.strip_prefix("0::").map(str::to_string))
         .context("this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")?;
+    Ok(cgroup2_mount()?.join(relative.trim_start_matches('/')))
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mount = mountinfo
+    mountinfo
         .lines()
         .find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             right.starts_with("cgroup2 ").then(|| left.split(' ').nth(4).map(PathBuf::from)).flatten()
         })
-        .context("no cgroup2 filesystem is mounted")?;
-    Ok(mount.join(relative.trim_start_matches('/')))
+        .context("no cgroup2 filesystem is mounted")
 }
 
 /// What the pinned maps say, for `gateway-agent inspect`.
@@ -207,24 +212,22 @@ pub struct PinnedView {
 }
 
 pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<PinnedView> {
+    let open = |name: &str| {
+        let pin = pin_dir.join(name);
+        MapData::from_pin(&pin).with_context(|| format!("opening {} (is an agent running with this --bpf-pin-dir?)", pin.display()))
+    };
     let mut view = PinnedView::default();
-    let listeners_pin = pin_dir.join(LISTENERS_MAP);
-    let data = MapData::from_pin(&listeners_pin).with_context(|| format!("opening {}", listeners_pin.display()))?;
-    let listeners: HashMap<_, ListenerPort, ListenerInfo> = HashMap::try_from(Map::HashMap(data))?;
+    let listeners: HashMap<_, ListenerPort, ListenerInfo> = HashMap::try_from(Map::HashMap(open(LISTENERS_MAP)?))?;
     for entry in listeners.iter() {
         let (port, info) = entry?;
         view.listeners.insert(port, info);
     }
-    let backends_pin = pin_dir.join(BACKENDS_MAP);
-    let data = MapData::from_pin(&backends_pin).with_context(|| format!("opening {}", backends_pin.display()))?;
-    let backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(Map::HashMap(data))?;
+    let backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(Map::HashMap(open(BACKENDS_MAP)?))?;
     for entry in backends.iter() {
         let (key, value) = entry?;
         view.backends.insert(key, value);
     }
-    let stats_pin = pin_dir.join(LISTENER_STATS_MAP);
-    let data = MapData::from_pin(&stats_pin).with_context(|| format!("opening {}", stats_pin.display()))?;
-    let stats: PerCpuHashMap<_, ListenerPort, ListenerStats> = PerCpuHashMap::try_from(Map::PerCpuHashMap(data))?;
+    let stats: PerCpuHashMap<_, ListenerPort, ListenerStats> = PerCpuHashMap::try_from(Map::PerCpuHashMap(open(LISTENER_STATS_MAP)?))?;
     for entry in stats.iter() {
         let (port, per_cpu) = entry?;
         view.accepted.insert(port, per_cpu.iter().map(|s| s.accepted).sum());

@@ -37,3 +37,22 @@ pub trait DataPath: Send + Sync {
     /// flowing; a reset on one side resets the other.
     fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, stop: CancellationToken) -> Forwarding<'a>;
 }
+
+/// How the two directions of a connection ended: both closed, one failed, or
+/// `stop` fired first. Shared by the paths so they end connections alike.
+pub async fn until_done<T>(both: impl Future<Output = io::Result<T>>, stop: &CancellationToken) -> End {
+    tokio::select! {
+        result = both => if result.is_ok() { End::Closed } else { End::Reset },
+        _ = stop.cancelled() => End::Stopped,
+    }
+}
+
+/// Closes the pair as `end` requires: a clean end has already half-closed both
+/// ways; anything else resets both sides.
+pub fn finish(client: TcpStream, backend: TcpStream, end: End, client_to_backend: u64, backend_to_client: u64) -> Transfer {
+    if end != End::Closed {
+        super::sockets::reset(client);
+        super::sockets::reset(backend);
+    }
+    Transfer { client_to_backend, backend_to_client, end }
+}

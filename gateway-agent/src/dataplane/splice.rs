@@ -8,8 +8,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::path::{DataPath, End, Forwarding, Transfer};
-use super::sockets::reset;
+use super::path::{finish, until_done, DataPath, Forwarding};
 
 /// Bytes asked of one splice call; the pipe is sized to hold it.
 const CHUNK: usize = 1 << 20;
@@ -26,24 +25,14 @@ impl DataPath for SplicePath {
         Box::pin(async move {
             let mut up = 0u64;
             let mut down = 0u64;
-            let outcome = {
+            let end = {
                 let both = async {
                     let (p1, p2) = (Pipe::new()?, Pipe::new()?);
                     tokio::try_join!(pump(&client, &backend, &p1, &mut up), pump(&backend, &client, &p2, &mut down))
                 };
-                tokio::select! {
-                    result = both => match result {
-                        Ok(_) => End::Closed,
-                        Err(_) => End::Reset,
-                    },
-                    _ = stop.cancelled() => End::Stopped,
-                }
+                until_done(both, &stop).await
             };
-            if outcome != End::Closed {
-                reset(client);
-                reset(backend);
-            }
-            Ok(Transfer { client_to_backend: up, backend_to_client: down, end: outcome })
+            Ok(finish(client, backend, end, up, down))
         })
     }
 }
