@@ -89,7 +89,7 @@ fn userspace_mode_loads_no_bpf_and_pins_nothing() {
 }
 
 #[test]
-fn asking_for_the_ebpf_data_path_fails_at_start_with_a_reason_while_it_is_not_proven_safe() {
+fn asking_for_the_ebpf_data_path_fails_at_start_saying_why_it_is_unsafe_on_this_kernel() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(workspace_bin("gateway-agent").unwrap())
         .args(["run", "--dataplane", "ebpf", "--manifests"])
@@ -99,4 +99,5 @@ fn asking_for_the_ebpf_data_path_fails_at_start_with_a_reason_while_it_is_not_pr
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--dataplane ebpf: the in-kernel sockmap splice is not available"), "{stderr}");
+    assert!(stderr.contains("cargo xtask sockmap-repro"), "the refusal points at the reproduction: {stderr}");
 }

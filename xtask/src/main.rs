@@ -29,8 +29,9 @@ fn main() -> ExitCode {
         Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|cluster <up|down>>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|cluster <up|down>|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
@@ -136,6 +137,36 @@ fn test(extra: &[String]) -> Result<()> {
     let tests = run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test");
     let down = cluster::run(&["down".to_string()]);
     tests.and(down)
+}
+
+/// Reproduces the kernel's sockmap corruption (tools/sockmap-repro/README.md):
+/// RUNS transfers of 1 GiB each way through a verdict-only sockmap proxy, in a
+/// network namespace made for it and deleted after.
+fn sockmap_repro(runs: &str) -> Result<()> {
+    let runs: u32 = runs.parse().context("RUNS must be a number")?;
+    install_missing(&["clang-22", "libbpf-dev", "libssl-dev", "bpftool", "make", "iproute2"])?;
+    let out = root().join("target/sockmap-repro");
+    std::fs::create_dir_all(&out)?;
+    run(
+        Command::new("make").arg("-C").arg(root().join("tools/sockmap-repro")).arg(format!("OUT={}", out.display())),
+        "building the reproduction",
+    )?;
+    let ns = format!("sockgate-repro-{}", std::process::id());
+    run_quiet(Command::new("ip").args(["netns", "add", &ns]), "ip netns add")?;
+    let result = run_quiet(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]), "ip link set lo up").and_then(|_| {
+        // 95 s per invocation at most; the probe stops by itself.
+        let limit = (runs * 4).clamp(30, 3600).to_string();
+        run(
+            Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(out.join("smprobe"))
+                .args(["-m", "egress", "-n", "1073741824", "-r", &runs.to_string(), "-L", &limit, "-o"])
+                .arg(&out),
+            "the reproduction",
+        )
+    });
+    let _ = run_quiet(Command::new("ip").args(["netns", "del", &ns]), "ip netns del");
+    result
 }
 
 /// The cargo running this xtask (rustup's), not Debian's /usr/bin/cargo.

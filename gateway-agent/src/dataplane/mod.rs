@@ -1,5 +1,28 @@
 //! The data plane: listener sockets, connection set-up, and the data paths that
 //! move the bytes after set-up (behind one trait, [`path::DataPath`]).
+//!
+//! # Why the in-kernel sockmap splice is not offered on this kernel (6.18)
+//!
+//! Reproduced with `cargo xtask sockmap-repro` (tools/sockmap-repro/README.md
+//! has the evidence): a proxy whose sockets sit in a SOCKHASH with an sk_skb
+//! verdict program redirecting each skb to the peer (`bpf_sk_redirect_hash`,
+//! egress) corrupted 12 of 139 transfers of 1 GiB each way on loopback; copy
+//! (0/37) and splice(2) (0/43) never did. The verdict program itself saw the
+//! duplicate bytes: one skb whose first 65,483 bytes it had already forwarded,
+//! the stream then shifted by exactly one (or two) segments. The cause is on
+//! the receive side, not in the egress backlog: a retransmitted segment that
+//! partly overlaps data already received is queued untrimmed; `tcp_recvmsg`
+//! skips the overlap, but `tcp_read_skb` (which feeds a verdict program that
+//! has no stream parser) hands the whole skb over, so the overlap is forwarded
+//! twice. Every run showed tens of such retransmissions (zero-window periods,
+//! reordering across CPUs). Adding a stream parser (the `tcp_read_sock` path,
+//! which honours the offset) stopped the corruption (0 of 230) but stalled the
+//! tail of the stream in 6 of 236 full-speed runs until the sender sent more:
+//! a request/response connection would hang. sk_msg is clean but only sees
+//! local senders, and sockgate's clients and backends are remote. So no use of
+//! sockmap is safe for a TCP proxy here, and `auto` picks the fastest path that
+//! is: splice(2), which matched sockmap's throughput in the same runs (~0.75
+//! GiB/s per direction).
 pub mod balancer;
 pub mod copy;
 pub mod kernel;
@@ -20,7 +43,7 @@ use clap::ValueEnum;
 pub enum DataplaneMode {
     /// The fastest path that passes its start-up self-test, with eBPF listener maps when BPF is available.
     Auto,
-    /// The in-kernel sockmap splice (not offered yet: see README, "Data paths").
+    /// The in-kernel sockmap splice: refused, no use of it is safe on this kernel (see above).
     Ebpf,
     /// The best userspace path that passes its self-test (splice, else copy); no BPF is loaded.
     Userspace,
@@ -52,8 +75,9 @@ pub async fn select(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) 
             Ok(selection(path, format!("{why} (userspace requested: no BPF loaded)")))
         }
         DataplaneMode::Ebpf => bail!(
-            "--dataplane ebpf: the in-kernel sockmap splice is not available in this version \
-             (it corrupted streams on this kernel in probes and is not yet proven safe); use --dataplane auto or userspace"
+            "--dataplane ebpf: the in-kernel sockmap splice is not available: on this kernel a verdict program \
+             forwards overlapping TCP retransmissions twice (12 of 139 GiB transfers corrupted; `cargo xtask sockmap-repro`), \
+             and with a stream parser stream tails stall; use --dataplane auto (splice) or userspace"
         ),
         DataplaneMode::Auto => {
             let (path, why) = best_userspace().await;
@@ -65,7 +89,7 @@ pub async fn select(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) 
             Ok(match loaded {
                 Ok(k) => {
                     let reason = format!(
-                        "{why}; the in-kernel sockmap splice is not offered (not proven safe on this kernel); \
+                        "{why}; the in-kernel sockmap splice is not offered (it corrupts or stalls streams on this kernel); \
                          eBPF listener maps pinned in {} and sock_ops attached to {}",
                         k.pin_dir().display(),
                         k.cgroup().display()
