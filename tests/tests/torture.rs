@@ -1,7 +1,7 @@
 //! Integrity torture for every data path the agent offers (`copy`, `splice`):
 //! hundreds of concurrent connections with both sides writing at once right
 //! after connect, random sizes up to 4 MiB each way, over veth between
-//! namespaces and over loopback; 1 GiB each way in bulk, twice; no leaked
+//! namespaces and over loopback; 1 GiB each way in bulk, 50 times; no leaked
 //! file descriptors.
 //!
 //! The in-kernel sockmap path is not offered on this kernel (see
@@ -110,31 +110,32 @@ fn two_hundred_connections_over_loopback_both_sides_writing_at_once(path: &str) 
     storm(connect, 200, 2, backend);
 }
 
-/// 1 GiB each way through one connection, checked both ways.
-fn one_gib_each_way(node: &GatewayNode, seed: u64) {
-    let len = 1 << 30;
-    let backend = serve(&node.hosts.backend1, BACKEND_PORT + seed as u16, move |s: TcpStream| exchange(s, pattern(seed + 1, len)).unwrap()).unwrap();
-    let got = exchange(node.connect(PORT + seed as u16).unwrap(), pattern(seed, len)).unwrap();
-    assert_eq!(got, Received::of(&pattern(seed + 1, len)), "1 GiB backend → client corrupted");
-    assert_eq!(backend.recv_timeout(Duration::from_secs(120)).unwrap(), Received::of(&pattern(seed, len)), "1 GiB client → backend corrupted");
-}
+/// Bulk runs per path. The in-kernel sockmap splice corrupted 12 of 139 such
+/// runs on this kernel (8.6 %); a path with that defect passes 50 runs with
+/// probability 0.914^50 ≈ 1.1 %, so this test catches it with ~99 % certainty.
+const BULK_RUNS: u64 = 50;
+const GIB: usize = 1 << 30;
 
-fn bulk_node(path: &str) -> GatewayNode {
-    let mut docs = vec![gateway(&[("a", PORT + 1), ("b", PORT + 2)])];
-    for (i, l) in ["a", "b"].iter().enumerate() {
-        let port = BACKEND_PORT + 1 + i as u16;
-        docs.push(route(&format!("r{l}"), l, &format!("s{l}"), 80));
-        docs.push(service(&format!("s{l}"), 80, port, &["198.18.2.2"]));
-    }
-    let node = GatewayNode::start(&[("all.yaml", documents(&docs))], &["--dataplane", path]).unwrap();
-    node.wait_for_port(PORT + 2).unwrap();
-    node
-}
-
-fn two_bulk_transfers_of_one_gib_each_way_arrive_intact(path: &str) {
-    let node = bulk_node(path);
-    for seed in [1, 2] {
-        one_gib_each_way(&node, seed);
+fn fifty_bulk_transfers_of_one_gib_each_way_arrive_intact(path: &str) {
+    use std::io::Write;
+    let node = node(path, "198.18.2.2");
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, torture_backend).unwrap();
+    node.wait_for_port(PORT).unwrap();
+    for run in 0..BULK_RUNS {
+        let seed = 7_000 + run;
+        let expect_down = Received::of(&pattern(seed ^ 0xdead_beef, GIB));
+        let mut s = node.connect(PORT).unwrap();
+        s.write_all(&header(seed, GIB, GIB)).unwrap();
+        let up = pattern(seed, GIB);
+        let expect_up = Received::of(&up);
+        assert_eq!(exchange(s, up).unwrap(), expect_down, "run {run}: 1 GiB backend → client corrupted");
+        // Skip the reports of readiness probes (no header): only this run's connection reports.
+        let (id, _, got) = loop {
+            if let Some(report) = backend.recv_timeout(Duration::from_secs(120)).unwrap() {
+                break report;
+            }
+        };
+        assert_eq!((id, got), (seed, expect_up), "run {run}: 1 GiB client → backend corrupted");
     }
 }
 
@@ -152,5 +153,5 @@ macro_rules! for_each_path {
 for_each_path!(
     two_hundred_connections_over_veth_both_sides_writing_at_once,
     two_hundred_connections_over_loopback_both_sides_writing_at_once,
-    two_bulk_transfers_of_one_gib_each_way_arrive_intact,
+    fifty_bulk_transfers_of_one_gib_each_way_arrive_intact,
 );
