@@ -29,9 +29,10 @@ fn main() -> ExitCode {
         Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("bench") => setup().and_then(|_| bench(&args[1..])),
         Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|cluster <up|down>|sockmap-repro [RUNS]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|bench [--rounds N]|cluster <up|down>|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
@@ -137,6 +138,12 @@ fn test(extra: &[String]) -> Result<()> {
     let tests = run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test");
     let down = cluster::run(&["down".to_string()]);
     tests.and(down)
+}
+
+/// Measures the data paths side by side (optimized build) and writes BENCHMARKS.md.
+fn bench(extra: &[String]) -> Result<()> {
+    run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "-p", "gateway-agent", "-p", "sockgate-tests", "--bins"]), "cargo build --release")?;
+    run(Command::new(root().join("target/release/sockgate-bench")).current_dir(root()).args(extra), "the benchmark")
 }
 
 /// Reproduces the kernel's sockmap corruption (tools/sockmap-repro/README.md):
