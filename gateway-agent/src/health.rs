@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::dataplane::listeners::{ListenerCounters, ListenerSet};
 
+/// A metric: name, type, help text, and how to read it from a listener's counters.
+type Series = (&'static str, &'static str, &'static str, fn(&ListenerCounters) -> u64);
+
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
@@ -28,7 +31,7 @@ impl Health {
     fn metrics(&self) -> String {
         let counters = self.counters.lock().unwrap();
         let mut out = String::new();
-        let series: [(&str, &str, &str, fn(&ListenerCounters) -> u64); 6] = [
+        let series: [Series; 6] = [
             ("sockgate_connections_accepted_total", "counter", "Connections accepted on the listener.", |c| c.accepted.load(Ordering::Relaxed)),
             ("sockgate_connections_active", "gauge", "Connections being forwarded now.", |c| c.active.load(Ordering::Relaxed)),
             ("sockgate_connections_rejected_total", "counter", "Connections reset: no route, or no backend could take them.", |c| c.rejected.load(Ordering::Relaxed)),

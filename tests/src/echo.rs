@@ -165,6 +165,17 @@ fn http_date() -> String {
     format!("{weekday}, {day:02} {month_name} {year} {h:02}:{m:02}:{s:02} GMT")
 }
 
+/// Starts the `sockgate-echo` binary on port 3000 of `host` as pod `pod` of
+/// Service `service` (namespace default), and waits until it listens.
+pub fn start(host: &crate::netns::NetNs, service: &str, pod: &str, logs: &std::path::Path) -> anyhow::Result<crate::agent::Process> {
+    let mut cmd = host.command(crate::workspace_bin("sockgate-echo")?);
+    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
+    let mut process = crate::agent::Process::spawn(&format!("echo-{service}"), cmd, logs)?;
+    crate::agent::wait_for_port(host, "127.0.0.1:3000".parse()?, std::time::Duration::from_secs(10))?;
+    process.ensure_running()?;
+    Ok(process)
+}
+
 /// Sends one GET over `stream` and parses the echo (for tests).
 pub fn get(stream: &mut TcpStream, host: &str) -> anyhow::Result<(String, EchoResponse)> {
     write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sockgate-test\r\nAccept: */*\r\nConnection: close\r\n\r\n")?;

@@ -33,3 +33,17 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
+
+/// Turns each case, a `fn(path: &str)`, into one test per userspace data path
+/// (`copy::case`, `splice::case`), so every path passes the same suite.
+#[macro_export]
+macro_rules! for_each_path {
+    ($($case:ident),* $(,)?) => {
+        mod copy {
+            $( #[test] fn $case() { super::$case("copy"); } )*
+        }
+        mod splice {
+            $( #[test] fn $case() { super::$case("splice"); } )*
+        }
+    };
+}

@@ -161,18 +161,7 @@ fn half_close_from_the_backend_keeps_the_client_direction_open(path: &str) {
     assert_eq!(backend.recv_timeout(Duration::from_secs(30)).unwrap(), Received::of(&request));
 }
 
-macro_rules! for_each_path {
-    ($($case:ident),* $(,)?) => {
-        mod copy {
-            $( #[test] fn $case() { super::$case("copy"); } )*
-        }
-        mod splice {
-            $( #[test] fn $case() { super::$case("splice"); } )*
-        }
-    };
-}
-
-for_each_path!(
+sockgate_tests::for_each_path!(
     client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin,
     backend_speaks_first_before_the_client_sends_anything,
     both_sides_write_immediately_and_at_full_rate_in_both_directions,

@@ -9,13 +9,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sockgate_tests::agent::{wait_for_port, Process};
 use sockgate_tests::chart::render;
 use sockgate_tests::cluster::{apply, can_i, eventually, get, kubectl};
 use sockgate_tests::echo::get as http_get;
 use sockgate_tests::harness::{serve, GatewayNode};
-use sockgate_tests::netns::{unique_name, NetNs};
-use sockgate_tests::{workspace_bin, workspace_root};
+use sockgate_tests::netns::unique_name;
+use sockgate_tests::workspace_root;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -61,14 +60,6 @@ fn for_this_server(yaml: &str) -> String {
     yaml.replace("apiVersion: discovery.k8s.io/v1\n", "apiVersion: discovery.k8s.io/v1beta1\n")
 }
 
-fn start_echo(host: &NetNs, service: &str, pod: &str, logs: &std::path::Path) -> Process {
-    let mut cmd = host.command(workspace_bin("sockgate-echo").unwrap());
-    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
-    let p = Process::spawn(&format!("echo-{service}"), cmd, logs).unwrap();
-    wait_for_port(host, "127.0.0.1:3000".parse().unwrap(), Duration::from_secs(10)).unwrap();
-    p
-}
-
 fn conditions(list: &Value) -> Vec<String> {
     list.as_array()
         .map(|a| a.iter().map(|c| format!("{}={}/{}", c["type"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))).collect())
@@ -94,8 +85,8 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
     kubectl(&["apply", "--validate=false", "-n", &ns, "-f", "-"], Some(&for_this_server(&example("endpointslices.yaml")))).unwrap();
 
     let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--gateway-address", "198.18.1.2", "--node-name", "node-a", "--lease-namespace", &ns]).unwrap();
-    let _foo = start_echo(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path());
-    let _bar = start_echo(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path());
+    let _foo = sockgate_tests::echo::start(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path()).unwrap();
+    let _bar = sockgate_tests::echo::start(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path()).unwrap();
     node.wait_for_port(8088).unwrap();
     node.wait_for_port(8089).unwrap();
     for (port, service) in [(8088, "foo"), (8089, "bar")] {

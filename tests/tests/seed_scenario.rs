@@ -1,20 +1,10 @@
 //! The TCP Routing guide's scenario (examples/tcp-routing) through the userspace path.
 use std::time::Duration;
 
-use sockgate_tests::agent::{wait_for_log, wait_for_port, Process};
+use sockgate_tests::agent::wait_for_log;
 use sockgate_tests::echo::get;
 use sockgate_tests::harness::GatewayNode;
-use sockgate_tests::netns::NetNs;
-use sockgate_tests::{workspace_bin, workspace_root};
-
-fn start_echo(host: &NetNs, service: &str, pod: &str, logs: &std::path::Path) -> Process {
-    let mut cmd = host.command(workspace_bin("sockgate-echo").unwrap());
-    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
-    let mut p = Process::spawn(&format!("echo-{service}"), cmd, logs).unwrap();
-    wait_for_port(host, "127.0.0.1:3000".parse().unwrap(), Duration::from_secs(10)).unwrap();
-    p.ensure_running().unwrap();
-    p
-}
+use sockgate_tests::workspace_root;
 
 #[test]
 fn guide_listeners_8088_and_8089_reach_services_foo_and_bar_by_section_name() {
@@ -23,8 +13,8 @@ fn guide_listeners_8088_and_8089_reach_services_foo_and_bar_by_section_name() {
         .map(|f| (*f, std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap()))
         .collect();
     let node = GatewayNode::start(&files, &["--dataplane", "userspace"]).unwrap();
-    let _foo = start_echo(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path());
-    let _bar = start_echo(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path());
+    let _foo = sockgate_tests::echo::start(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path()).unwrap();
+    let _bar = sockgate_tests::echo::start(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path()).unwrap();
     node.wait_for_port(8088).unwrap();
     node.wait_for_port(8089).unwrap();
 
@@ -55,8 +45,8 @@ fn the_real_nc_and_curl_of_the_guide_succeed_through_the_gateway() {
         .map(|f| (*f, std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap()))
         .collect();
     let mut node = GatewayNode::start(&files, &["--dataplane", "userspace"]).unwrap();
-    let _foo = start_echo(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path());
-    let _bar = start_echo(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path());
+    let _foo = sockgate_tests::echo::start(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path()).unwrap();
+    let _bar = sockgate_tests::echo::start(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path()).unwrap();
     node.wait_for_port(8089).unwrap();
     for (port, service) in [("8088", "\"service\": \"foo\""), ("8089", "\"service\": \"bar\"")] {
         let nc = node.hosts.client.command("nc").args(["-zv", "198.18.1.2", port]).output().unwrap();

@@ -139,18 +139,7 @@ fn fifty_bulk_transfers_of_one_gib_each_way_arrive_intact(path: &str) {
     }
 }
 
-macro_rules! for_each_path {
-    ($($case:ident),* $(,)?) => {
-        mod copy {
-            $( #[test] fn $case() { super::$case("copy"); } )*
-        }
-        mod splice {
-            $( #[test] fn $case() { super::$case("splice"); } )*
-        }
-    };
-}
-
-for_each_path!(
+sockgate_tests::for_each_path!(
     two_hundred_connections_over_veth_both_sides_writing_at_once,
     two_hundred_connections_over_loopback_both_sides_writing_at_once,
     fifty_bulk_transfers_of_one_gib_each_way_arrive_intact,

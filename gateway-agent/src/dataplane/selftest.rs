@@ -110,7 +110,7 @@ mod tests {
                         total += n as u64;
                     }
                 };
-                let down = async { tokio::io::copy(&mut br, &mut cw).await.and_then(|n| Ok(n)) };
+                let down = async { tokio::io::copy(&mut br, &mut cw).await };
                 let (u, d) = tokio::try_join!(up, down)?;
                 cw.shutdown().await?;
                 Ok(Transfer { client_to_backend: u, backend_to_client: d, end: End::Closed })

@@ -29,15 +29,14 @@ fn main() {
 
 fn demo() -> Result<()> {
     let agent_bin = workspace_bin("gateway-agent")?;
-    let echo_bin = workspace_bin("sockgate-echo")?;
     let manifests = workspace_root().join("examples/tcp-routing");
     let logs = tempfile::tempdir()?;
     let pin_dir = format!("/sys/fs/bpf/sockgate-demo-{}", std::process::id());
 
     println!("== test hosts: client 198.18.1.1, gateway node {GATEWAY}, backends 198.18.2.2 (foo) and 198.18.3.2 (bar)");
     let hosts = Topology::create()?;
-    let _foo = echo(&hosts.backend1, &echo_bin, "foo", "backend-1-demo", logs.path())?;
-    let _bar = echo(&hosts.backend2, &echo_bin, "bar", "backend-2-demo", logs.path())?;
+    let _foo = sockgate_tests::echo::start(&hosts.backend1, "foo", "backend-1-demo", logs.path())?;
+    let _bar = sockgate_tests::echo::start(&hosts.backend2, "bar", "backend-2-demo", logs.path())?;
 
     println!("== gateway-agent run --manifests {}", manifests.display());
     let mut agent_cmd = hosts.node.command(&agent_bin);
@@ -56,8 +55,8 @@ fn demo() -> Result<()> {
     for port in ["8088", "8089"] {
         shell(&hosts.client, "nc", &["-zv", &host, port])?;
     }
-    let foo = curl(&hosts.client, &format!("http://{host}:8088"))?;
-    let bar = curl(&hosts.client, &format!("http://{host}:8089"))?;
+    let from_8088 = curl(&hosts.client, &format!("http://{host}:8088"))?;
+    let from_8089 = curl(&hosts.client, &format!("http://{host}:8089"))?;
 
     println!("\n== the kernel's view: gateway-agent inspect --bpf-pin-dir {pin_dir}");
     let inspect = Command::new(&agent_bin).args(["inspect", "--bpf-pin-dir", &pin_dir]).output()?;
@@ -69,18 +68,10 @@ fn demo() -> Result<()> {
     agent.ensure_running()?;
     agent.stop(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&pin_dir);
-    if foo.service != "foo" || bar.service != "bar" {
-        bail!("8088 answered from service {:?} and 8089 from {:?}", foo.service, bar.service);
+    if from_8088.service != "foo" || from_8089.service != "bar" {
+        bail!("8088 answered from service {:?} and 8089 from {:?}", from_8088.service, from_8089.service);
     }
     Ok(())
-}
-
-fn echo(host: &NetNs, bin: &std::path::Path, service: &str, pod: &str, logs: &std::path::Path) -> Result<Process> {
-    let mut cmd = host.command(bin);
-    cmd.args(["--listen", "0.0.0.0:3000"]).env("SERVICE_NAME", service).env("POD_NAME", pod).env("NAMESPACE", "default");
-    let process = Process::spawn(&format!("echo-{service}"), cmd, logs)?;
-    wait_for_port(host, "127.0.0.1:3000".parse()?, Duration::from_secs(10))?;
-    Ok(process)
 }
 
 /// Runs a program on the client host, printing the command and its output.
