@@ -16,6 +16,14 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
+fn path_name(code: u32) -> &'static str {
+    match code {
+        gateway_common::PATH_COPY => "copy",
+        gateway_common::PATH_SPLICE => "splice",
+        _ => "unknown",
+    }
+}
+
 fn address(raw: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(raw);
     v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
@@ -39,11 +47,16 @@ pub fn to_json(view: &PinnedView) -> Value {
                     }
                 })
                 .collect();
+            let stats = view.stats.get(port).copied().unwrap_or_default();
             json!({
                 "port": port,
                 "routed": info.routed == 1,
+                "dataPath": path_name(info.path),
+                "activeConnections": info.active,
                 "backends": backends,
-                "connectionsAccepted": view.accepted.get(port).copied().unwrap_or(0),
+                "connectionsAccepted": stats.accepted,
+                "bytesFromClients": stats.bytes_from_clients,
+                "bytesToClients": stats.bytes_to_clients,
             })
         })
         .collect();
@@ -54,9 +67,16 @@ fn to_text(view: &PinnedView, pin_dir: &str) -> String {
     let mut out = format!("listeners in {pin_dir} ({} entries):\n", view.listeners.len());
     for (port, info) in &view.listeners {
         let routed = if info.routed == 1 { "routed" } else { "no route (connections reset)" };
-        let accepted = view.accepted.get(port).copied().unwrap_or(0);
+        let stats = view.stats.get(port).copied().unwrap_or_default();
         let endpoints = view.backends.iter().filter(|(k, b)| k.port == *port && b.reject == 0).count();
-        out += &format!("  port {port}: {routed}, {endpoints} ready backend endpoints, {accepted} connections accepted\n");
+        out += &format!("  port {port}: {routed}, {endpoints} ready backend endpoints, {} connections accepted\n", stats.accepted);
+        out += &format!(
+            "    {} live connections on the {} path; {} bytes from clients, {} bytes to clients\n",
+            info.active,
+            path_name(info.path),
+            stats.bytes_from_clients,
+            stats.bytes_to_clients
+        );
         for (_, b) in view.backends.iter().filter(|(k, _)| k.port == *port) {
             if b.reject == 1 {
                 out += &format!("    backendRef {} weight {}: no endpoint, its share is reset\n", b.group, b.weight);
@@ -76,7 +96,7 @@ mod tests {
     use crate::dataplane::kernel::backend_entries;
     use crate::model::config::{BackendGroup, DataplaneConfig, ListenerConfig};
     use crate::resources::ObjectKey;
-    use gateway_common::ListenerInfo;
+    use gateway_common::{ListenerInfo, ListenerStats};
 
     #[test]
     fn a_listeners_backends_weights_and_rejected_share_read_back_in_words_and_json() {
@@ -95,12 +115,13 @@ mod tests {
         );
         let backends = backend_entries(&config);
         let view = PinnedView {
-            listeners: [(8088, ListenerInfo { backends: backends.len() as u32, routed: 1 })].into(),
+            listeners: [(8088, ListenerInfo { backends: backends.len() as u32, routed: 1, active: 2, path: gateway_common::PATH_SPLICE })].into(),
             backends,
-            accepted: [(8088, 5)].into(),
+            stats: [(8088, ListenerStats { accepted: 5, bytes_from_clients: 100, bytes_to_clients: 2000 })].into(),
         };
         let text = to_text(&view, "/sys/fs/bpf/sockgate");
         assert!(text.contains("port 8088: routed, 2 ready backend endpoints, 5 connections accepted"), "{text}");
+        assert!(text.contains("2 live connections on the splice path; 100 bytes from clients, 2000 bytes to clients"), "{text}");
         assert!(text.contains("backendRef 0 weight 70: 198.18.2.2:3000"), "{text}");
         assert!(text.contains("backendRef 0 weight 70: [fd00::1]:3000"), "{text}");
         assert!(text.contains("backendRef 1 weight 30: no endpoint, its share is reset"), "{text}");
@@ -108,5 +129,6 @@ mod tests {
         assert_eq!(json["listeners"][0]["backends"][0], json!({ "group": 0, "weight": 70, "address": "198.18.2.2", "port": 3000 }));
         assert_eq!(json["listeners"][0]["backends"][2], json!({ "group": 1, "weight": 30, "reject": true }));
         assert_eq!(json["listeners"][0]["connectionsAccepted"], 5);
+        assert_eq!((json["listeners"][0]["activeConnections"].clone(), json["listeners"][0]["dataPath"].clone()), (json!(2), json!("splice")));
     }
 }

@@ -86,7 +86,7 @@ async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, sto
             _ = stop.hangup.recv() => true,
             _ = stopping(&mut stop.ending) => return Ok(()),
         };
-        applier.listeners.retry_unbound();
+        applier.tick();
         let current = match fingerprint(&dir) {
             Ok(f) => f,
             Err(e) => {
@@ -138,7 +138,7 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop) -> R
                 last = Some(loaded);
             }
             _ = tick.tick() => {
-                applier.listeners.retry_unbound();
+                applier.tick();
                 if let Err(e) = leases.announce(&node, &own_addresses).await {
                     tracing::warn!(error = %e, "renewing this node's lease failed; the data plane keeps serving");
                 }
@@ -225,6 +225,16 @@ impl Applier {
             tracing::error!(port, "status: listener not programmed: {why}");
         }
         self.status = translation.status;
+    }
+
+    /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
+    fn tick(&mut self) {
+        self.listeners.retry_unbound();
+        if let Some(kernel) = self.kernel.as_mut() {
+            if let Err(e) = kernel.publish_activity(&self.listeners.active(), self.listeners.path_code()) {
+                tracing::warn!(error = %format!("{e:#}"), "publishing live connections to the eBPF map failed");
+            }
+        }
     }
 
     fn shutdown(self) {

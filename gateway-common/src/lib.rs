@@ -18,7 +18,15 @@ pub struct ListenerInfo {
     pub backends: u32,
     /// 1 when the listener currently has a route attached that gets traffic.
     pub routed: u32,
+    /// Connections being forwarded now (the agent refreshes it every second or so).
+    pub active: u32,
+    /// The data path forwarding them: one of the `PATH_*` codes.
+    pub path: u32,
 }
+
+/// `ListenerInfo::path` codes.
+pub const PATH_COPY: u32 = 1;
+pub const PATH_SPLICE: u32 = 2;
 
 /// Key of the `BACKENDS` map: a listener port and a position in its route's endpoints.
 #[repr(C)]
@@ -50,14 +58,20 @@ pub struct ListenerStats {
     /// TCP connections accepted on the listener port (passive opens that
     /// reached ESTABLISHED), counted by the sock_ops program.
     pub accepted: u64,
+    /// TCP payload bytes from clients to the listener, and from the listener
+    /// to clients, counted by the cgroup_skb programs (retransmissions included).
+    pub bytes_from_clients: u64,
+    pub bytes_to_clients: u64,
 }
 
 /// Names of the maps, pinned under `/sys/fs/bpf/sockgate/`.
 pub const LISTENERS_MAP: &str = "LISTENERS";
 pub const LISTENER_STATS_MAP: &str = "LISTENER_STATS";
 pub const BACKENDS_MAP: &str = "BACKENDS";
-/// Name of the sock_ops program in the object.
+/// Names of the programs in the object.
 pub const SOCKOPS_PROGRAM: &str = "sockgate_sockops";
+pub const INGRESS_PROGRAM: &str = "sockgate_ingress";
+pub const EGRESS_PROGRAM: &str = "sockgate_egress";
 /// Upper bound on listeners a node serves; the maps are sized for it.
 pub const MAX_LISTENERS: u32 = 65_536;
 /// Upper bound on endpoints across all listeners. Maps are created without
@@ -69,7 +83,7 @@ pub const NO_PREALLOC: u32 = 1;
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are repr(C), Copy, and have no padding holes
-    // (u32+u32, u64), so any byte pattern of their size is a valid value.
+    // (4 × u32, 3 × u64), so any byte pattern of their size is a valid value.
     unsafe impl aya::Pod for super::ListenerInfo {}
     unsafe impl aya::Pod for super::ListenerStats {}
     // SAFETY: repr(C), Copy, no padding: u32+u32 and [u8;16]+u16+u16+u32+u32.

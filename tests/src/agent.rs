@@ -44,6 +44,14 @@ impl Process {
         Ok(())
     }
 
+    /// SIGKILL, as a crash would: no clean-up of any kind.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then waits up to `grace` before SIGKILL. Returns whether it exited by itself.
     pub fn stop(&mut self, grace: Duration) -> bool {
         let Some(mut child) = self.child.take() else { return true };

@@ -23,6 +23,12 @@ fn kernel_accepted(pin_dir: &str, port: u16) -> u64 {
     words[at - 1].parse().unwrap()
 }
 
+fn inspect_json(pin_dir: &str) -> serde_json::Value {
+    let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", pin_dir, "--output", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connections() {
     let cgroup = Cgroup::create().unwrap();
@@ -67,10 +73,24 @@ fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connecti
     assert_eq!(first["value"]["port"], 7000, "{backends}");
     assert_eq!(first["value"]["weight"], 1, "{backends}");
     // ...and by gateway-agent inspect, in words and as JSON.
-    let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", &pin_dir, "--output", "json"]).output().unwrap();
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let view = inspect_json(&pin_dir);
     assert_eq!(view["listeners"][0]["backends"][0]["address"], "198.18.2.2", "{view}");
     assert_eq!(view["listeners"][0]["backends"][0]["port"], 7000);
+    // The kernel counted the payload each way on 9000: 5 × 4 KiB from clients,
+    // 5 × 64 KiB to them (retransmissions, rare on veth, could only add).
+    let (from, to) = (view["listeners"][0]["bytesFromClients"].as_u64().unwrap(), view["listeners"][0]["bytesToClients"].as_u64().unwrap());
+    assert!((5 * 4096..2 * 5 * 4096).contains(&from), "bytes from clients: {from}");
+    assert!((5 * 65536..2 * 5 * 65536).contains(&to), "bytes to clients: {to}");
+    // A connection held open shows up live, with its data path, within a tick.
+    let held = node.connect(9001).unwrap();
+    let live = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = inspect_json(&pin_dir);
+        (v["listeners"][1]["activeConnections"] == 1).then_some(v)
+    });
+    let live = live.expect("the held connection never showed as live");
+    assert_eq!(live["listeners"][1]["dataPath"], "splice", "auto picks splice on this kernel");
+    drop(held);
 
     // SIGTERM: the agent exits by itself, unpins its maps and detaches.
     assert!(node.agent.stop(Duration::from_secs(5)), "the agent must exit on SIGTERM");

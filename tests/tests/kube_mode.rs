@@ -153,7 +153,7 @@ fn lease_holder(ns: &str) -> Option<String> {
 }
 
 #[test]
-fn one_elected_agent_writes_status_and_another_takes_over_when_it_stops() {
+fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
     let ns = namespace("lead");
     let controller = private_setup(ns.as_str());
     let start = |node: &str, address: &str| {
@@ -176,10 +176,16 @@ fn one_elected_agent_writes_status_and_another_takes_over_when_it_stops() {
     assert!(leading.agent.logs().contains("status written"));
     assert!(!following.agent.logs().contains("status written"), "only the leader writes status:\n{}", following.agent.logs());
 
-    // The leader stops (and resigns); the other takes over and keeps status current.
-    assert!(leading.agent.stop(Duration::from_secs(10)), "SIGTERM ends the agent");
+    // The leader is killed (no chance to resign): the other takes over once the
+    // Lease expires (6 s, compared in whole seconds: up to 7) plus at most one
+    // renewal round (2 s), and keeps status current.
+    leading.agent.kill();
+    let killed = std::time::Instant::now();
     let successor = if leader == "node-a" { "node-b" } else { "node-a" };
     eventually(WAIT, "the other agent to take the lease", || (lease_holder(&ns).as_deref() == Some(successor)).then_some(())).unwrap();
+    let takeover = killed.elapsed();
+    assert!(takeover <= Duration::from_secs(10), "took over after {takeover:?}, beyond the Lease duration and a renewal");
+    eprintln!("leader killed; the other agent took the Lease after {takeover:?}");
     kubectl(&["delete", "tcproute", "r", "-n", &ns], None).unwrap();
     eventually(WAIT, "attachedRoutes 0 written by the new leader", || get("gateway", &ns, "gw").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 0)).unwrap();
     eventually(WAIT, "the stopped node's address to leave the status", || {

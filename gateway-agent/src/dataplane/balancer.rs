@@ -1,9 +1,13 @@
 //! Picking a backend for a new connection, by weight.
 //!
-//! The first pick decides between serving and resetting: a backendRef without
-//! endpoints keeps its weight, so its share of connections is reset (the
-//! spec's rule for invalid backends). Retries after a failed connect go to
-//! endpoints not yet tried, among groups that still have one.
+//! The first pick is a smooth weighted round-robin (nginx's algorithm): over
+//! any run of picks as long as the sum of the weights, every backendRef gets
+//! exactly its weight, interleaved rather than in bursts, so a 70/30 split is
+//! 70/30 from the first hundred connections on, not only on average. It
+//! decides between serving and resetting: a backendRef without endpoints keeps
+//! its weight, so its share of connections is reset (the spec's rule for
+//! invalid backends). Within a backendRef, endpoints take turns. Retries after
+//! a failed connect go, at random by weight, to endpoints not yet tried.
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -18,11 +22,40 @@ pub enum Pick {
     Reject,
 }
 
-/// The first choice for a new connection.
-pub fn first_pick(groups: &[BackendGroup], rng: &mut impl Rng) -> Pick {
-    match weighted(groups.iter().map(|g| g.weight), rng) {
-        Some(i) if !groups[i].endpoints.is_empty() => Pick::Endpoint(pick_endpoint(&groups[i], &BTreeSet::new(), rng).unwrap()),
-        _ => Pick::Reject,
+/// The round-robin state of one listener's route.
+#[derive(Debug, Default)]
+pub struct Picker {
+    /// Smooth WRR "current weight" of each backendRef.
+    current: Vec<i64>,
+    /// Next endpoint of each backendRef.
+    next: Vec<usize>,
+}
+
+impl Picker {
+    /// The first choice for a new connection.
+    pub fn pick(&mut self, groups: &[BackendGroup]) -> Pick {
+        if self.current.len() != groups.len() {
+            *self = Picker { current: vec![0; groups.len()], next: vec![0; groups.len()] };
+        }
+        let total: i64 = groups.iter().map(|g| i64::from(g.weight)).sum();
+        if total == 0 {
+            return Pick::Reject;
+        }
+        let mut best = 0;
+        for (i, g) in groups.iter().enumerate() {
+            self.current[i] += i64::from(g.weight);
+            if self.current[i] > self.current[best] {
+                best = i;
+            }
+        }
+        self.current[best] -= total;
+        let endpoints = &groups[best].endpoints;
+        if endpoints.is_empty() {
+            return Pick::Reject;
+        }
+        let endpoint = endpoints[self.next[best] % endpoints.len()];
+        self.next[best] = self.next[best].wrapping_add(1);
+        Pick::Endpoint(endpoint)
     }
 }
 
@@ -68,34 +101,45 @@ mod tests {
     }
 
     #[test]
-    fn connections_split_in_proportion_to_weight() {
-        let groups = [group("a", 3, &["198.18.0.1:1"]), group("b", 1, &["198.18.0.2:1"])];
-        let mut rng = StdRng::seed_from_u64(7);
-        let n = 40_000;
-        let a = (0..n).filter(|_| first_pick(&groups, &mut rng) == Pick::Endpoint("198.18.0.1:1".parse().unwrap())).count();
-        let share = a as f64 / n as f64;
-        assert!((share - 0.75).abs() < 0.01, "share of a = {share}");
+    fn every_run_of_total_weight_picks_splits_exactly_by_weight_and_interleaved() {
+        let groups = [group("a", 70, &["198.18.0.1:1"]), group("b", 30, &["198.18.0.2:1"])];
+        let mut picker = Picker::default();
+        for window in 0..5 {
+            let a = (0..100).filter(|_| picker.pick(&groups) == Pick::Endpoint("198.18.0.1:1".parse().unwrap())).count();
+            assert_eq!(a, 70, "window {window}");
+        }
+        // Interleaved: never more than 3 a's in a row for 7:3.
+        let picks: Vec<bool> = (0..100).map(|_| picker.pick(&groups) == Pick::Endpoint("198.18.0.1:1".parse().unwrap())).collect();
+        assert!(picks.windows(4).all(|w| !w.iter().all(|&a| a)), "{picks:?}");
     }
 
     #[test]
     fn an_endpointless_backend_gets_its_share_rejected() {
         let groups = [group("ok", 1, &["198.18.0.1:1"]), group("missing", 1, &[])];
-        let mut rng = StdRng::seed_from_u64(1);
-        let n = 20_000;
-        let rejected = (0..n).filter(|_| first_pick(&groups, &mut rng) == Pick::Reject).count();
-        let share = rejected as f64 / n as f64;
-        assert!((share - 0.5).abs() < 0.015, "rejected share = {share}");
+        let mut picker = Picker::default();
+        let rejected = (0..1000).filter(|_| picker.pick(&groups) == Pick::Reject).count();
+        assert_eq!(rejected, 500);
     }
 
     #[test]
     fn weight_zero_gets_no_traffic_and_all_zero_rejects() {
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut picker = Picker::default();
         let groups = [group("zero", 0, &["198.18.0.9:1"]), group("one", 1, &["198.18.0.1:1"])];
         for _ in 0..1000 {
-            assert_eq!(first_pick(&groups, &mut rng), Pick::Endpoint("198.18.0.1:1".parse().unwrap()));
+            assert_eq!(picker.pick(&groups), Pick::Endpoint("198.18.0.1:1".parse().unwrap()));
         }
-        assert_eq!(first_pick(&[group("zero", 0, &["198.18.0.9:1"])], &mut rng), Pick::Reject);
-        assert_eq!(first_pick(&[], &mut rng), Pick::Reject);
+        assert_eq!(Picker::default().pick(&[group("zero", 0, &["198.18.0.9:1"])]), Pick::Reject);
+        assert_eq!(Picker::default().pick(&[]), Pick::Reject);
+    }
+
+    #[test]
+    fn endpoints_of_a_backend_take_turns() {
+        let groups = [group("a", 1, &["198.18.0.1:1", "198.18.0.2:1", "198.18.0.3:1"])];
+        let mut picker = Picker::default();
+        let picks: Vec<Pick> = (0..6).map(|_| picker.pick(&groups)).collect();
+        assert_eq!(picks[0..3], picks[3..6]);
+        assert_ne!(picks[0], picks[1]);
+        assert_ne!(picks[1], picks[2]);
     }
 
     #[test]

@@ -18,6 +18,10 @@ impl DataPath for CopyPath {
         "copy"
     }
 
+    fn code(&self) -> u32 {
+        gateway_common::PATH_COPY
+    }
+
     fn forward<'a>(&'a self, mut client: TcpStream, mut backend: TcpStream, stop: CancellationToken) -> Forwarding<'a> {
         Box::pin(async move {
             let mut up = 0u64;

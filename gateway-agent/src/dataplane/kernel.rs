@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
-use aya::programs::{CgroupAttachMode, SockOps};
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SockOps};
 use aya::{include_bytes_aligned, Ebpf};
 use gateway_common::{
-    BackendEntry, BackendKey, ListenerInfo, ListenerPort, ListenerStats, BACKENDS_MAP, LISTENERS_MAP, LISTENER_STATS_MAP, SOCKOPS_PROGRAM,
+    BackendEntry, BackendKey, ListenerInfo, ListenerPort, ListenerStats, BACKENDS_MAP, EGRESS_PROGRAM, INGRESS_PROGRAM, LISTENERS_MAP,
+    LISTENER_STATS_MAP, SOCKOPS_PROGRAM,
 };
 
 use crate::model::config::DataplaneConfig;
@@ -32,6 +33,8 @@ pub struct KernelListeners {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     cgroup: PathBuf,
+    /// What `LISTENERS` holds, so activity updates rewrite only what changed.
+    written: BTreeMap<ListenerPort, ListenerInfo>,
 }
 
 impl KernelListeners {
@@ -50,15 +53,20 @@ impl KernelListeners {
         // programs on the cgroup; the link API takes no multi-attach flag, and
         // aya 0.14 passes AllowMultiple through as a flag the kernel rejects.
         program
-            .attach(cgroup_dir, CgroupAttachMode::Single)
+            .attach(&cgroup_dir, CgroupAttachMode::Single)
             .with_context(|| format!("attaching sock_ops to cgroup {}", cgroup.display()))?;
+        for (name, direction) in [(INGRESS_PROGRAM, CgroupSkbAttachType::Ingress), (EGRESS_PROGRAM, CgroupSkbAttachType::Egress)] {
+            let program: &mut CgroupSkb = ebpf.program_mut(name).with_context(|| format!("{name} missing from the eBPF object"))?.try_into()?;
+            program.load().with_context(|| format!("loading {name}"))?;
+            program.attach(&cgroup_dir, direction, CgroupAttachMode::Single).with_context(|| format!("attaching {name} to cgroup {}", cgroup.display()))?;
+        }
         // Pin last, so a failure above leaves nothing behind in bpffs.
         prepare_pin_dir(pin_dir)?;
         for name in PINNED {
             let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
             map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
         }
-        Ok(KernelListeners { ebpf, pin_dir: pin_dir.to_path_buf(), cgroup: cgroup.to_path_buf() })
+        Ok(KernelListeners { ebpf, pin_dir: pin_dir.to_path_buf(), cgroup: cgroup.to_path_buf(), written: BTreeMap::new() })
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -92,10 +100,32 @@ impl KernelListeners {
         for port in stale {
             listeners.remove(&port)?;
         }
+        self.written.retain(|port, _| config.listeners.contains_key(&(*port as u16)));
         for (port, listener) in &config.listeners {
             let port = ListenerPort::from(*port);
-            let info = ListenerInfo { backends: desired.keys().filter(|k| k.port == port).count() as u32, routed: u32::from(listener.route.is_some()) };
+            let previous = self.written.get(&port).copied().unwrap_or_default();
+            let info = ListenerInfo {
+                backends: desired.keys().filter(|k| k.port == port).count() as u32,
+                routed: u32::from(listener.route.is_some()),
+                ..previous
+            };
             listeners.insert(port, info, 0)?;
+            self.written.insert(port, info);
+        }
+        Ok(())
+    }
+
+    /// Publishes each listener's live connections and data path (`path` is a
+    /// `PATH_*` code) for inspection; writes only entries that changed.
+    pub fn publish_activity(&mut self, active: &BTreeMap<u16, u32>, path: u32) -> anyhow::Result<()> {
+        let mut listeners: HashMap<_, ListenerPort, ListenerInfo> =
+            HashMap::try_from(self.ebpf.map_mut(LISTENERS_MAP).context("LISTENERS map")?)?;
+        for (port, info) in self.written.iter_mut() {
+            let now = ListenerInfo { active: active.get(&(*port as u16)).copied().unwrap_or(0), path, ..*info };
+            if now != *info {
+                listeners.insert(*port, now, 0)?;
+                *info = now;
+            }
         }
         Ok(())
     }
@@ -208,7 +238,8 @@ pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
 pub struct PinnedView {
     pub listeners: BTreeMap<ListenerPort, ListenerInfo>,
     pub backends: BTreeMap<BackendKey, BackendEntry>,
-    pub accepted: BTreeMap<ListenerPort, u64>,
+    /// Per-listener counters, summed over CPUs.
+    pub stats: BTreeMap<ListenerPort, ListenerStats>,
 }
 
 pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<PinnedView> {
@@ -230,7 +261,12 @@ pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<PinnedView> {
     let stats: PerCpuHashMap<_, ListenerPort, ListenerStats> = PerCpuHashMap::try_from(Map::PerCpuHashMap(open(LISTENER_STATS_MAP)?))?;
     for entry in stats.iter() {
         let (port, per_cpu) = entry?;
-        view.accepted.insert(port, per_cpu.iter().map(|s| s.accepted).sum());
+        let total = per_cpu.iter().fold(ListenerStats::default(), |sum, s| ListenerStats {
+            accepted: sum.accepted + s.accepted,
+            bytes_from_clients: sum.bytes_from_clients + s.bytes_from_clients,
+            bytes_to_clients: sum.bytes_to_clients + s.bytes_to_clients,
+        });
+        view.stats.insert(port, total);
     }
     Ok(view)
 }

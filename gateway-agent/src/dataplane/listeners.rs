@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::balancer::{first_pick, retry_pick, Pick};
+use super::balancer::{retry_pick, Pick, Picker};
 use super::path::{DataPath, End};
 use super::sockets::{connect, listen, reset};
 use crate::model::config::{DataplaneConfig, ListenerConfig};
@@ -37,6 +37,8 @@ pub struct ListenerCounters {
 
 struct Served {
     config: watch::Sender<Arc<ListenerConfig>>,
+    /// Round-robin state of the listener's route, started afresh when its backends change.
+    picker: Arc<std::sync::Mutex<Picker>>,
     counters: Arc<ListenerCounters>,
     accept_task: JoinHandle<()>,
 }
@@ -73,6 +75,15 @@ impl ListenerSet {
         self.served.keys().copied().collect()
     }
 
+    /// Connections being forwarded now, per listener port.
+    pub fn active(&self) -> BTreeMap<u16, u32> {
+        self.served.iter().map(|(port, s)| (*port, s.counters.active.load(Ordering::Relaxed) as u32)).collect()
+    }
+
+    pub fn path_code(&self) -> u32 {
+        self.path.code()
+    }
+
     pub fn counters(&self, port: u16) -> Option<Arc<ListenerCounters>> {
         self.served.get(&port).map(|s| s.counters.clone())
     }
@@ -88,6 +99,7 @@ impl ListenerSet {
             match self.served.get(port) {
                 Some(served) => {
                     if **served.config.borrow() != *listener {
+                        *served.picker.lock().unwrap() = Picker::default();
                         served.config.send_replace(Arc::new(listener.clone()));
                     }
                 }
@@ -123,14 +135,16 @@ impl ListenerSet {
         tracing::info!(%addr, "listening: {listener}");
         let (config, watcher) = watch::channel(Arc::new(listener));
         let counters = Arc::new(ListenerCounters::default());
-        let accept_task = tokio::spawn(accept_loop(socket, watcher, counters.clone(), self.path.clone(), self.connect_timeout));
-        self.served.insert(port, Served { config, counters, accept_task });
+        let picker = Arc::new(std::sync::Mutex::new(Picker::default()));
+        let accept_task = tokio::spawn(accept_loop(socket, watcher, picker.clone(), counters.clone(), self.path.clone(), self.connect_timeout));
+        self.served.insert(port, Served { config, picker, counters, accept_task });
     }
 }
 
 async fn accept_loop(
     socket: TcpListener,
     config: watch::Receiver<Arc<ListenerConfig>>,
+    picker: Arc<std::sync::Mutex<Picker>>,
     counters: Arc<ListenerCounters>,
     path: Arc<dyn DataPath>,
     connect_timeout: Duration,
@@ -146,14 +160,18 @@ async fn accept_loop(
             }
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(serve(client, peer, config.clone(), counters.clone(), path.clone(), connect_timeout));
+        // Picked here, in accept order, so the round-robin follows arrivals.
+        let first = picker.lock().unwrap().pick(&config.borrow().backends);
+        tokio::spawn(serve(client, peer, first, config.clone(), counters.clone(), path.clone(), connect_timeout));
     }
 }
 
 /// One connection: pick a backend, connect (retrying others), forward, account.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     client: TcpStream,
     peer: SocketAddr,
+    first: Pick,
     mut config: watch::Receiver<Arc<ListenerConfig>>,
     counters: Arc<ListenerCounters>,
     path: Arc<dyn DataPath>,
@@ -165,7 +183,7 @@ async fn serve(
         tracing::debug!(%peer, "no route on {}/{}: reset", listener.gateway, listener.listener);
         return reset(client);
     };
-    let Some(backend) = connect_backend(&listener, connect_timeout, &counters).await else {
+    let Some(backend) = connect_backend(&listener, first, connect_timeout, &counters).await else {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, %route, "no backend could take the connection: reset");
         return reset(client);
@@ -208,9 +226,9 @@ async fn serve(
     }
 }
 
-async fn connect_backend(listener: &ListenerConfig, timeout: Duration, counters: &ListenerCounters) -> Option<TcpStream> {
+async fn connect_backend(listener: &ListenerConfig, first: Pick, timeout: Duration, counters: &ListenerCounters) -> Option<TcpStream> {
     let mut rng = rand::rngs::StdRng::from_os_rng();
-    let first = match first_pick(&listener.backends, &mut rng) {
+    let first = match first {
         Pick::Endpoint(addr) => addr,
         Pick::Reject => return None,
     };

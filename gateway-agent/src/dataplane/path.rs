@@ -28,8 +28,11 @@ pub enum End {
 pub type Forwarding<'a> = Pin<Box<dyn Future<Output = io::Result<Transfer>> + Send + 'a>>;
 
 pub trait DataPath: Send + Sync {
-    /// Short name for logs and metrics ("copy", "splice", "sockmap").
+    /// Short name for logs and metrics ("copy", "splice").
     fn name(&self) -> &'static str;
+
+    /// The path's code in the eBPF listener map (`gateway_common::PATH_*`).
+    fn code(&self) -> u32;
 
     /// Forwards until both directions end, a side resets, or `stop` fires.
     /// Semantics every path keeps: bytes arrive intact and in order; a FIN from

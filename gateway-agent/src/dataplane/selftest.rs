@@ -90,6 +90,9 @@ mod tests {
         fn name(&self) -> &'static str {
             "corrupting"
         }
+        fn code(&self) -> u32 {
+            0
+        }
         fn forward<'a>(&'a self, mut client: TcpStream, mut backend: TcpStream, _stop: CancellationToken) -> Forwarding<'a> {
             Box::pin(async move {
                 let (mut cr, mut cw) = client.split();

@@ -21,6 +21,10 @@ impl DataPath for SplicePath {
         "splice"
     }
 
+    fn code(&self) -> u32 {
+        gateway_common::PATH_SPLICE
+    }
+
     fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, stop: CancellationToken) -> Forwarding<'a> {
         Box::pin(async move {
             let mut up = 0u64;
