@@ -211,6 +211,7 @@ impl Applier {
                 tracing::error!(error = %format!("{e:#}"), "updating the eBPF listener map failed");
             }
         }
+        self.publish_activity();
         self.health.publish(&self.listeners);
         tracing::info!(
             objects = loaded.snapshot.object_count(),
@@ -230,6 +231,10 @@ impl Applier {
     /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
     fn tick(&mut self) {
         self.listeners.retry_unbound();
+        self.publish_activity();
+    }
+
+    fn publish_activity(&mut self) {
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(e) = kernel.publish_activity(&self.listeners.active(), self.listeners.path_code()) {
                 tracing::warn!(error = %format!("{e:#}"), "publishing live connections to the eBPF map failed");

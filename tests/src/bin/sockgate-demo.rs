@@ -64,6 +64,9 @@ fn demo() -> Result<()> {
     if !inspect.status.success() {
         bail!("gateway-agent inspect failed: the eBPF listener maps are not there");
     }
+    for map in ["LISTENERS", "LISTENER_STATS"] {
+        shell_here("bpftool", &["map", "dump", "pinned", &format!("{pin_dir}/{map}")])?;
+    }
 
     agent.ensure_running()?;
     agent.stop(Duration::from_secs(5));
@@ -85,6 +88,17 @@ fn shell(host: &NetNs, program: &str, args: &[&str]) -> Result<String> {
         bail!("{program} {} failed ({})", args.join(" "), out.status);
     }
     Ok(stdout)
+}
+
+/// Runs a program on this host (bpftool reads the agent's pinned maps), printing it.
+fn shell_here(program: &str, args: &[&str]) -> Result<()> {
+    println!("\n$ {program} {}", args.join(" "));
+    let out = Command::new(program).args(args).stdin(Stdio::null()).output()?;
+    print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{program} failed ({})", out.status);
+    }
+    Ok(())
 }
 
 fn curl(host: &NetNs, url: &str) -> Result<EchoResponse> {
