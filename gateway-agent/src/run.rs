@@ -119,7 +119,7 @@ const LEASE_DURATION: Duration = Duration::from_secs(6);
 async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
     let resources = crate::sources::kube::discover(&client).await?;
-    let mut snapshots = crate::sources::kube::start(client.clone()).await?;
+    let mut snapshots = crate::sources::kube::start(client.clone(), resources.clone());
     let mut writer = StatusWriter::new(client.clone(), resources);
     let node = args.node_name.clone().unwrap_or_else(hostname);
     let leases = Leases::new(client, &args.lease_namespace, &node, LEASE_DURATION);

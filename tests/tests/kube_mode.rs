@@ -177,8 +177,8 @@ fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
     assert!(!following.agent.logs().contains("status written"), "only the leader writes status:\n{}", following.agent.logs());
 
     // The leader is killed (no chance to resign): the other takes over once the
-    // Lease expires (6 s, compared in whole seconds: up to 7) plus at most one
-    // renewal round (2 s), and keeps status current.
+    // Lease expires (6 s) plus at most one renewal round (2 s), and keeps status
+    // current. The bound leaves 2 s for polling and load.
     leading.agent.kill();
     let killed = std::time::Instant::now();
     let successor = if leader == "node-a" { "node-b" } else { "node-a" };

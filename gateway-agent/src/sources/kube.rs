@@ -57,10 +57,9 @@ pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
     Ok(found)
 }
 
-/// Starts a reflector per kind; the receiver gets a new snapshot after every
-/// change, once all reflectors have listed.
-pub async fn start(client: Client) -> Result<watch::Receiver<Option<Arc<Loaded>>>> {
-    let resources = discover(&client).await?;
+/// Starts a reflector per kind (`resources`, from [`discover`]); the receiver
+/// gets a new snapshot after every change, once all reflectors have listed.
+pub fn start(client: Client, resources: Vec<ApiResource>) -> watch::Receiver<Option<Arc<Loaded>>> {
     for r in &resources {
         tracing::info!(group = %r.group, version = %r.version, kind = %r.kind, "watching");
     }
@@ -101,7 +100,7 @@ pub async fn start(client: Client) -> Result<watch::Receiver<Option<Arc<Loaded>>
             tokio::time::sleep(SETTLE).await;
         }
     });
-    Ok(rx)
+    rx
 }
 
 /// Retry delays after a watch error: from 250 ms doubling to at most 3 s. A

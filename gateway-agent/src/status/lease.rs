@@ -29,9 +29,9 @@ fn now() -> Timestamp {
 }
 
 fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(15)) * 1000;
     match &spec.renew_time {
-        Some(MicroTime(renewed)) => renewed.as_second() + duration < now.as_second(),
+        Some(MicroTime(renewed)) => renewed.as_millisecond() + duration_ms < now.as_millisecond(),
         None => true,
     }
 }
