@@ -3,8 +3,8 @@
 //!
 //! Contenders, alternated round by round so that machine noise spreads over
 //! all of them: `direct` (the node routes client ⇄ backend, no proxy: the
-//! topology's limit), and sockgate's agent with each data path it offers
-//! (`splice`, `copy`). Each measurement moves 1 GiB each way at once through
+//! topology's limit), and sockgate's agent as deployed (`auto`) and with each
+//! data path it offers (`splice`, `copy`, no BPF). Each measurement moves 1 GiB each way at once through
 //! one connection and checks both directions' CRC-32 (SIMD, cheap enough not to
 //! be what is measured; the integrity tests use SHA-256): a mismatch is a
 //! failure, not a number. CPU is the whole machine's busy time (/proc/stat) per GiB moved.
@@ -31,7 +31,9 @@ struct Args {
     out: std::path::PathBuf,
 }
 
-const CONTENDERS: [&str; 3] = ["direct", "splice", "copy"];
+/// `auto` is the default: splice plus the eBPF listener programs (sock_ops and
+/// cgroup_skb counters run on every packet of the agent's sockets).
+const CONTENDERS: [&str; 4] = ["direct", "auto", "splice", "copy"];
 
 struct Sample {
     seconds: f64,
@@ -98,7 +100,8 @@ fn exchange(stream: TcpStream, data: std::sync::Arc<Vec<u8>>) -> std::io::Result
 fn measure(contender: &str, up: &std::sync::Arc<Vec<u8>>, down: &std::sync::Arc<Vec<u8>>, expect_up: u32, expect_down: u32) -> Result<Sample> {
     let yaml = documents(&[gateway(&[("bulk", 9000)]), route("bulk", "bulk", "sink", 80), service("sink", 80, 7000, &["198.18.2.2"])]);
     let dataplane = if contender == "direct" { "copy" } else { contender };
-    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", dataplane])?;
+    let pin_dir = format!("/sys/fs/bpf/sockgate-bench-{}", std::process::id());
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", dataplane, "--bpf-pin-dir", &pin_dir])?;
     // The node routes between client and backend: the direct contender's path.
     node.hosts.node.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]).status()?;
     node.hosts.client.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.1.2"])?;
@@ -160,6 +163,7 @@ fn report(args: &Args, samples: &[(usize, Sample)]) -> String {
         let m = median(t);
         let label = match *name {
             "direct" => "direct (routed by the node, no proxy)".to_string(),
+            "auto" => "sockgate default (`auto`: splice + eBPF counters)".to_string(),
             other => format!("sockgate `{other}`"),
         };
         out += &format!("| {label} | {m:.2} ({lo:.2}–{hi:.2}) | {:.2}× | {:.2} |\n", m / direct, median(cpu(i)));
