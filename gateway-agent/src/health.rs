@@ -23,8 +23,7 @@ pub struct Health {
 impl Health {
     /// Called after each applied configuration: ready, and these listeners' counters.
     pub fn publish(&self, listeners: &ListenerSet) {
-        let counters = listeners.served_ports().into_iter().filter_map(|p| listeners.counters(p).map(|c| (p, c))).collect();
-        *self.counters.lock().unwrap() = counters;
+        *self.counters.lock().unwrap() = listeners.counters();
         self.ready.store(true, Ordering::Relaxed);
     }
 

@@ -33,17 +33,10 @@ impl GatewayNode {
         for (name, yaml) in files {
             std::fs::write(manifests.path().join(name), yaml)?;
         }
-        let logs = tempfile::tempdir()?;
-        let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
-        command
-            .args(["run", "--reload-interval", "100ms", "--manifests"])
-            .arg(manifests.path())
-            .args(args)
-            .env("SOCKGATE_LOG", "info,gateway_agent=debug");
+        let mut command = agent_command(&hosts)?;
+        command.args(["run", "--reload-interval", "100ms", "--manifests"]).arg(manifests.path()).args(args);
         configure(&mut command);
-        let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
-        wait_for_log(&mut agent, "configuration applied", Duration::from_secs(20))?;
-        Ok(GatewayNode { agent, hosts, manifests, logs })
+        Self::launch(hosts, command, manifests, Duration::from_secs(20))
     }
 
     /// Kubernetes mode: the agent on the node reads the test API server
@@ -51,12 +44,17 @@ impl GatewayNode {
     pub fn start_in_cluster(args: &[&str]) -> Result<GatewayNode> {
         let hosts = Topology::create()?;
         crate::bridge::bridge_port(&hosts.node, crate::cluster::api_port()?)?;
+        let mut command = agent_command(&hosts)?;
+        command.arg("run").args(args).env("KUBECONFIG", crate::cluster::kubeconfig());
+        Self::launch(hosts, command, tempfile::tempdir()?, Duration::from_secs(30))
+    }
+
+    /// Starts the agent and waits until it applied its first configuration.
+    fn launch(hosts: Topology, command: std::process::Command, manifests: tempfile::TempDir, timeout: Duration) -> Result<GatewayNode> {
         let logs = tempfile::tempdir()?;
-        let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
-        command.arg("run").args(args).env("KUBECONFIG", crate::cluster::kubeconfig()).env("SOCKGATE_LOG", "info,gateway_agent=debug");
         let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
-        wait_for_log(&mut agent, "configuration applied", Duration::from_secs(30))?;
-        Ok(GatewayNode { agent, hosts, manifests: tempfile::tempdir()?, logs })
+        wait_for_log(&mut agent, "configuration applied", timeout)?;
+        Ok(GatewayNode { agent, hosts, manifests, logs })
     }
 
     /// Replaces a manifest file atomically (write aside, rename), as editors and ConfigMaps do.
@@ -111,6 +109,13 @@ impl GatewayNode {
     pub fn log_count(&self, needle: &str) -> usize {
         self.agent.logs().matches(needle).count()
     }
+}
+
+/// gateway-agent on the node, logging at debug level (tests read the log).
+fn agent_command(hosts: &Topology) -> Result<std::process::Command> {
+    let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
+    command.env("SOCKGATE_LOG", "info,gateway_agent=debug");
+    Ok(command)
 }
 
 /// A TCP server on `port` of host `ns`: each accepted connection is given to

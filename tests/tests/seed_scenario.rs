@@ -6,12 +6,17 @@ use sockgate_tests::echo::get;
 use sockgate_tests::harness::GatewayNode;
 use sockgate_tests::workspace_root;
 
-#[test]
-fn guide_listeners_8088_and_8089_reach_services_foo_and_bar_by_section_name() {
-    let files: Vec<(&str, String)> = ["gateway.yaml", "backends.yaml", "tcproutes.yaml", "endpointslices.yaml"]
+/// examples/tcp-routing, file by file, as the manifests directory of the node.
+fn guide_manifests() -> Vec<(&'static str, String)> {
+    ["gateway.yaml", "backends.yaml", "tcproutes.yaml", "endpointslices.yaml"]
         .iter()
         .map(|f| (*f, std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap()))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn guide_listeners_8088_and_8089_reach_services_foo_and_bar_by_section_name() {
+    let files = guide_manifests();
     let node = GatewayNode::start(&files, &["--dataplane", "userspace"]).unwrap();
     let _foo = sockgate_tests::echo::start(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path()).unwrap();
     let _bar = sockgate_tests::echo::start(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path()).unwrap();
@@ -40,10 +45,7 @@ fn guide_listeners_8088_and_8089_reach_services_foo_and_bar_by_section_name() {
 
 #[test]
 fn the_real_nc_and_curl_of_the_guide_succeed_through_the_gateway() {
-    let files: Vec<(&str, String)> = ["gateway.yaml", "backends.yaml", "tcproutes.yaml", "endpointslices.yaml"]
-        .iter()
-        .map(|f| (*f, std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap()))
-        .collect();
+    let files = guide_manifests();
     let mut node = GatewayNode::start(&files, &["--dataplane", "userspace"]).unwrap();
     let _foo = sockgate_tests::echo::start(&node.hosts.backend1, "foo", "backend-1-demo", node.logs.path()).unwrap();
     let _bar = sockgate_tests::echo::start(&node.hosts.backend2, "bar", "backend-2-demo", node.logs.path()).unwrap();

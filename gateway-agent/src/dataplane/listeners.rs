@@ -71,10 +71,6 @@ impl ListenerSet {
         &self.unbound
     }
 
-    pub fn served_ports(&self) -> BTreeSet<u16> {
-        self.served.keys().copied().collect()
-    }
-
     /// Connections being forwarded now, per listener port.
     pub fn active(&self) -> BTreeMap<u16, u32> {
         self.served.iter().map(|(port, s)| (*port, s.counters.active.load(Ordering::Relaxed) as u32)).collect()
@@ -84,8 +80,9 @@ impl ListenerSet {
         self.path.code()
     }
 
-    pub fn counters(&self, port: u16) -> Option<Arc<ListenerCounters>> {
-        self.served.get(&port).map(|s| s.counters.clone())
+    /// The counters of every served listener, by port.
+    pub fn counters(&self) -> BTreeMap<u16, Arc<ListenerCounters>> {
+        self.served.iter().map(|(port, s)| (*port, s.counters.clone())).collect()
     }
 
     /// Moves to `config`: closes listeners no longer wanted, updates the rest
