@@ -5,6 +5,7 @@ pub mod dataplane;
 pub mod health;
 pub mod inspect;
 pub mod model;
+pub mod proxy_protocol;
 pub mod resources;
 pub mod run;
 pub mod sources;
