@@ -76,6 +76,24 @@ pub struct RunArgs {
     /// Kubernetes mode: namespace of the leader-election and node Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "sockgate-system")]
     pub lease_namespace: String,
+    /// Unix socket where a running agent hands its sockets and connections to a
+    /// starting one (takeover on upgrade); a starting agent asks here first.
+    #[arg(long, default_value = crate::takeover::DEFAULT_SOCKET)]
+    pub takeover_socket: PathBuf,
+    /// On SIGTERM: how long established connections may take to finish after
+    /// the listeners close, before the rest are reset.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// After handing everything to a new agent: exit, or wait for a signal
+    /// (in a DaemonSet, so the kubelet does not restart the old container).
+    #[arg(long, value_enum, default_value = "exit")]
+    pub after_handover: AfterHandover,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AfterHandover {
+    Exit,
+    WaitForSignal,
 }
 
 #[derive(Args, Debug, Clone)]

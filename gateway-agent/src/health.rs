@@ -48,10 +48,20 @@ impl Health {
     }
 }
 
-/// Binds `addr` and answers in the background.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tokio::spawn(async move {
+/// Binds `addr` and answers in the background until the handle is aborted.
+/// A port still held (by an agent handing over to this one) is retried for `patience`.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, patience: std::time::Duration) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let health = health.clone();
             tokio::spawn(async move {
@@ -70,6 +80,5 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<()>
                 let _ = stream.write_all(response.as_bytes()).await;
             });
         }
-    });
-    Ok(())
+    }))
 }

@@ -13,9 +13,9 @@ use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::cli::RunArgs;
+use crate::cli::{AfterHandover, RunArgs};
 use crate::dataplane::listeners::ListenerSet;
-use crate::dataplane::{kernel::KernelListeners, select};
+use crate::dataplane::{kernel::KernelListeners, load_kernel, select_path};
 use crate::health::Health;
 use crate::model::status::StatusReport;
 use crate::model::transitions::carry;
@@ -26,6 +26,7 @@ use crate::sources::watch::fingerprint;
 use crate::status::lease::Leases;
 use crate::status::render::status_objects;
 use crate::status::writer::StatusWriter;
+use crate::takeover::{self, Offer};
 
 pub fn now() -> Timestamp {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -33,28 +34,94 @@ pub fn now() -> Timestamp {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let selection = select(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref()).await?;
-    tracing::info!(path = selection.path.name(), "data path: {}", selection.reason);
+    let started = std::time::Instant::now();
+    let (path, path_reason) = select_path(args.dataplane).await?;
+    let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&path), args.connect_timeout);
+    take_over(&args, &mut listeners).await?;
+    // Loaded after a takeover, when the previous agent has released its own programs.
+    let (kernel, kernel_reason) = load_kernel(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref());
+    tracing::info!(path = path.name(), "data path: {path_reason}{kernel_reason}");
     let health = Arc::new(Health::default());
-    if let Some(addr) = args.health_address {
-        crate::health::serve(addr, health.clone()).await.with_context(|| format!("health endpoint on {addr}"))?;
-    }
+    let health_task = match args.health_address {
+        Some(addr) => Some(crate::health::serve(addr, health.clone(), HEALTH_PATIENCE).await.with_context(|| format!("health endpoint on {addr}"))?),
+        None => None,
+    };
+    let offer = Offer::bind(&args.takeover_socket)?;
     let mut applier = Applier {
-        listeners: ListenerSet::new(args.listen_address, Arc::clone(&selection.path), args.connect_timeout),
-        kernel: selection.kernel,
+        listeners,
+        kernel,
         clock: CreationClock::default(),
         status: StatusReport::default(),
         settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
         health: health.clone(),
+        settle_limit: settle_limit(&args),
     };
+    tracing::info!(elapsed = ?started.elapsed(), "serving");
     let mut stop = Stop::new()?;
-    let result = match args.source.manifests.clone() {
-        Some(dir) => standalone(dir, args.reload_interval, &mut applier, &mut stop).await,
-        None => kubernetes(&args, &mut applier, &mut stop).await,
+    let ending = match args.source.manifests.clone() {
+        Some(dir) => standalone(dir, args.reload_interval, &mut applier, &mut stop, &offer).await,
+        None => kubernetes(&args, &mut applier, &mut stop, &offer).await,
     };
-    tracing::info!("shutting down: closing listeners and connections");
-    applier.shutdown();
-    result
+    match ending {
+        Ok(Ending::Signalled) => {
+            let drained = applier.listeners.drain(args.drain_timeout).await;
+            tracing::info!(?drained, "drained; shutting down");
+            applier.shutdown();
+            Ok(())
+        }
+        Ok(Ending::HandedOver(conn)) => {
+            // Release what the successor needs (programs, health port, the
+            // takeover socket) before closing the connection it waits on.
+            if let Some(task) = health_task {
+                task.abort();
+                let _ = task.await;
+            }
+            drop(applier);
+            drop(offer);
+            drop(conn);
+            tracing::info!("handed over to the new agent; this one serves nothing more");
+            if args.after_handover == AfterHandover::WaitForSignal {
+                stopping(&mut stop.ending).await;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::info!("shutting down: closing listeners and connections");
+            applier.shutdown();
+            Err(e)
+        }
+    }
+}
+
+/// A health port still held by the agent this one takes over from is retried this long.
+const HEALTH_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long connections still connecting to a backend may take before a
+/// handover goes on without them: every attempt of one connection, and a margin.
+fn settle_limit(args: &RunArgs) -> Duration {
+    args.connect_timeout * crate::dataplane::listeners::CONNECT_ATTEMPTS as u32 + Duration::from_secs(1)
+}
+
+/// Asks an agent already running on this node for its sockets and connections.
+async fn take_over(args: &RunArgs, listeners: &mut ListenerSet) -> Result<()> {
+    let socket = args.takeover_socket.clone();
+    let timeout = settle_limit(args) + Duration::from_secs(10);
+    let asked = std::time::Instant::now();
+    let Some((handover, conn)) = tokio::task::spawn_blocking(move || takeover::request(&socket, timeout)).await?? else {
+        return Ok(());
+    };
+    let (sockets, connections) = (handover.listeners.len(), handover.connections.len());
+    listeners.adopt(handover)?;
+    tracing::info!(listeners = sockets, connections, pause = ?asked.elapsed(), "took over from the running agent");
+    tokio::task::spawn_blocking(move || takeover::wait_released(conn, Duration::from_secs(3))).await?;
+    Ok(())
+}
+
+/// Why the main loop ended.
+enum Ending {
+    Signalled,
+    /// Everything went to a new agent, which waits on this connection's close.
+    HandedOver(socket2::Socket),
 }
 
 /// SIGTERM and SIGINT end the agent; SIGHUP forces a reload.
@@ -77,14 +144,20 @@ async fn stopping(ending: &mut (Signal, Signal)) {
 }
 
 /// Standalone: poll the directory, apply each change.
-async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, stop: &mut Stop) -> Result<()> {
+async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, stop: &mut Stop, offer: &Offer) -> Result<Ending> {
     let mut tick = tokio::time::interval(interval);
     let mut last_seen: Option<u64> = None;
     loop {
         let forced = tokio::select! {
             _ = tick.tick() => false,
             _ = stop.hangup.recv() => true,
-            _ = stopping(&mut stop.ending) => return Ok(()),
+            _ = stopping(&mut stop.ending) => return Ok(Ending::Signalled),
+            asked = offer.requested() => {
+                if let Some(conn) = applier.hand_over(asked?).await {
+                    return Ok(Ending::HandedOver(conn));
+                }
+                continue;
+            }
         };
         applier.tick();
         let current = match fingerprint(&dir) {
@@ -110,13 +183,16 @@ async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, sto
     }
 }
 
+/// How long a new agent may take to acknowledge a handover.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often leases are renewed; a lease lapses after three missed renewals.
 const LEASE_RENEW: Duration = Duration::from_secs(2);
 const LEASE_DURATION: Duration = Duration::from_secs(6);
 
 /// Kubernetes mode: reflectors feed snapshots; every agent programs its own
 /// node; the leader alone writes status.
-async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop) -> Result<()> {
+async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offer: &Offer) -> Result<Ending> {
     let client = kube::Client::try_default().await.context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
     let resources = crate::sources::kube::discover(&client).await?;
     let mut snapshots = crate::sources::kube::start(client.clone(), resources.clone());
@@ -169,7 +245,15 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop) -> R
                 if leader {
                     leases.resign().await;
                 }
-                return Ok(());
+                return Ok(Ending::Signalled);
+            }
+            asked = offer.requested() => {
+                if let Some(conn) = applier.hand_over(asked?).await {
+                    if leader {
+                        leases.resign().await;
+                    }
+                    return Ok(Ending::HandedOver(conn));
+                }
             }
         }
         if leader {
@@ -197,6 +281,7 @@ struct Applier {
     status: StatusReport,
     settings: Settings,
     health: Arc<Health>,
+    settle_limit: Duration,
 }
 
 impl Applier {
@@ -238,6 +323,36 @@ impl Applier {
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(e) = kernel.publish_activity(&self.listeners.active(), self.listeners.path_code()) {
                 tracing::warn!(error = %format!("{e:#}"), "publishing live connections to the eBPF map failed");
+            }
+        }
+    }
+
+    /// Hands every socket and connection to the agent on `conn`; the
+    /// connection back when it acknowledged, None (everything resumed here) if not.
+    async fn hand_over(&mut self, conn: socket2::Socket) -> Option<socket2::Socket> {
+        let started = std::time::Instant::now();
+        let handover = self.listeners.hand_over(self.settle_limit).await;
+        let (sockets, connections) = (handover.listeners.len(), handover.connections.len());
+        let sent = tokio::task::spawn_blocking(move || {
+            let result = takeover::hand_over(&conn, &handover, ACK_TIMEOUT);
+            (result, conn, handover)
+        })
+        .await;
+        match sent {
+            Ok((Ok(()), conn, _sent)) => {
+                tracing::info!(listeners = sockets, connections, pause = ?started.elapsed(), "handed over to a new agent");
+                Some(conn)
+            }
+            Ok((Err(e), _, handover)) => {
+                tracing::error!(error = %e, "the handover failed; this agent resumes everything");
+                if let Err(e) = self.listeners.adopt(handover) {
+                    tracing::error!(error = %format!("{e:#}"), "resuming after a failed handover");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the handover task failed; its sockets are lost");
+                None
             }
         }
     }

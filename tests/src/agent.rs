@@ -44,6 +44,28 @@ impl Process {
         Ok(())
     }
 
+    /// Waits up to `limit` for the process to exit by itself; its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM and returns at once (see `wait_exit`).
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+    }
+
     /// SIGKILL, as a crash would: no clean-up of any kind.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

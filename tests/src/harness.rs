@@ -16,7 +16,12 @@ pub struct GatewayNode {
     pub agent: Process,
     pub hosts: Topology,
     pub manifests: tempfile::TempDir,
+    /// Agent logs and the agent's takeover socket (each node its own).
     pub logs: tempfile::TempDir,
+    /// The agent's command line after `run`, for a successor started alike.
+    run_args: Vec<std::ffi::OsString>,
+    kubeconfig: Option<std::path::PathBuf>,
+    agents_started: usize,
 }
 
 impl GatewayNode {
@@ -33,10 +38,9 @@ impl GatewayNode {
         for (name, yaml) in files {
             std::fs::write(manifests.path().join(name), yaml)?;
         }
-        let mut command = agent_command(&hosts)?;
-        command.args(["run", "--reload-interval", "100ms", "--manifests"]).arg(manifests.path()).args(args);
-        configure(&mut command);
-        Self::launch(hosts, command, manifests, Duration::from_secs(20))
+        let mut run_args: Vec<std::ffi::OsString> = vec!["--reload-interval".into(), "100ms".into(), "--manifests".into(), manifests.path().into()];
+        run_args.extend(args.iter().map(Into::into));
+        Self::launch(hosts, run_args, manifests, None, configure, Duration::from_secs(20))
     }
 
     /// Kubernetes mode: the agent on the node reads the test API server
@@ -44,17 +48,37 @@ impl GatewayNode {
     pub fn start_in_cluster(args: &[&str]) -> Result<GatewayNode> {
         let hosts = Topology::create()?;
         crate::bridge::bridge_port(&hosts.node, crate::cluster::api_port()?)?;
-        let mut command = agent_command(&hosts)?;
-        command.arg("run").args(args).env("KUBECONFIG", crate::cluster::kubeconfig());
-        Self::launch(hosts, command, tempfile::tempdir()?, Duration::from_secs(30))
+        let run_args = args.iter().map(Into::into).collect();
+        Self::launch(hosts, run_args, tempfile::tempdir()?, Some(crate::cluster::kubeconfig()), |_| {}, Duration::from_secs(30))
     }
 
     /// Starts the agent and waits until it applied its first configuration.
-    fn launch(hosts: Topology, command: std::process::Command, manifests: tempfile::TempDir, timeout: Duration) -> Result<GatewayNode> {
+    fn launch(
+        hosts: Topology,
+        run_args: Vec<std::ffi::OsString>,
+        manifests: tempfile::TempDir,
+        kubeconfig: Option<std::path::PathBuf>,
+        configure: impl FnOnce(&mut std::process::Command),
+        timeout: Duration,
+    ) -> Result<GatewayNode> {
         let logs = tempfile::tempdir()?;
+        let mut command = agent_command(&hosts, logs.path(), &run_args, kubeconfig.as_deref())?;
+        configure(&mut command);
         let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
         wait_for_log(&mut agent, "configuration applied", timeout)?;
-        Ok(GatewayNode { agent, hosts, manifests, logs })
+        Ok(GatewayNode { agent, hosts, manifests, logs, run_args, kubeconfig, agents_started: 1 })
+    }
+
+    /// Starts a second agent on the node, as an upgrade would (same command
+    /// line and takeover socket, plus `extra`). It takes over from the running
+    /// one; returns it without waiting (see `agent::wait_for_log`).
+    pub fn start_successor(&mut self, extra: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> Result<Process> {
+        let mut args = self.run_args.clone();
+        args.extend(extra.iter().map(Into::into));
+        let mut command = agent_command(&self.hosts, self.logs.path(), &args, self.kubeconfig.as_deref())?;
+        configure(&mut command);
+        self.agents_started += 1;
+        Process::spawn(&format!("gateway-agent-{}", self.agents_started), command, self.logs.path())
     }
 
     /// Replaces a manifest file atomically (write aside, rename), as editors and ConfigMaps do.
@@ -111,10 +135,15 @@ impl GatewayNode {
     }
 }
 
-/// gateway-agent on the node, logging at debug level (tests read the log).
-fn agent_command(hosts: &Topology) -> Result<std::process::Command> {
+/// gateway-agent on the node, logging at debug level (tests read the log),
+/// with its takeover socket in `state` so agents of different tests never meet.
+fn agent_command(hosts: &Topology, state: &std::path::Path, run_args: &[std::ffi::OsString], kubeconfig: Option<&std::path::Path>) -> Result<std::process::Command> {
     let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
     command.env("SOCKGATE_LOG", "info,gateway_agent=debug");
+    command.arg("run").arg("--takeover-socket").arg(state.join("takeover.sock")).args(run_args);
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
     Ok(command)
 }
 

@@ -2,11 +2,10 @@
 //! Always available, and the reference every faster path is checked against.
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::path::{finish, until_done, DataPath, Forwarding};
+use super::path::{conclude, deliver, deliver_pending, pass_fin, readable_or_paused, until_done, Carried, Control, DataPath, Flow, Forwarding};
 
 const BUFFER: usize = 64 * 1024;
 
@@ -22,39 +21,44 @@ impl DataPath for CopyPath {
         gateway_common::PATH_COPY
     }
 
-    fn forward<'a>(&'a self, mut client: TcpStream, mut backend: TcpStream, stop: CancellationToken) -> Forwarding<'a> {
+    fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a> {
         Box::pin(async move {
-            let mut up = 0u64;
-            let mut down = 0u64;
+            let (mut up, mut down) = (Flow::from(up), Flow::from(down));
             let end = {
-                let (mut client_read, mut client_write) = client.split();
-                let (mut backend_read, mut backend_write) = backend.split();
                 let both = async {
-                    tokio::try_join!(
-                        pump(&mut client_read, &mut backend_write, &mut up),
-                        pump(&mut backend_read, &mut client_write, &mut down),
-                    )
+                    tokio::try_join!(pump(&client, &backend, &mut up, &control.pause), pump(&backend, &client, &mut down, &control.pause))
                 };
-                until_done(both, &stop).await
+                until_done(both, &control.stop).await
             };
-            Ok(finish(client, backend, end, up, down))
+            Ok(conclude(client, backend, end, up, down))
         })
     }
 }
 
-/// Copies `from` to `to` until end-of-stream, then half-closes `to`.
-async fn pump<R, W>(from: &mut R, to: &mut W, moved: &mut u64) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+/// Copies `from` to `to` until end-of-stream (then half-closes `to`) or until
+/// `pause` fires; bytes read and not yet written are left in `flow.pending`.
+async fn pump(from: &TcpStream, to: &TcpStream, flow: &mut Flow, pause: &CancellationToken) -> io::Result<()> {
+    if flow.done || !deliver_pending(to, flow, pause).await? {
+        return Ok(());
+    }
     let mut buf = vec![0u8; BUFFER];
     loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
+        if !readable_or_paused(from, pause).await? {
+            return Ok(());
         }
-        to.write_all(&buf[..n]).await?;
-        *moved += n as u64;
+        let n = match from.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return pass_fin(to, flow);
+        }
+        let sent = deliver(to, &buf[..n], pause).await?;
+        flow.moved += sent as u64;
+        if sent < n {
+            flow.pending = buf[sent..n].to_vec();
+            return Ok(());
+        }
     }
 }

@@ -60,6 +60,13 @@ impl KernelListeners {
             program.load().with_context(|| format!("loading {name}"))?;
             program.attach(&cgroup_dir, direction, CgroupAttachMode::Single).with_context(|| format!("attaching {name} to cgroup {}", cgroup.display()))?;
         }
+        // The counters of the agent before this one (crashed, or handed over)
+        // carry on: an upgrade or restart does not reset the listeners' totals.
+        match carry_stats(&mut ebpf, pin_dir) {
+            Ok(0) => {}
+            Ok(ports) => tracing::info!(ports, "listener counters carried over from the previous agent's pinned map"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "the previous agent's counters could not be carried over; starting from zero"),
+        }
         // Pin last, so a failure above leaves nothing behind in bpffs.
         prepare_pin_dir(pin_dir)?;
         for name in PINNED {
@@ -137,6 +144,25 @@ impl KernelListeners {
         }
         let _ = std::fs::remove_dir(&self.pin_dir);
     }
+}
+
+/// Copies the per-CPU counters of a previous agent's pinned `LISTENER_STATS`
+/// (if there is one) into this object's map; how many ports it held.
+fn carry_stats(ebpf: &mut Ebpf, pin_dir: &Path) -> anyhow::Result<usize> {
+    let pin = pin_dir.join(LISTENER_STATS_MAP);
+    if !pin.exists() {
+        return Ok(0);
+    }
+    let old: PerCpuHashMap<_, ListenerPort, ListenerStats> = PerCpuHashMap::try_from(Map::PerCpuHashMap(MapData::from_pin(&pin)?))?;
+    let mut new: PerCpuHashMap<_, ListenerPort, ListenerStats> =
+        PerCpuHashMap::try_from(ebpf.map_mut(LISTENER_STATS_MAP).context("LISTENER_STATS map")?)?;
+    let mut ports = 0;
+    for entry in old.iter() {
+        let (port, per_cpu) = entry?;
+        new.insert(port, per_cpu, 0)?;
+        ports += 1;
+    }
+    Ok(ports)
 }
 
 fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {

@@ -24,10 +24,13 @@
 //! is: splice(2), which matched sockmap's throughput in the same runs (~0.75
 //! GiB/s per direction).
 pub mod balancer;
+pub mod connections;
 pub mod copy;
 pub mod kernel;
 pub mod listeners;
 pub mod path;
+#[cfg(test)]
+mod pause_tests;
 pub mod selftest;
 pub mod sockets;
 pub mod splice;
@@ -53,52 +56,50 @@ pub enum DataplaneMode {
     Copy,
 }
 
-/// What `select` decided, for the one start-up log line.
-pub struct Selection {
-    pub path: Arc<dyn path::DataPath>,
-    pub kernel: Option<kernel::KernelListeners>,
-    pub reason: String,
-}
-
-/// Chooses the data path for `mode`, proving it first, and loads what it needs.
-pub async fn select(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) -> anyhow::Result<Selection> {
-    let selection = |path: Arc<dyn path::DataPath>, reason: String| Selection { path, kernel: None, reason };
+/// Chooses the data path for `mode`, proving it first; and why, for the log.
+pub async fn select_path(mode: DataplaneMode) -> anyhow::Result<(Arc<dyn path::DataPath>, String)> {
     match mode {
-        DataplaneMode::Copy => Ok(selection(Arc::new(copy::CopyPath), "copy, as requested (no BPF loaded)".into())),
+        DataplaneMode::Copy => Ok((Arc::new(copy::CopyPath), "copy, as requested (no BPF loaded)".into())),
         DataplaneMode::Splice => {
             let started = Instant::now();
             selftest::verify(Arc::new(splice::SplicePath)).await.map_err(|e| anyhow::anyhow!("--dataplane splice: the self-test failed: {e:#}"))?;
-            Ok(selection(Arc::new(splice::SplicePath), format!("splice, as requested; self-test passed in {:?} (no BPF loaded)", started.elapsed())))
+            Ok((Arc::new(splice::SplicePath), format!("splice, as requested; self-test passed in {:?} (no BPF loaded)", started.elapsed())))
         }
         DataplaneMode::Userspace => {
             let (path, why) = best_userspace().await;
-            Ok(selection(path, format!("{why} (userspace requested: no BPF loaded)")))
+            Ok((path, format!("{why} (userspace requested: no BPF loaded)")))
         }
         DataplaneMode::Ebpf => bail!(
             "--dataplane ebpf: the in-kernel sockmap splice is not available: on this kernel a verdict program \
              forwards overlapping TCP retransmissions twice (12 of 139 GiB transfers corrupted; `cargo xtask sockmap-repro`), \
              and with a stream parser stream tails stall; use --dataplane auto (splice) or userspace"
         ),
-        DataplaneMode::Auto => {
-            let (path, why) = best_userspace().await;
-            let loaded = match cgroup {
-                Some(c) => Ok(c.to_path_buf()),
-                None => kernel::own_cgroup(),
-            }
-            .and_then(|cgroup| kernel::KernelListeners::load(pin_dir, &cgroup));
-            Ok(match loaded {
-                Ok(k) => {
-                    let reason = format!(
-                        "{why}; the in-kernel sockmap splice is not offered (it corrupts or stalls streams on this kernel); \
-                         eBPF listener maps pinned in {} and sock_ops attached to {}",
-                        k.pin_dir().display(),
-                        k.cgroup().display()
-                    );
-                    Selection { path, kernel: Some(k), reason }
-                }
-                Err(e) => selection(path, format!("{why}; eBPF listener maps unavailable: {e:#}")),
-            })
+        DataplaneMode::Auto => Ok(best_userspace().await),
+    }
+}
+
+/// Loads the eBPF listener maps and programs when `mode` wants them (auto);
+/// None, and why, otherwise or when BPF is unavailable (the agent serves anyway).
+pub fn load_kernel(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) -> (Option<kernel::KernelListeners>, String) {
+    if mode != DataplaneMode::Auto {
+        return (None, String::new());
+    }
+    let loaded = match cgroup {
+        Some(c) => Ok(c.to_path_buf()),
+        None => kernel::own_cgroup(),
+    }
+    .and_then(|cgroup| kernel::KernelListeners::load(pin_dir, &cgroup));
+    match loaded {
+        Ok(k) => {
+            let why = format!(
+                "; the in-kernel sockmap splice is not offered (it corrupts or stalls streams on this kernel); \
+                 eBPF listener maps pinned in {} and sock_ops attached to {}",
+                k.pin_dir().display(),
+                k.cgroup().display()
+            );
+            (Some(k), why)
         }
+        Err(e) => (None, format!("; eBPF listener maps unavailable: {e:#}")),
     }
 }
 

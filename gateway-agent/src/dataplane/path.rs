@@ -1,5 +1,7 @@
 //! The one trait every data path implements: after connection set-up, move the
-//! bytes between a client and its backend until both directions are done.
+//! bytes between a client and its backend until both directions are done, or
+//! until the agent asks the connection to pause so that another agent can
+//! carry it on (takeover on upgrade).
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -21,11 +23,46 @@ pub enum End {
     Closed,
     /// One side reset or failed; both sides were reset.
     Reset,
-    /// The agent stopped the connection (its route went away); both sides were reset.
+    /// The agent stopped the connection (its route went away, or a drain
+    /// deadline passed); both sides were reset.
     Stopped,
 }
 
-pub type Forwarding<'a> = Pin<Box<dyn Future<Output = io::Result<Transfer>> + Send + 'a>>;
+/// What a path hands back: a finished connection, or a paused one.
+pub enum Outcome {
+    Ended(Transfer),
+    Paused(Paused),
+}
+
+/// A connection stopped between two writes, with nothing lost: the bytes read
+/// from one side and not yet written to the other are in `pending`.
+pub struct Paused {
+    pub client: TcpStream,
+    pub backend: TcpStream,
+    pub up: Carried,
+    pub down: Carried,
+    pub client_to_backend: u64,
+    pub backend_to_client: u64,
+}
+
+/// One direction's state across a pause: bytes owed to the receiving side,
+/// and whether the direction already ended (its FIN was passed on).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    pub pending: Vec<u8>,
+    pub done: bool,
+}
+
+/// What the agent may ask of a forwarded connection while it runs.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Reset both sides and end (route gone, drain deadline).
+    pub stop: CancellationToken,
+    /// Stop moving bytes at the next safe point and hand the sockets back.
+    pub pause: CancellationToken,
+}
+
+pub type Forwarding<'a> = Pin<Box<dyn Future<Output = io::Result<Outcome>> + Send + 'a>>;
 
 pub trait DataPath: Send + Sync {
     /// Short name for logs and metrics ("copy", "splice").
@@ -34,15 +71,33 @@ pub trait DataPath: Send + Sync {
     /// The path's code in the eBPF listener map (`gateway_common::PATH_*`).
     fn code(&self) -> u32;
 
-    /// Forwards until both directions end, a side resets, or `stop` fires.
-    /// Semantics every path keeps: bytes arrive intact and in order; a FIN from
-    /// one side is passed on as a half-close while the other direction keeps
-    /// flowing; a reset on one side resets the other.
-    fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, stop: CancellationToken) -> Forwarding<'a>;
+    /// Forwards until both directions end, a side resets, `stop` fires, or
+    /// `pause` fires. `up`/`down` carry state from an earlier owner of the
+    /// connection (first their pending bytes are written). Semantics every path
+    /// keeps: bytes arrive intact and in order; a FIN from one side is passed on
+    /// as a half-close while the other direction keeps flowing; a reset on one
+    /// side resets the other; a pause loses and duplicates nothing.
+    fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a>;
 }
 
-/// How the two directions of a connection ended: both closed, one failed, or
-/// `stop` fired first. Shared by the paths so they end connections alike.
+/// One direction of a connection while it is forwarded.
+#[derive(Debug, Default)]
+pub struct Flow {
+    /// Bytes read and not yet written (only non-empty across a pause).
+    pub pending: Vec<u8>,
+    pub done: bool,
+    /// Bytes written to the receiving side.
+    pub moved: u64,
+}
+
+impl From<Carried> for Flow {
+    fn from(carried: Carried) -> Flow {
+        Flow { pending: carried.pending, done: carried.done, moved: 0 }
+    }
+}
+
+/// Runs both directions until they are done, one fails, or `stop` fires.
+/// Each direction returns Ok when it ended or paused; the flows say which.
 pub async fn until_done<T>(both: impl Future<Output = io::Result<T>>, stop: &CancellationToken) -> End {
     tokio::select! {
         result = both => if result.is_ok() { End::Closed } else { End::Reset },
@@ -50,12 +105,65 @@ pub async fn until_done<T>(both: impl Future<Output = io::Result<T>>, stop: &Can
     }
 }
 
-/// Closes the pair as `end` requires: a clean end has already half-closed both
-/// ways; anything else resets both sides.
-pub fn finish(client: TcpStream, backend: TcpStream, end: End, client_to_backend: u64, backend_to_client: u64) -> Transfer {
+/// Closes or returns the pair as the flows' state requires: both done is a
+/// clean close (already half-closed both ways); one not done after a clean
+/// return is a pause; anything else resets both sides.
+pub fn conclude(client: TcpStream, backend: TcpStream, end: End, up: Flow, down: Flow) -> Outcome {
+    if end == End::Closed && !(up.done && down.done) {
+        return Outcome::Paused(Paused {
+            client,
+            backend,
+            client_to_backend: up.moved,
+            backend_to_client: down.moved,
+            up: Carried { pending: up.pending, done: up.done },
+            down: Carried { pending: down.pending, done: down.done },
+        });
+    }
     if end != End::Closed {
         super::sockets::reset(client);
         super::sockets::reset(backend);
     }
-    Transfer { client_to_backend, backend_to_client, end }
+    Outcome::Ended(Transfer { client_to_backend: up.moved, backend_to_client: down.moved, end })
+}
+
+/// Writes `bytes` to `to` until all are written or `pause` fires; how many were.
+/// Cancel-safe at every await: a byte counts as written only when the kernel took it.
+pub async fn deliver(to: &TcpStream, bytes: &[u8], pause: &CancellationToken) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        tokio::select! {
+            biased;
+            _ = pause.cancelled() => break,
+            ready = to.writable() => ready?,
+        }
+        match to.try_write(&bytes[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
+/// Writes the bytes an earlier owner left pending; true when none are left.
+pub async fn deliver_pending(to: &TcpStream, flow: &mut Flow, pause: &CancellationToken) -> io::Result<bool> {
+    let sent = deliver(to, &flow.pending, pause).await?;
+    flow.pending.drain(..sent);
+    flow.moved += sent as u64;
+    Ok(flow.pending.is_empty())
+}
+
+/// Waits until `from` is readable, or false when `pause` fires first.
+pub async fn readable_or_paused(from: &TcpStream, pause: &CancellationToken) -> io::Result<bool> {
+    tokio::select! {
+        biased;
+        _ = pause.cancelled() => Ok(false),
+        ready = from.readable() => ready.map(|()| true),
+    }
+}
+
+/// Passes an end-of-stream on: half-closes `to` and marks the direction done.
+pub fn pass_fin(to: &TcpStream, flow: &mut Flow) -> io::Result<()> {
+    flow.done = true;
+    socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)
 }

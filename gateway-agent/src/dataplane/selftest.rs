@@ -7,9 +7,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
-use super::path::{DataPath, End};
+use super::path::{Carried, Control, DataPath, End, Outcome};
 
 /// Bytes each way; enough to cross many buffer and pipe boundaries.
 const BYTES: usize = 4 << 20;
@@ -27,11 +26,12 @@ async fn run(path: Arc<dyn DataPath>) -> anyhow::Result<()> {
     let (proxy_client, _) = listener.accept().await?;
     let backend_side = TcpStream::connect(addr).await?;
     let (proxy_backend, _) = listener.accept().await?;
-    let forwarding = tokio::spawn(async move { path.forward(proxy_client, proxy_backend, CancellationToken::new()).await });
+    let forwarding =
+        tokio::spawn(async move { path.forward(proxy_client, proxy_backend, Carried::default(), Carried::default(), Control::default()).await });
     let up = pattern(0x5eed, BYTES);
     let down = pattern(0xfeed, BYTES);
     let (client_got, backend_got) = tokio::try_join!(exchange(client, up.clone()), exchange(backend_side, down.clone()))?;
-    let transfer = forwarding.await??;
+    let Outcome::Ended(transfer) = forwarding.await?? else { anyhow::bail!("the path paused although nobody asked it to") };
     anyhow::ensure!(backend_got == Sha256::digest(&up).to_vec(), "client → backend bytes differ");
     anyhow::ensure!(client_got == Sha256::digest(&down).to_vec(), "backend → client bytes differ");
     anyhow::ensure!(transfer.end == End::Closed, "ended with {:?}, not a clean close", transfer.end);
@@ -93,7 +93,7 @@ mod tests {
         fn code(&self) -> u32 {
             0
         }
-        fn forward<'a>(&'a self, mut client: TcpStream, mut backend: TcpStream, _stop: CancellationToken) -> Forwarding<'a> {
+        fn forward<'a>(&'a self, mut client: TcpStream, mut backend: TcpStream, _: Carried, _: Carried, _: Control) -> Forwarding<'a> {
             Box::pin(async move {
                 let (mut cr, mut cw) = client.split();
                 let (mut br, mut bw) = backend.split();
@@ -116,7 +116,7 @@ mod tests {
                 let down = async { tokio::io::copy(&mut br, &mut cw).await };
                 let (u, d) = tokio::try_join!(up, down)?;
                 cw.shutdown().await?;
-                Ok(Transfer { client_to_backend: u, backend_to_client: d, end: End::Closed })
+                Ok(Outcome::Ended(Transfer { client_to_backend: u, backend_to_client: d, end: End::Closed }))
             })
         }
     }

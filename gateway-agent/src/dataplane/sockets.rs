@@ -36,3 +36,24 @@ pub fn reset(stream: TcpStream) {
     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
 }
+
+/// Accepts whatever sits in `listener`'s accept queue now, without waiting:
+/// what a closing listener still owes to clients whose handshake completed.
+pub fn accept_queued(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut accepted = Vec::new();
+    loop {
+        match SockRef::from(listener).accept() {
+            Ok((socket, peer)) => {
+                let stream = socket.set_nonblocking(true).and_then(|()| TcpStream::from_std(socket.into()));
+                match (stream, peer.as_socket()) {
+                    (Ok(stream), Some(peer)) => accepted.push((stream, peer)),
+                    (Err(e), _) => tracing::warn!(error = %e, "a queued connection could not be taken"),
+                    (Ok(_), None) => {}
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // WouldBlock: the queue is empty. Anything else: nothing more to take.
+            Err(_) => return accepted,
+        }
+    }
+}

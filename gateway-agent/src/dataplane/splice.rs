@@ -8,7 +8,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::path::{finish, until_done, DataPath, Forwarding};
+use super::path::{conclude, deliver_pending, pass_fin, readable_or_paused, until_done, Carried, Control, DataPath, Flow, Forwarding};
 
 /// Bytes asked of one splice call; the pipe is sized to hold it.
 const CHUNK: usize = 1 << 20;
@@ -25,18 +25,17 @@ impl DataPath for SplicePath {
         gateway_common::PATH_SPLICE
     }
 
-    fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, stop: CancellationToken) -> Forwarding<'a> {
+    fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a> {
         Box::pin(async move {
-            let mut up = 0u64;
-            let mut down = 0u64;
+            let (mut up, mut down) = (Flow::from(up), Flow::from(down));
             let end = {
                 let both = async {
                     let (p1, p2) = (Pipe::new()?, Pipe::new()?);
-                    tokio::try_join!(pump(&client, &backend, &p1, &mut up), pump(&backend, &client, &p2, &mut down))
+                    tokio::try_join!(pump(&client, &backend, &p1, &mut up, &control.pause), pump(&backend, &client, &p2, &mut down, &control.pause))
                 };
-                until_done(both, &stop).await
+                until_done(both, &control.stop).await
             };
-            Ok(finish(client, backend, end, up, down))
+            Ok(conclude(client, backend, end, up, down))
         })
     }
 }
@@ -75,12 +74,19 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Moves `from` → pipe → `to` until end-of-stream, then half-closes `to`.
-async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, moved: &mut u64) -> io::Result<()> {
+/// Moves `from` → pipe → `to` until end-of-stream (then half-closes `to`) or
+/// until `pause` fires. A pause while bytes sit in the pipe takes them out into
+/// `flow.pending`, so the pipe can be dropped and nothing is lost.
+async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, flow: &mut Flow, pause: &CancellationToken) -> io::Result<()> {
+    if flow.done || !deliver_pending(to, flow, pause).await? {
+        return Ok(());
+    }
     loop {
         // Fill the pipe from the socket (WouldBlock clears tokio's readiness, so we wait again).
         let n = loop {
-            from.readable().await?;
+            if !readable_or_paused(from, pause).await? {
+                return Ok(());
+            }
             match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -89,18 +95,48 @@ async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, moved: &mut u64) ->
         };
         if n == 0 {
             // The pipe is empty here: everything read was written below before reading again.
-            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            return pass_fin(to, flow);
         }
         // Drain exactly what came in to the other socket.
         let mut left = n;
         while left > 0 {
-            to.writable().await?;
+            tokio::select! {
+                biased;
+                _ = pause.cancelled() => {
+                    flow.pending = take(&pipe.read, left)?;
+                    return Ok(());
+                }
+                ready = to.writable() => ready?,
+            }
             match to.try_io(Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left)) {
-                Ok(written) => left -= written,
+                Ok(written) => {
+                    left -= written;
+                    flow.moved += written as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
         }
-        *moved += n as u64;
     }
+}
+
+/// Reads exactly `len` bytes that are known to sit in the pipe.
+fn take(pipe: &OwnedFd, len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        // SAFETY: reading into the unfilled tail of a buffer we own, from an fd we own.
+        let n = unsafe { libc::read(pipe.as_raw_fd(), bytes[got..].as_mut_ptr().cast(), len - got) };
+        match n {
+            n if n > 0 => got += n as usize,
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "pipe ended before its bytes were taken")),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(bytes)
 }

@@ -11,7 +11,8 @@ pub struct DataplaneConfig {
     pub listeners: BTreeMap<u16, ListenerConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable: a takeover hands it to the next agent with the listening socket.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListenerConfig {
     pub gateway: ObjectKey,
     pub listener: String,
@@ -22,7 +23,7 @@ pub struct ListenerConfig {
 }
 
 /// One backendRef: a share of new connections and the endpoints that serve it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackendGroup {
     /// "namespace/service:port", for logs.
     pub name: String,

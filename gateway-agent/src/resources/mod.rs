@@ -14,7 +14,7 @@ pub use gateway_api::{
 };
 
 /// namespace/name of a namespaced object ("" namespace for cluster-scoped ones).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ObjectKey {
     pub namespace: String,
     pub name: String,

@@ -41,6 +41,8 @@ fn demo() -> Result<()> {
     println!("== gateway-agent run --manifests {}", manifests.display());
     let mut agent_cmd = hosts.node.command(&agent_bin);
     agent_cmd.args(["run", "--manifests"]).arg(&manifests).args(["--bpf-pin-dir", &pin_dir]);
+    // Its own takeover socket: an agent already serving this machine is not the demo's to take over.
+    agent_cmd.arg("--takeover-socket").arg(logs.path().join("takeover.sock"));
     let mut agent = Process::spawn("gateway-agent", agent_cmd, logs.path())?;
     for port in [8088, 8089] {
         wait_for_port(&hosts.client, SocketAddr::new(GATEWAY.into(), port), Duration::from_secs(20))
