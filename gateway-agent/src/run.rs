@@ -17,6 +17,7 @@ use crate::cli::{AfterHandover, RunArgs};
 use crate::dataplane::listeners::ListenerSet;
 use crate::dataplane::{kernel::KernelListeners, load_kernel, select_path};
 use crate::health::Health;
+use crate::model::config::DataplaneConfig;
 use crate::model::status::StatusReport;
 use crate::model::transitions::carry;
 use crate::model::{translate, Settings};
@@ -35,12 +36,15 @@ pub fn now() -> Timestamp {
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    // The eBPF maps are for counting and inspection, not for serving: they are
+    // loaded beside the path's self-test and installed when the verifier is
+    // done (hundreds of milliseconds on a busy node), so a restart serves at once.
+    let (mode, pin_dir, cgroup) = (args.dataplane, args.bpf_pin_dir.clone(), args.cgroup.clone());
+    let kernel_loading = tokio::task::spawn_blocking(move || load_kernel(mode, &pin_dir, cgroup.as_deref()));
     let (path, path_reason) = select_path(args.dataplane).await?;
+    tracing::info!(path = path.name(), "data path: {path_reason}");
     let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&path), args.connect_timeout);
     take_over(&args, &mut listeners).await?;
-    // Loaded after a takeover, when the previous agent has released its own programs.
-    let (kernel, kernel_reason) = load_kernel(args.dataplane, &args.bpf_pin_dir, args.cgroup.as_deref());
-    tracing::info!(path = path.name(), "data path: {path_reason}{kernel_reason}");
     let health = Arc::new(Health::default());
     let health_task = match args.health_address {
         Some(addr) => Some(crate::health::serve(addr, health.clone(), HEALTH_PATIENCE).await.with_context(|| format!("health endpoint on {addr}"))?),
@@ -49,7 +53,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let offer = Offer::bind(&args.takeover_socket)?;
     let mut applier = Applier {
         listeners,
-        kernel,
+        kernel: None,
+        kernel_loading: Some(kernel_loading),
+        dataplane: DataplaneConfig::default(),
         clock: CreationClock::default(),
         status: StatusReport::default(),
         settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
@@ -66,7 +72,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Ok(Ending::Signalled) => {
             let drained = applier.listeners.drain(args.drain_timeout).await;
             tracing::info!(?drained, "drained; shutting down");
-            applier.shutdown();
+            applier.shutdown().await;
             Ok(())
         }
         Ok(Ending::HandedOver(conn)) => {
@@ -87,7 +93,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         Err(e) => {
             tracing::info!("shutting down: closing listeners and connections");
-            applier.shutdown();
+            applier.shutdown().await;
             Err(e)
         }
     }
@@ -151,6 +157,10 @@ async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, sto
         let forced = tokio::select! {
             _ = tick.tick() => false,
             _ = stop.hangup.recv() => true,
+            loaded = Applier::kernel_loaded(&mut applier.kernel_loading), if applier.kernel_loading.is_some() => {
+                applier.install_kernel(loaded);
+                continue;
+            }
             _ = stopping(&mut stop.ending) => return Ok(Ending::Signalled),
             asked = offer.requested() => {
                 if let Some(conn) = applier.hand_over(asked?).await {
@@ -241,6 +251,7 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offe
                 }
             }
             _ = stop.hangup.recv() => {}
+            loaded = Applier::kernel_loaded(&mut applier.kernel_loading), if applier.kernel_loading.is_some() => applier.install_kernel(loaded),
             _ = stopping(&mut stop.ending) => {
                 if leader {
                     leases.resign().await;
@@ -276,6 +287,9 @@ fn hostname() -> String {
 struct Applier {
     listeners: ListenerSet,
     kernel: Option<KernelListeners>,
+    kernel_loading: Option<tokio::task::JoinHandle<(Option<KernelListeners>, String)>>,
+    /// The last configuration applied, for the kernel maps once they are loaded.
+    dataplane: DataplaneConfig,
     clock: CreationClock,
     /// The last status, so a condition's lastTransitionTime survives changes that do not flip it.
     status: StatusReport,
@@ -298,6 +312,7 @@ impl Applier {
         }
         self.publish_activity();
         self.health.publish(&self.listeners);
+        self.dataplane = translation.dataplane.clone();
         tracing::info!(
             objects = loaded.snapshot.object_count(),
             ignored = loaded.ignored.len(),
@@ -311,6 +326,28 @@ impl Applier {
             tracing::error!(port, "status: listener not programmed: {why}");
         }
         self.status = translation.status;
+    }
+
+    /// Waits for the eBPF object being loaded (forever if none is).
+    async fn kernel_loaded(loading: &mut Option<tokio::task::JoinHandle<(Option<KernelListeners>, String)>>) -> (Option<KernelListeners>, String) {
+        match loading {
+            Some(handle) => handle.await.unwrap_or_else(|e| (None, format!("eBPF listener maps unavailable: the loader failed: {e}"))),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn install_kernel(&mut self, (kernel, why): (Option<KernelListeners>, String)) {
+        self.kernel_loading = None;
+        if !why.is_empty() {
+            tracing::info!("eBPF: {why}");
+        }
+        self.kernel = kernel;
+        if let Some(kernel) = self.kernel.as_mut() {
+            if let Err(e) = kernel.sync(&self.dataplane) {
+                tracing::error!(error = %format!("{e:#}"), "updating the eBPF listener map failed");
+            }
+        }
+        self.publish_activity();
     }
 
     /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
@@ -357,8 +394,12 @@ impl Applier {
         }
     }
 
-    fn shutdown(self) {
+    async fn shutdown(mut self) {
         drop(self.listeners);
+        // A load still running would pin maps after we are gone: wait for it.
+        if let Some(loading) = self.kernel_loading.take() {
+            self.kernel = loading.await.ok().and_then(|(kernel, _)| kernel);
+        }
         if let Some(kernel) = self.kernel {
             kernel.unpin();
         }

@@ -32,6 +32,17 @@ fn the_chart_renders_a_host_network_daemonset_with_named_capabilities_and_least_
     let env: Vec<&str> = agent["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(env, ["NODE_NAME", "NODE_IP", "POD_NAMESPACE"]);
     assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    // Upgrades surge a new pod beside the old one, which hands over to it: no
+    // hostPort may stand in the way, and the takeover socket is shared on the node.
+    assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"], json!({ "maxSurge": 1, "maxUnavailable": 0 }));
+    assert!(agent.get("ports").is_none(), "a hostNetwork containerPort is a hostPort and blocks the surge pod");
+    let args: Vec<&str> = agent["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--takeover-socket=/run/sockgate/agent.sock") && args.contains(&"--after-handover=wait-for-signal"), "{args:?}");
+    let mounts = agent["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/run/sockgate"), "{mounts:?}");
+    // The drain deadline ends before the kubelet's SIGKILL.
+    let drain: u64 = args.iter().find_map(|a| a.strip_prefix("--drain-timeout=")).unwrap().trim_end_matches('s').parse().unwrap();
+    assert!(drain + 5 <= pod["terminationGracePeriodSeconds"].as_u64().unwrap(), "drain {drain}s vs grace {}", pod["terminationGracePeriodSeconds"]);
     // RBAC: reads what it watches, writes only status (and Leases, Events).
     let rules = find(&objs, "ClusterRole")["rules"].as_array().unwrap().clone();
     for rule in &rules {

@@ -41,8 +41,7 @@ fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connecti
         cmd.env("SOCKGATE_LOG", "info,gateway_agent=debug,gateway_ebpf=debug");
     })
     .unwrap();
-    let logs = node.agent.logs();
-    assert!(logs.contains(&format!("eBPF listener maps pinned in {pin_dir} and sock_ops attached to {cg}")), "{logs}");
+    node.wait_for_log(&format!("eBPF listener maps pinned in {pin_dir} and sock_ops attached to {cg}")).unwrap();
     // Readiness probes connect and close at once; their exchanges fail, harmlessly.
     let _backend = serve(&node.hosts.backend1, 7000, |s: TcpStream| exchange(s, pattern(21, 64 * 1024)).ok()).unwrap();
     node.wait_for_port(9000).unwrap();

@@ -125,6 +125,7 @@ fn after_kill_9_the_next_agent_serves_within_a_second_and_nothing_stale_remains(
     let _small = serve(&node.hosts.backend1, 7002, |s: TcpStream| exchange(s, pattern(77, 4096)).ok()).unwrap();
     let _held = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| receive_to_eof(&mut s).ok()).unwrap();
     node.wait_for_port(SMALL).unwrap();
+    node.wait_for_log("eBPF listener maps pinned in").unwrap();
     let attached = cgroup_programs(&cgroup);
     assert_eq!(attached.len(), 3, "sock_ops and two cgroup_skb programs: {attached:?}");
     let mut open = node.connect(BULK).unwrap();
@@ -151,6 +152,7 @@ fn after_kill_9_the_next_agent_serves_within_a_second_and_nothing_stale_remains(
         eprintln!("  {line}");
     }
     assert!(served_after < Duration::from_secs(1), "serving took {served_after:?}:\n{}", node.agent.logs());
+    node.wait_for_log("eBPF listener maps pinned in").unwrap();
     // The dead agent's programs went with it; its pins were replaced, not added to.
     assert_eq!(cgroup_programs(&cgroup).len(), 3, "{:?}", cgroup_programs(&cgroup));
     let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", &pin_dir, "--output", "json"]).output().unwrap();

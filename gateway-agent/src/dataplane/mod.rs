@@ -92,14 +92,14 @@ pub fn load_kernel(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) -
     match loaded {
         Ok(k) => {
             let why = format!(
-                "; the in-kernel sockmap splice is not offered (it corrupts or stalls streams on this kernel); \
+                "the in-kernel sockmap splice is not offered (it corrupts or stalls streams on this kernel); \
                  eBPF listener maps pinned in {} and sock_ops attached to {}",
                 k.pin_dir().display(),
                 k.cgroup().display()
             );
             (Some(k), why)
         }
-        Err(e) => (None, format!("; eBPF listener maps unavailable: {e:#}")),
+        Err(e) => (None, format!("eBPF listener maps unavailable: {e:#}")),
     }
 }
 

@@ -48,8 +48,10 @@ fn demo() -> Result<()> {
         wait_for_port(&hosts.client, SocketAddr::new(GATEWAY.into(), port), Duration::from_secs(20))
             .with_context(|| format!("the gateway's port {port}; agent log:\n{}", agent.logs()))?;
     }
+    // The eBPF maps are installed beside serving, once the verifier is done.
+    sockgate_tests::agent::wait_for_log(&mut agent, "eBPF:", Duration::from_secs(20))?;
     agent.ensure_running()?;
-    for line in agent.logs().lines().filter(|l| l.contains("data path") || l.contains("status:") || l.contains("listening")) {
+    for line in agent.logs().lines().filter(|l| l.contains("data path") || l.contains("eBPF:") || l.contains("status:") || l.contains("listening")) {
         println!("   agent| {}", line.trim());
     }
 
