@@ -80,6 +80,96 @@ pub const MAX_BACKENDS: u32 = 1 << 20;
 /// BPF_F_NO_PREALLOC: hash map memory grows with the entries, not the bound.
 pub const NO_PREALLOC: u32 = 1;
 
+// ---------------------------------------------------------------------------
+// The XDP client-address filter (`sockgate_xdp_filter`): per listener port, an
+// allow and a deny list of client CIDRs, enforced on the node's ingress
+// interfaces before the TCP stack sees a packet.
+// ---------------------------------------------------------------------------
+
+/// The data of an `XDP_ALLOW` / `XDP_DENY` LPM-trie key: a listener port, then
+/// a client address (IPv6, or IPv4 as IPv4-mapped `::ffff:a.b.c.d`).
+///
+/// The trie matches bits of this struct from its first byte, so an entry's
+/// prefix length is [`CIDR_PORT_BITS`] (the whole port, always) plus the
+/// address bits: 32 + 96 + n for an IPv4 /n, 32 + n for an IPv6 /n. The port
+/// is in host byte order; as its bits are always matched whole, their order
+/// in memory does not matter, and bpftool prints it as the number it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClientCidr {
+    pub port: ListenerPort,
+    pub addr: [u8; 16],
+}
+
+/// Prefix bits of an `XDP_ALLOW` / `XDP_DENY` key taken by the listener port.
+pub const CIDR_PORT_BITS: u32 = 32;
+/// Prefix length of the lookup key for one client address: port and all 128 address bits.
+pub const CIDR_FULL_PREFIX: u32 = CIDR_PORT_BITS + 128;
+
+/// The value of an `XDP_ALLOW` / `XDP_DENY` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClientCidrEntry {
+    /// 1: the addresses under this prefix are in the list. 0: they are not.
+    /// A 0 entry sits at `::ffff:0:0/96` under an IPv6 prefix that covers the
+    /// IPv4-mapped range (such as `::/0`): being the longer match for every
+    /// IPv4 client, it keeps IPv6 CIDRs from matching IPv4 clients.
+    pub listed: u32,
+}
+
+/// The value of `XDP_PORTS`, keyed by listener port: the port is filtered
+/// exactly while it has an entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpPortFilter {
+    /// CIDRs in the port's allow list; non-zero puts the allow list in force
+    /// (a client matching none of them is dropped).
+    pub allow_cidrs: u32,
+    /// CIDRs in the port's deny list (for people reading the map: the program
+    /// consults the deny trie of every filtered port whatever this says).
+    pub deny_cidrs: u32,
+}
+
+/// A key of `XDP_NODE_ADDRS`: a destination address the filter applies to
+/// (IPv4 as IPv4-mapped). Like a listening socket's address, the unspecified
+/// addresses are wildcards: [`NODE_ANY_IPV4`] (`0.0.0.0`) stands for every
+/// IPv4 destination, [`NODE_ANY`] (`::`) for every destination of either family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeAddress {
+    pub addr: [u8; 16],
+}
+
+/// `XDP_NODE_ADDRS` key meaning "every IPv4 destination" (`::ffff:0.0.0.0`).
+pub const NODE_ANY_IPV4: NodeAddress = NodeAddress { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0] };
+/// `XDP_NODE_ADDRS` key meaning "every destination, IPv4 or IPv6" (`::`, like a dual-stack listener).
+pub const NODE_ANY: NodeAddress = NodeAddress { addr: [0; 16] };
+
+/// Per-port counters of the XDP filter (`XDP_STATS`, per CPU; readers sum the
+/// CPUs' values). Only TCP packets to a filtered port on a node address count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpPortStats {
+    pub dropped_packets: u64,
+    /// Bytes of the dropped frames as they arrived (link-layer header included).
+    pub dropped_bytes: u64,
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+}
+
+/// Names of the XDP filter's maps (pinned under the pin directory) and program.
+pub const XDP_ALLOW_MAP: &str = "XDP_ALLOW";
+pub const XDP_DENY_MAP: &str = "XDP_DENY";
+pub const XDP_PORTS_MAP: &str = "XDP_PORTS";
+pub const XDP_NODE_ADDRS_MAP: &str = "XDP_NODE_ADDRS";
+pub const XDP_STATS_MAP: &str = "XDP_STATS";
+pub const XDP_FILTER_PROGRAM: &str = "sockgate_xdp_filter";
+/// Upper bound on allow plus deny entries across all ports, per list map
+/// (LPM tries are never preallocated: the bound costs nothing until used).
+pub const MAX_CLIENT_CIDRS: u32 = 1 << 20;
+/// Upper bound on node addresses the filter applies to.
+pub const MAX_NODE_ADDRESSES: u32 = 4096;
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are repr(C), Copy, and have no padding holes
@@ -89,4 +179,10 @@ mod user {
     // SAFETY: repr(C), Copy, no padding: u32+u32 and [u8;16]+u16+u16+u32+u32.
     unsafe impl aya::Pod for super::BackendKey {}
     unsafe impl aya::Pod for super::BackendEntry {}
+    // SAFETY: repr(C), Copy, no padding: u32+[u8;16], u32, u32+u32, [u8;16], 4 × u64.
+    unsafe impl aya::Pod for super::ClientCidr {}
+    unsafe impl aya::Pod for super::ClientCidrEntry {}
+    unsafe impl aya::Pod for super::XdpPortFilter {}
+    unsafe impl aya::Pod for super::NodeAddress {}
+    unsafe impl aya::Pod for super::XdpPortStats {}
 }

@@ -18,6 +18,9 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use gateway_common::{BackendEntry, BackendKey, ListenerInfo, ListenerPort, ListenerStats, MAX_BACKENDS, MAX_LISTENERS, NO_PREALLOC};
 
+/// `sockgate_xdp_filter`: per-listener client CIDR allow/deny lists, in XDP.
+mod xdp_filter;
+
 // BTF map definitions (`.maps`): the kernel then knows the key and value
 // types, and `bpftool map dump` prints their fields by name.
 const MAX_LISTENERS_: usize = MAX_LISTENERS as usize;
