@@ -24,7 +24,7 @@ use crate::model::config::DataplaneConfig;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sockgate";
 
 /// The eBPF object, built by build.rs from gateway-ebpf.
-static OBJECT: &[u8] = include_bytes_aligned!(env!("SOCKGATE_EBPF_OBJECT"));
+pub(crate) static OBJECT: &[u8] = include_bytes_aligned!(env!("SOCKGATE_EBPF_OBJECT"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const PINNED: [&str; 3] = [LISTENERS_MAP, BACKENDS_MAP, LISTENER_STATS_MAP];
@@ -68,7 +68,7 @@ impl KernelListeners {
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "the previous agent's counters could not be carried over; starting from zero"),
         }
         // Pin last, so a failure above leaves nothing behind in bpffs.
-        prepare_pin_dir(pin_dir)?;
+        prepare_pin_dir(pin_dir, &PINNED)?;
         for name in PINNED {
             let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
             map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
@@ -165,7 +165,8 @@ fn carry_stats(ebpf: &mut Ebpf, pin_dir: &Path) -> anyhow::Result<usize> {
     Ok(ports)
 }
 
-fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
+/// Creates `pin_dir` on bpffs and removes the pins `names` an earlier (crashed) agent left there.
+pub(crate) fn prepare_pin_dir(pin_dir: &Path, names: &[&str]) -> anyhow::Result<()> {
     std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     let c_path = std::ffi::CString::new(pin_dir.as_os_str().as_encoded_bytes())?;
@@ -176,7 +177,7 @@ fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
     if fs.f_type as i64 != BPF_FS_MAGIC {
         bail!("{} is not on a bpf filesystem (mount one: mount -t bpf bpf /sys/fs/bpf)", pin_dir.display());
     }
-    for name in PINNED {
+    for name in names {
         let stale = pin_dir.join(name);
         if stale.exists() {
             tracing::info!(pin = %stale.display(), "replacing a pin left by an earlier agent");

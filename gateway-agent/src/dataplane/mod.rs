@@ -34,6 +34,7 @@ mod pause_tests;
 pub mod selftest;
 pub mod sockets;
 pub mod splice;
+pub mod xdp;
 
 use std::path::Path;
 use std::sync::Arc;
