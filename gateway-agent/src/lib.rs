@@ -4,6 +4,7 @@ pub mod cli;
 pub mod dataplane;
 pub mod health;
 pub mod inspect;
+pub mod limits;
 pub mod model;
 pub mod proxy_protocol;
 pub mod resources;

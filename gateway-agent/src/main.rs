@@ -15,7 +15,11 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args)),
+        Command::Run(args) => {
+            // Before anything opens a descriptor: one connection holds six.
+            gateway_agent::limits::raise_and_log();
+            tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args))
+        }
         Command::Check(args) => gateway_agent::check::check(&args),
         Command::Status(args) => gateway_agent::check::status(&args),
         Command::Inspect(args) => gateway_agent::inspect::inspect(&args),
