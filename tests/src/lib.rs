@@ -12,6 +12,7 @@ pub mod chart;
 pub mod harness;
 pub mod status;
 pub mod netns;
+pub mod soak;
 pub mod topology;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{bail, Context, Result};
 
 mod cluster;
+mod soak;
 
 /// Debian packages a fresh machine of this kind lacks: Debian's rustc with a
 /// prebuilt `core` for BPF, LLVM 22 to build bpf-linker against, the kernel and
@@ -30,9 +31,10 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
+        Some("soak") => setup().and_then(|_| soak::soak(&args[1..])),
         Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|bench [--rounds N]|cluster <up|down>|sockmap-repro [RUNS]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|bench [--rounds N]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
