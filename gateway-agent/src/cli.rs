@@ -29,6 +29,8 @@ pub enum Command {
     Status(CheckArgs),
     /// Print the pinned eBPF maps in words.
     Inspect(InspectArgs),
+    /// Print the CustomResourceDefinitions of sockgate's policy kinds (ListenerPolicy, BackendPolicy).
+    Crds,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,6 +78,11 @@ pub struct RunArgs {
     /// Kubernetes mode: namespace of the leader-election and node Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "sockgate-system")]
     pub lease_namespace: String,
+    /// Interfaces where an XDP program drops the packets of clients a
+    /// ListenerPolicy denies, before the TCP stack sees them (e.g. eth0;
+    /// repeat or comma-separate). Without any, clientCidrs are enforced at accept.
+    #[arg(long = "xdp-interface", env = "SOCKGATE_XDP_INTERFACES", value_delimiter = ',')]
+    pub xdp_interfaces: Vec<String>,
     /// Unix socket where a running agent hands its sockets and connections to a
     /// starting one (takeover on upgrade); a starting agent asks here first.
     #[arg(long, default_value = crate::takeover::DEFAULT_SOCKET)]
@@ -118,17 +125,7 @@ pub enum OutputFormat {
 
 /// "5s", "500ms", "2m", or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    crate::duration::parse(text)
 }
 
 #[cfg(test)]

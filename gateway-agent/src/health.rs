@@ -18,6 +18,8 @@ type Series = (&'static str, &'static str, &'static str, fn(&ListenerCounters) -
 pub struct Health {
     ready: AtomicBool,
     counters: Mutex<BTreeMap<u16, Arc<ListenerCounters>>>,
+    /// XDP drops per listener port: (packets, bytes).
+    xdp_drops: Mutex<BTreeMap<u16, (u64, u64)>>,
 }
 
 impl Health {
@@ -27,14 +29,23 @@ impl Health {
         self.ready.store(true, Ordering::Relaxed);
     }
 
+    pub fn publish_xdp_drops(&self, drops: BTreeMap<u16, (u64, u64)>) {
+        *self.xdp_drops.lock().unwrap() = drops;
+    }
+
     fn metrics(&self) -> String {
         let counters = self.counters.lock().unwrap();
         let mut out = String::new();
-        let series: [Series; 6] = [
+        let series: [Series; 11] = [
             ("sockgate_connections_accepted_total", "counter", "Connections accepted on the listener.", |c| c.accepted.load(Ordering::Relaxed)),
             ("sockgate_connections_active", "gauge", "Connections being forwarded now.", |c| c.active.load(Ordering::Relaxed)),
+            ("sockgate_connections_open", "gauge", "Connections accepted and not yet ended (what maxConnections limits).", |c| c.open.load(Ordering::Relaxed)),
             ("sockgate_connections_rejected_total", "counter", "Connections reset: no route, or no backend could take them.", |c| c.rejected.load(Ordering::Relaxed)),
+            ("sockgate_connections_denied_total", "counter", "Connections reset in userspace because the client address is not allowed (clientCidrs).", |c| c.denied.load(Ordering::Relaxed)),
+            ("sockgate_connections_over_limit_total", "counter", "Connections reset because maxConnections were open.", |c| c.over_limit.load(Ordering::Relaxed)),
+            ("sockgate_connections_idle_closed_total", "counter", "Connections closed after idleTimeout without a byte either way.", |c| c.idle_closed.load(Ordering::Relaxed)),
             ("sockgate_backend_connect_failures_total", "counter", "Failed connects to backend endpoints.", |c| c.connect_failures.load(Ordering::Relaxed)),
+            ("sockgate_backend_ejections_total", "counter", "Endpoints ejected by outlier detection.", |c| c.ejections.load(Ordering::Relaxed)),
             ("sockgate_bytes_client_to_backend_total", "counter", "Bytes forwarded from clients to backends (counted when a connection ends).", |c| c.bytes_client_to_backend.load(Ordering::Relaxed)),
             ("sockgate_bytes_backend_to_client_total", "counter", "Bytes forwarded from backends to clients (counted when a connection ends).", |c| c.bytes_backend_to_client.load(Ordering::Relaxed)),
         ];
@@ -42,6 +53,14 @@ impl Health {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (port, c) in counters.iter() {
                 let _ = writeln!(out, "{name}{{port=\"{port}\"}} {}", value(c));
+            }
+        }
+        let drops = self.xdp_drops.lock().unwrap();
+        if !drops.is_empty() {
+            let name = "sockgate_xdp_dropped_packets_total";
+            let _ = writeln!(out, "# HELP {name} Packets from denied clients dropped by XDP before the TCP stack.\n# TYPE {name} counter");
+            for (port, (packets, _)) in drops.iter() {
+                let _ = writeln!(out, "{name}{{port=\"{port}\"}} {packets}");
             }
         }
         out

@@ -6,12 +6,29 @@ use serde_json::{json, Value};
 
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::dataplane::kernel::{read_pinned, PinnedView};
+use crate::dataplane::xdp::read_pinned_stats;
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     let view = read_pinned(&args.bpf_pin_dir)?;
+    // The XDP client filter's counters, when an agent runs one (--xdp-interface).
+    let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&to_json(&view))?),
-        OutputFormat::Text => print!("{}", to_text(&view, &args.bpf_pin_dir.display().to_string())),
+        OutputFormat::Json => {
+            let mut json = to_json(&view);
+            for listener in json["listeners"].as_array_mut().into_iter().flatten() {
+                if let Some(stats) = listener["port"].as_u64().and_then(|p| xdp.get(&(p as u16))) {
+                    listener["xdpDroppedPackets"] = stats.dropped_packets.into();
+                    listener["xdpDroppedBytes"] = stats.dropped_bytes.into();
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?)
+        }
+        OutputFormat::Text => {
+            print!("{}", to_text(&view, &args.bpf_pin_dir.display().to_string()));
+            for (port, stats) in &xdp {
+                println!("  XDP filter, port {port}: {} packets ({} bytes) from denied clients dropped, {} passed", stats.dropped_packets, stats.dropped_bytes, stats.passed_packets);
+            }
+        }
     }
     Ok(())
 }
@@ -108,9 +125,10 @@ mod tests {
                 listener: "foo".into(),
                 route: Some(ObjectKey::new("default", "r")),
                 backends: vec![
-                    BackendGroup { name: "default/a:1".into(), weight: 70, endpoints: vec!["198.18.2.2:3000".parse().unwrap(), "[fd00::1]:3000".parse().unwrap()] },
-                    BackendGroup { name: "default/gone:1".into(), weight: 30, endpoints: vec![] },
+                    BackendGroup { name: "default/a:1".into(), weight: 70, endpoints: vec!["198.18.2.2:3000".parse().unwrap(), "[fd00::1]:3000".parse().unwrap()], ..Default::default() },
+                    BackendGroup { name: "default/gone:1".into(), weight: 30, endpoints: vec![], ..Default::default() },
                 ],
+                policy: Default::default(),
             },
         );
         let backends = backend_entries(&config);

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::{AfterHandover, RunArgs};
 use crate::dataplane::listeners::ListenerSet;
+use crate::dataplane::xdp::{ClientCidrs, XdpFilter};
 use crate::dataplane::{kernel::KernelListeners, load_kernel, select_path};
 use crate::health::Health;
 use crate::model::config::DataplaneConfig;
@@ -51,8 +52,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let offer = Offer::bind(&args.takeover_socket)?;
+    let xdp = load_xdp(&args);
     let mut applier = Applier {
         listeners,
+        xdp,
+        xdp_unattached: args.xdp_interfaces.clone(),
+        bind_address: args.listen_address,
         kernel: None,
         kernel_loading: Some(kernel_loading),
         dataplane: DataplaneConfig::default(),
@@ -97,6 +102,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// The XDP client filter on the interfaces asked for; without it (none asked
+/// for, or loading failed) clientCidrs are still enforced when accepting.
+fn load_xdp(args: &RunArgs) -> Option<XdpFilter> {
+    if args.xdp_interfaces.is_empty() {
+        return None;
+    }
+    let filter = match XdpFilter::load(&args.bpf_pin_dir) {
+        Ok(filter) => filter,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the XDP client filter could not be loaded; clientCidrs are enforced at accept only");
+            return None;
+        }
+    };
+    Some(filter)
 }
 
 /// A health port still held by the agent this one takes over from is retried this long.
@@ -286,6 +307,13 @@ fn hostname() -> String {
 /// Everything after the snapshot: translate, program, remember.
 struct Applier {
     listeners: ListenerSet,
+    xdp: Option<XdpFilter>,
+    /// Interfaces the filter goes on once it holds the first rules: attached
+    /// empty, it would let denied clients through (or, taking over a running
+    /// agent's filter in place, reopen what that one kept shut).
+    xdp_unattached: Vec<String>,
+    /// The listeners' address (for the XDP filter's destination check).
+    bind_address: std::net::IpAddr,
     kernel: Option<KernelListeners>,
     kernel_loading: Option<tokio::task::JoinHandle<(Option<KernelListeners>, String)>>,
     /// The last configuration applied, for the kernel maps once they are loaded.
@@ -305,6 +333,7 @@ impl Applier {
         let mut translation = translate(&loaded.snapshot, &self.settings);
         carry(&self.status, &mut translation.status, now);
         self.listeners.apply(&translation.dataplane);
+        self.program_xdp(&translation.dataplane);
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(e) = kernel.sync(&translation.dataplane) {
                 tracing::error!(error = %format!("{e:#}"), "updating the eBPF listener map failed");
@@ -354,6 +383,35 @@ impl Applier {
     fn tick(&mut self) {
         self.listeners.retry_unbound();
         self.publish_activity();
+        if let Some(xdp) = &self.xdp {
+            match xdp.drops() {
+                Ok(drops) => self.health.publish_xdp_drops(drops),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the XDP drop counters failed"),
+            }
+        }
+    }
+
+    /// Writes each listener's client CIDRs into the XDP filter, as a diff.
+    /// A listener that takes clients from a PROXY-protocol load balancer is
+    /// left out: XDP sees the balancer's address, not the client's.
+    fn program_xdp(&mut self, config: &DataplaneConfig) {
+        let Some(xdp) = self.xdp.as_mut() else { return };
+        let rules = config
+            .listeners
+            .iter()
+            .filter(|(_, l)| !l.policy.accept_proxy_protocol && !(l.policy.allow.is_empty() && l.policy.deny.is_empty()))
+            .map(|(port, l)| (*port, ClientCidrs { allow: l.policy.allow.clone(), deny: l.policy.deny.clone() }))
+            .collect();
+        let result = xdp.set_node_addresses(&[self.bind_address]).and_then(|()| xdp.set_rules(&rules));
+        if let Err(e) = result {
+            tracing::error!(error = %format!("{e:#}"), "updating the XDP client filter failed; clientCidrs are still enforced at accept");
+        }
+        for interface in std::mem::take(&mut self.xdp_unattached) {
+            match xdp.attach(&interface) {
+                Ok(mode) => tracing::info!(interface, %mode, "XDP client filter attached"),
+                Err(e) => tracing::error!(interface, error = %format!("{e:#}"), "the XDP client filter could not be attached here; clientCidrs are enforced at accept"),
+            }
+        }
     }
 
     fn publish_activity(&mut self) {

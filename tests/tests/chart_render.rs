@@ -66,3 +66,9 @@ fn chart_values_change_what_is_rendered() {
     assert!(agent["args"].as_array().unwrap().contains(&json!("--dataplane=splice")));
     assert!(objs.iter().all(|o| o["kind"] != "GatewayClass"), "gatewayClassName empty: no GatewayClass");
 }
+
+#[test]
+fn the_charts_policy_crds_are_exactly_what_the_agent_generates() {
+    let committed = std::fs::read_to_string(sockgate_tests::workspace_root().join("charts/sockgate/crds/sockgate-policies.yaml")).unwrap();
+    assert_eq!(committed, gateway_agent::resources::policies::crds_yaml(), "regenerate with: gateway-agent crds > charts/sockgate/crds/sockgate-policies.yaml");
+}

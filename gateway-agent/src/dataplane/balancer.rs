@@ -97,7 +97,7 @@ mod tests {
     use rand::{rngs::StdRng, SeedableRng};
 
     fn group(name: &str, weight: u32, endpoints: &[&str]) -> BackendGroup {
-        BackendGroup { name: name.into(), weight, endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect() }
+        BackendGroup { name: name.into(), weight, endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(), ..Default::default() }
     }
 
     #[test]

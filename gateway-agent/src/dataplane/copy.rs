@@ -3,7 +3,6 @@
 use std::io;
 
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::path::{conclude, deliver, deliver_pending, pass_fin, readable_or_paused, until_done, Carried, Control, DataPath, Flow, Forwarding};
 
@@ -26,9 +25,9 @@ impl DataPath for CopyPath {
             let (mut up, mut down) = (Flow::from(up), Flow::from(down));
             let end = {
                 let both = async {
-                    tokio::try_join!(pump(&client, &backend, &mut up, &control.pause), pump(&backend, &client, &mut down, &control.pause))
+                    tokio::try_join!(pump(&client, &backend, &mut up, &control), pump(&backend, &client, &mut down, &control))
                 };
-                until_done(both, &control.stop).await
+                until_done(both, &control).await
             };
             Ok(conclude(client, backend, end, up, down))
         })
@@ -37,13 +36,13 @@ impl DataPath for CopyPath {
 
 /// Copies `from` to `to` until end-of-stream (then half-closes `to`) or until
 /// `pause` fires; bytes read and not yet written are left in `flow.pending`.
-async fn pump(from: &TcpStream, to: &TcpStream, flow: &mut Flow, pause: &CancellationToken) -> io::Result<()> {
-    if flow.done || !deliver_pending(to, flow, pause).await? {
+async fn pump(from: &TcpStream, to: &TcpStream, flow: &mut Flow, control: &Control) -> io::Result<()> {
+    if flow.done || !deliver_pending(to, flow, control).await? {
         return Ok(());
     }
     let mut buf = vec![0u8; BUFFER];
     loop {
-        if !readable_or_paused(from, pause).await? {
+        if !readable_or_paused(from, &control.pause).await? {
             return Ok(());
         }
         let n = match from.try_read(&mut buf) {
@@ -54,7 +53,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, flow: &mut Flow, pause: &Cancell
         if n == 0 {
             return pass_fin(to, flow);
         }
-        let sent = deliver(to, &buf[..n], pause).await?;
+        let sent = deliver(to, &buf[..n], control).await?;
         flow.moved += sent as u64;
         if sent < n {
             flow.pending = buf[sent..n].to_vec();

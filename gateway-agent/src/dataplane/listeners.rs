@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::balancer::{retry_pick, Pick, Picker};
 use super::connections::{Connections, PausedConnection};
+use super::outliers::Outliers;
+use super::proxy_io;
 use super::path::{Carried, Control, DataPath, End, Outcome};
 use super::sockets::{accept_queued, connect, listen, reset};
-use crate::model::config::{DataplaneConfig, ListenerConfig};
+use crate::model::config::{BackendPolicyConfig, DataplaneConfig, ListenerConfig};
 use crate::resources::ObjectKey;
 
 /// How many endpoints one new connection may try before it is reset.
@@ -37,13 +39,36 @@ pub struct ListenerCounters {
     pub connect_failures: AtomicU64,
     pub bytes_client_to_backend: AtomicU64,
     pub bytes_backend_to_client: AtomicU64,
+    /// Accepted and not yet ended (set-up or forwarding): what maxConnections limits.
+    pub open: AtomicU64,
+    /// Reset because the client's address is not allowed (clientCidrs).
+    pub denied: AtomicU64,
+    /// Reset because maxConnections were already open.
+    pub over_limit: AtomicU64,
+    /// Closed because nothing moved for idleTimeout.
+    pub idle_closed: AtomicU64,
+    /// Endpoints ejected by outlier detection.
+    pub ejections: AtomicU64,
 }
+
+/// Holds one of a listener's open connections; counts it out when dropped.
+struct Open(Arc<ListenerCounters>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a client behind a PROXY-protocol load balancer may take to send the header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Served {
     config: watch::Sender<Arc<ListenerConfig>>,
     /// Round-robin state of the listener's route, started afresh when its backends change.
     picker: Arc<std::sync::Mutex<Picker>>,
     counters: Arc<ListenerCounters>,
+    outliers: Arc<std::sync::Mutex<Outliers>>,
     /// The listening socket; None once drained.
     socket: Option<Arc<TcpListener>>,
     accept_task: Option<JoinHandle<()>>,
@@ -196,16 +221,20 @@ impl ListenerSet {
         let (config, _) = watch::channel(Arc::new(listener));
         let counters = Arc::new(ListenerCounters::default());
         let picker = Arc::new(std::sync::Mutex::new(Picker::default()));
+        let outliers = Arc::default();
         let socket = Arc::new(socket);
-        let accept_task = tokio::spawn(accept_loop(socket.clone(), self.context(port, &config, &counters), picker.clone()));
-        self.served.insert(port, Served { config, picker, counters, socket: Some(socket), accept_task: Some(accept_task) });
+        let mut served = Served { config, picker, counters, outliers, socket: Some(socket.clone()), accept_task: None };
+        let context = self.context(port, &served);
+        served.accept_task = Some(tokio::spawn(accept_loop(socket, context, served.picker.clone())));
+        self.served.insert(port, served);
     }
 
-    fn context(&self, port: u16, config: &watch::Sender<Arc<ListenerConfig>>, counters: &Arc<ListenerCounters>) -> Context {
+    fn context(&self, port: u16, served: &Served) -> Context {
         Context {
             port,
-            config: config.subscribe(),
-            counters: counters.clone(),
+            config: served.config.subscribe(),
+            counters: served.counters.clone(),
+            outliers: served.outliers.clone(),
             path: self.path.clone(),
             connect_timeout: self.connect_timeout,
             connections: self.connections.clone(),
@@ -232,13 +261,15 @@ impl ListenerSet {
                 tracing::warn!(port = handed.port, peer = %handed.peer, "a handed-over connection has no listener here: reset");
                 continue;
             };
-            let context = self.context(handed.port, &served.config, &served.counters);
+            let context = self.context(handed.port, served);
             handed.client.set_nonblocking(true)?;
             handed.backend.set_nonblocking(true)?;
             let (client, backend) = (TcpStream::from_std(handed.client)?, TcpStream::from_std(handed.backend)?);
             let in_flight = context.connections.enter();
+            context.counters.open.fetch_add(1, Ordering::Relaxed);
+            let open = Open(context.counters.clone());
             tokio::spawn(async move {
-                let _in_flight = in_flight;
+                let _held = (in_flight, open);
                 forward(client, backend, handed.up, handed.down, handed.route, handed.peer, context).await;
             });
         }
@@ -290,20 +321,14 @@ impl ListenerSet {
                 port: *port,
                 config: served.config.subscribe(),
                 counters: served.counters.clone(),
+                outliers: served.outliers.clone(),
                 path: self.path.clone(),
                 connect_timeout: self.connect_timeout,
                 connections: self.connections.clone(),
             };
             for (client, peer) in accept_queued(&socket) {
                 drained.accepted_at_close += 1;
-                context.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                let first = served.picker.lock().unwrap().pick(&served.config.borrow().backends);
-                let in_flight = self.connections.enter();
-                let context = context.clone();
-                tokio::spawn(async move {
-                    let _in_flight = in_flight;
-                    serve(client, peer, first, context).await;
-                });
+                admit(client, peer, &context, &served.picker);
             }
             // Dropping the last reference closes the listening socket.
             drop(socket);
@@ -329,6 +354,7 @@ struct Context {
     port: u16,
     config: watch::Receiver<Arc<ListenerConfig>>,
     counters: Arc<ListenerCounters>,
+    outliers: Arc<std::sync::Mutex<Outliers>>,
     path: Arc<dyn DataPath>,
     connect_timeout: Duration,
     connections: Arc<Connections>,
@@ -345,44 +371,99 @@ async fn accept_loop(socket: Arc<TcpListener>, context: Context, picker: Arc<std
                 continue;
             }
         };
-        context.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        // Picked here, in accept order, so the round-robin follows arrivals.
-        let first = picker.lock().unwrap().pick(&context.config.borrow().backends);
-        let in_flight = context.connections.enter();
-        let context = context.clone();
-        tokio::spawn(async move {
-            let _in_flight = in_flight;
-            serve(client, peer, first, context).await;
-        });
+        admit(client, peer, &context, &picker);
     }
 }
 
-/// One new connection: pick a backend, connect (retrying others), forward.
-async fn serve(client: TcpStream, peer: SocketAddr, first: Pick, mut context: Context) {
+/// A just-accepted connection: the listener's limits first (client address,
+/// maxConnections), then its own task to set up and forward.
+fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::sync::Mutex<Picker>) {
+    let counters = &context.counters;
+    counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let listener = context.config.borrow().clone();
+    // Behind a PROXY-protocol load balancer the peer is the balancer: the
+    // client's own address is checked once its header is read.
+    if !listener.policy.accept_proxy_protocol && !listener.policy.admits(peer.ip()) {
+        counters.denied.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, "client address not allowed on {}/{}: reset", listener.gateway, listener.listener);
+        return reset(client);
+    }
+    if let Some(max) = listener.policy.max_connections {
+        if counters.open.load(Ordering::Relaxed) >= u64::from(max) {
+            counters.over_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, max, "maxConnections reached on {}/{}: reset", listener.gateway, listener.listener);
+            return reset(client);
+        }
+    }
+    counters.open.fetch_add(1, Ordering::Relaxed);
+    let open = Open(counters.clone());
+    // Picked here, in accept order, so the round-robin follows arrivals.
+    let first = picker.lock().unwrap().pick(&listener.backends);
+    let in_flight = context.connections.enter();
+    let context = context.clone();
+    tokio::spawn(async move {
+        let _held = (in_flight, open);
+        serve(client, peer, first, context).await;
+    });
+}
+
+/// One new connection: read a PROXY header if the listener expects one, pick
+/// a backend, connect (retrying others), send a PROXY header if the backend
+/// wants one, forward.
+async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context: Context) {
     let listener = context.config.borrow_and_update().clone();
     let Some(route) = listener.route.clone() else {
         context.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, "no route on {}/{}: reset", listener.gateway, listener.listener);
         return reset(client);
     };
+    let mut up = Carried::default();
+    let (mut source, mut destination) = (peer, client.local_addr().unwrap_or(peer));
+    if listener.policy.accept_proxy_protocol {
+        match proxy_io::read_header(&mut client, PROXY_HEADER_TIMEOUT).await {
+            Ok((header, rest)) => {
+                if let Some((src, dst)) = header.addresses {
+                    (source, destination) = (src, dst);
+                }
+                up.pending = rest;
+            }
+            Err(e) => {
+                context.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, error = %e, "no valid PROXY header on {}/{}: reset", listener.gateway, listener.listener);
+                return reset(client);
+            }
+        }
+        if !listener.policy.admits(source.ip()) {
+            context.counters.denied.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, client = %source, "client address (from its PROXY header) not allowed: reset");
+            return reset(client);
+        }
+    }
     let connected = tokio::select! {
-        connected = connect_backend(&listener, first, context.connect_timeout, &context.counters) => connected,
+        connected = connect_backend(&listener, first, context.connect_timeout, &context.counters, &context.outliers) => connected,
         _ = context.connections.abort.cancelled() => None,
     };
-    let Some(backend) = connected else {
+    let Some((backend, policy)) = connected else {
         context.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, %route, "no backend could take the connection: reset");
         return reset(client);
     };
+    if let Some(version) = policy.send_proxy_protocol {
+        // Goes out before any client byte: the data path writes pending bytes first.
+        let mut header = proxy_io::encode(version, source, destination);
+        header.append(&mut up.pending);
+        up.pending = header;
+    }
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
-    forward(client, backend, Carried::default(), Carried::default(), route, peer, context).await;
+    forward(client, backend, up, Carried::default(), route, peer, context).await;
 }
 
 /// An established pair, new or handed over: forward until it ends, is
 /// stopped (its route leaves the listener, or a drain deadline), or pauses.
 async fn forward(client: TcpStream, backend: TcpStream, up: Carried, down: Carried, route: ObjectKey, peer: SocketAddr, context: Context) {
     let Context { port, mut config, counters, path, connections, .. } = context;
+    let idle_timeout = config.borrow().policy.idle_timeout;
     let stop = CancellationToken::new();
     let watch_route = {
         let stop = stop.clone();
@@ -401,18 +482,25 @@ async fn forward(client: TcpStream, backend: TcpStream, up: Carried, down: Carri
         }
     };
     counters.active.fetch_add(1, Ordering::Relaxed);
-    let control = Control { stop: stop.clone(), pause: connections.pause.clone() };
+    let control = Control { stop: stop.clone(), pause: connections.pause.clone(), ..Control::default() };
+    let idle = watch_idle(idle_timeout, control.activity.clone(), control.close.clone());
     let mut forwarding = path.forward(client, backend, up, down, control);
     let result = tokio::select! {
         result = &mut forwarding => result,
         // `stop` fired: forwarding resets both sides and ends.
         _ = watch_route => forwarding.await,
+        // `close` fired: forwarding closes both sides and ends.
+        _ = idle => forwarding.await,
     };
     counters.active.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(Outcome::Ended(t)) => {
             counters.bytes_client_to_backend.fetch_add(t.client_to_backend, Ordering::Relaxed);
             counters.bytes_backend_to_client.fetch_add(t.backend_to_client, Ordering::Relaxed);
+            if t.end == End::Idle {
+                counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %route, "connection closed: idle for the listener's idleTimeout");
+            }
             if t.end == End::Stopped {
                 tracing::info!(%peer, %route, "connection stopped: its route no longer serves this listener, or the drain deadline passed");
             }
@@ -428,24 +516,65 @@ async fn forward(client: TcpStream, backend: TcpStream, up: Carried, down: Carri
     }
 }
 
-async fn connect_backend(listener: &ListenerConfig, first: Pick, timeout: Duration, counters: &ListenerCounters) -> Option<TcpStream> {
+/// Fires `close` once nothing moved for `limit` (never, without a limit).
+async fn watch_idle(limit: Option<Duration>, activity: Arc<AtomicU64>, close: CancellationToken) {
+    let Some(limit) = limit else { return std::future::pending().await };
+    // Checked a few times per limit, so a quiet connection closes within a quarter of it.
+    let every = (limit / 4).max(Duration::from_millis(20));
+    let (mut seen, mut quiet_since) = (activity.load(Ordering::Relaxed), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(every).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, quiet_since) = (now, tokio::time::Instant::now());
+        } else if quiet_since.elapsed() >= limit {
+            close.cancel();
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Connects to `first` or, when it fails, other endpoints (the first pick's
+/// BackendPolicy says how many and how long each may take); skips endpoints
+/// that outlier detection ejected, unless every endpoint is ejected. The
+/// stream and the policy of the endpoint's backend.
+async fn connect_backend(
+    listener: &ListenerConfig,
+    first: Pick,
+    default_timeout: Duration,
+    counters: &ListenerCounters,
+    outliers: &std::sync::Mutex<Outliers>,
+) -> Option<(TcpStream, BackendPolicyConfig)> {
     let mut rng = rand::rngs::StdRng::from_os_rng();
-    let first = match first {
-        Pick::Endpoint(addr) => addr,
-        Pick::Reject => return None,
-    };
+    let Pick::Endpoint(first) = first else { return None };
+    let policy_of = |addr: SocketAddr| listener.backends.iter().find(|g| g.endpoints.contains(&addr)).map(|g| g.policy.clone()).unwrap_or_default();
+    let ejected = outliers.lock().unwrap().ejected(Instant::now());
+    let first = if ejected.contains(&first) { retry_pick(&listener.backends, &ejected, &mut rng).unwrap_or(first) } else { first };
+    let attempts = 1 + policy_of(first).retries.map(|r| r as usize).unwrap_or(CONNECT_ATTEMPTS - 1);
     let mut failed = BTreeSet::new();
     let mut next = Some(first);
     while let Some(addr) = next {
-        match connect(addr, timeout).await {
-            Ok(stream) => return Some(stream),
+        let policy = policy_of(addr);
+        match connect(addr, policy.connect_timeout.unwrap_or(default_timeout)).await {
+            Ok(stream) => {
+                outliers.lock().unwrap().succeeded(addr);
+                return Some((stream, policy));
+            }
             Err(e) => {
                 counters.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(backend = %addr, error = %e, "backend connect failed");
+                if let Some(outlier) = policy.outlier {
+                    if outliers.lock().unwrap().failed(addr, outlier, Instant::now()) {
+                        counters.ejections.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(backend = %addr, ejection = ?outlier.ejection, "endpoint ejected: {} connect failures in a row", outlier.consecutive_failures);
+                    }
+                }
                 failed.insert(addr);
             }
         }
-        next = if failed.len() < CONNECT_ATTEMPTS { retry_pick(&listener.backends, &failed, &mut rng) } else { None };
+        let mut skip = failed.clone();
+        skip.extend(outliers.lock().unwrap().ejected(Instant::now()));
+        next = if failed.len() < attempts { retry_pick(&listener.backends, &skip, &mut rng).or_else(|| retry_pick(&listener.backends, &failed, &mut rng)) } else { None };
     }
     None
 }

@@ -28,7 +28,9 @@ pub mod connections;
 pub mod copy;
 pub mod kernel;
 pub mod listeners;
+pub mod outliers;
 pub mod path;
+pub mod proxy_io;
 #[cfg(test)]
 mod pause_tests;
 pub mod selftest;

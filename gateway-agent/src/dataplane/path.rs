@@ -26,6 +26,9 @@ pub enum End {
     /// The agent stopped the connection (its route went away, or a drain
     /// deadline passed); both sides were reset.
     Stopped,
+    /// No byte moved either way for the listener's idle timeout; both sides
+    /// were closed (FIN), as a quiet peer would close.
+    Idle,
 }
 
 /// What a path hands back: a finished connection, or a paused one.
@@ -60,6 +63,10 @@ pub struct Control {
     pub stop: CancellationToken,
     /// Stop moving bytes at the next safe point and hand the sockets back.
     pub pause: CancellationToken,
+    /// Close both sides (FIN) and end: the connection was idle too long.
+    pub close: CancellationToken,
+    /// Bytes moved either way so far, for the idle watchdog.
+    pub activity: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub type Forwarding<'a> = Pin<Box<dyn Future<Output = io::Result<Outcome>> + Send + 'a>>;
@@ -96,12 +103,13 @@ impl From<Carried> for Flow {
     }
 }
 
-/// Runs both directions until they are done, one fails, or `stop` fires.
+/// Runs both directions until they are done, one fails, `stop` or `close` fires.
 /// Each direction returns Ok when it ended or paused; the flows say which.
-pub async fn until_done<T>(both: impl Future<Output = io::Result<T>>, stop: &CancellationToken) -> End {
+pub async fn until_done<T>(both: impl Future<Output = io::Result<T>>, control: &Control) -> End {
     tokio::select! {
         result = both => if result.is_ok() { End::Closed } else { End::Reset },
-        _ = stop.cancelled() => End::Stopped,
+        _ = control.stop.cancelled() => End::Stopped,
+        _ = control.close.cancelled() => End::Idle,
     }
 }
 
@@ -119,25 +127,36 @@ pub fn conclude(client: TcpStream, backend: TcpStream, end: End, up: Flow, down:
             down: Carried { pending: down.pending, done: down.done },
         });
     }
-    if end != End::Closed {
-        super::sockets::reset(client);
-        super::sockets::reset(backend);
+    match end {
+        End::Closed => {}
+        End::Idle => {
+            // Nothing is in flight: a FIN each way, then the sockets close.
+            let _ = socket2::SockRef::from(&client).shutdown(std::net::Shutdown::Both);
+            let _ = socket2::SockRef::from(&backend).shutdown(std::net::Shutdown::Both);
+        }
+        End::Reset | End::Stopped => {
+            super::sockets::reset(client);
+            super::sockets::reset(backend);
+        }
     }
     Outcome::Ended(Transfer { client_to_backend: up.moved, backend_to_client: down.moved, end })
 }
 
 /// Writes `bytes` to `to` until all are written or `pause` fires; how many were.
 /// Cancel-safe at every await: a byte counts as written only when the kernel took it.
-pub async fn deliver(to: &TcpStream, bytes: &[u8], pause: &CancellationToken) -> io::Result<usize> {
+pub async fn deliver(to: &TcpStream, bytes: &[u8], control: &Control) -> io::Result<usize> {
     let mut sent = 0;
     while sent < bytes.len() {
         tokio::select! {
             biased;
-            _ = pause.cancelled() => break,
+            _ = control.pause.cancelled() => break,
             ready = to.writable() => ready?,
         }
         match to.try_write(&bytes[sent..]) {
-            Ok(n) => sent += n,
+            Ok(n) => {
+                sent += n;
+                control.activity.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
@@ -146,8 +165,8 @@ pub async fn deliver(to: &TcpStream, bytes: &[u8], pause: &CancellationToken) ->
 }
 
 /// Writes the bytes an earlier owner left pending; true when none are left.
-pub async fn deliver_pending(to: &TcpStream, flow: &mut Flow, pause: &CancellationToken) -> io::Result<bool> {
-    let sent = deliver(to, &flow.pending, pause).await?;
+pub async fn deliver_pending(to: &TcpStream, flow: &mut Flow, control: &Control) -> io::Result<bool> {
+    let sent = deliver(to, &flow.pending, control).await?;
     flow.pending.drain(..sent);
     flow.moved += sent as u64;
     Ok(flow.pending.is_empty())

@@ -6,7 +6,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::path::{conclude, deliver_pending, pass_fin, readable_or_paused, until_done, Carried, Control, DataPath, Flow, Forwarding};
 
@@ -31,9 +30,9 @@ impl DataPath for SplicePath {
             let end = {
                 let both = async {
                     let (p1, p2) = (Pipe::new()?, Pipe::new()?);
-                    tokio::try_join!(pump(&client, &backend, &p1, &mut up, &control.pause), pump(&backend, &client, &p2, &mut down, &control.pause))
+                    tokio::try_join!(pump(&client, &backend, &p1, &mut up, &control), pump(&backend, &client, &p2, &mut down, &control))
                 };
-                until_done(both, &control.stop).await
+                until_done(both, &control).await
             };
             Ok(conclude(client, backend, end, up, down))
         })
@@ -77,14 +76,14 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 /// Moves `from` → pipe → `to` until end-of-stream (then half-closes `to`) or
 /// until `pause` fires. A pause while bytes sit in the pipe takes them out into
 /// `flow.pending`, so the pipe can be dropped and nothing is lost.
-async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, flow: &mut Flow, pause: &CancellationToken) -> io::Result<()> {
-    if flow.done || !deliver_pending(to, flow, pause).await? {
+async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, flow: &mut Flow, control: &Control) -> io::Result<()> {
+    if flow.done || !deliver_pending(to, flow, control).await? {
         return Ok(());
     }
     loop {
         // Fill the pipe from the socket (WouldBlock clears tokio's readiness, so we wait again).
         let n = loop {
-            if !readable_or_paused(from, pause).await? {
+            if !readable_or_paused(from, &control.pause).await? {
                 return Ok(());
             }
             match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)) {
@@ -102,7 +101,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, flow: &mut Flow, pa
         while left > 0 {
             tokio::select! {
                 biased;
-                _ = pause.cancelled() => {
+                _ = control.pause.cancelled() => {
                     flow.pending = take(&pipe.read, left)?;
                     return Ok(());
                 }
@@ -112,6 +111,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, pipe: &Pipe, flow: &mut Flow, pa
                 Ok(written) => {
                     left -= written;
                     flow.moved += written as u64;
+                    control.activity.fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),

@@ -37,7 +37,8 @@ pub fn resolve(snapshot: &Snapshot, route: &ObjectKey, refs: &[&BackendRef]) -> 
                 Vec::new()
             }
         };
-        groups.push(BackendGroup { name, weight, endpoints });
+        let service = ObjectKey::new(namespace, backend.name.clone());
+        groups.push(BackendGroup { name, service, weight, endpoints, ..Default::default() });
     }
     (groups, problems)
 }

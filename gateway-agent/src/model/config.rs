@@ -2,7 +2,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::xdp::Cidr;
+use crate::resources::policies::ProxyProtocolVersion;
 use crate::resources::ObjectKey;
 
 /// Listener port → what to do with connections arriving there.
@@ -20,17 +25,78 @@ pub struct ListenerConfig {
     pub route: Option<ObjectKey>,
     /// The route's backendRefs, each with its weight.
     pub backends: Vec<BackendGroup>,
+    /// What ListenerPolicies say about this listener (defaults when none does).
+    #[serde(default)]
+    pub policy: ListenerPolicyConfig,
+}
+
+/// A listener's effective ListenerPolicy fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerPolicyConfig {
+    /// Only these clients may connect, when not empty.
+    #[serde(with = "cidr_strings")]
+    pub allow: Vec<Cidr>,
+    /// These clients may never connect (deny wins over allow).
+    #[serde(with = "cidr_strings")]
+    pub deny: Vec<Cidr>,
+    pub max_connections: Option<u32>,
+    pub idle_timeout: Option<Duration>,
+    /// Expect a PROXY protocol header first and take the client's address from it.
+    pub accept_proxy_protocol: bool,
+}
+
+impl ListenerPolicyConfig {
+    /// Whether `client` may connect: not denied, and allowed when an allow list exists.
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|c| c.contains(client)) && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(client)))
+    }
+}
+
+/// A backend's effective BackendPolicy fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendPolicyConfig {
+    pub send_proxy_protocol: Option<ProxyProtocolVersion>,
+    pub connect_timeout: Option<Duration>,
+    /// Further endpoints tried after a failed connect.
+    pub retries: Option<u32>,
+    pub outlier: Option<OutlierConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
+}
+
+/// CIDRs travel (takeover) in the form a policy writes them.
+mod cidr_strings {
+    use crate::dataplane::xdp::Cidr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(cidrs: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(cidrs.iter().map(ToString::to_string))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+        Vec::<String>::deserialize(d)?.iter().map(|c| c.parse().map_err(serde::de::Error::custom)).collect()
+    }
 }
 
 /// One backendRef: a share of new connections and the endpoints that serve it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackendGroup {
     /// "namespace/service:port", for logs.
     pub name: String,
+    /// The Service it names (BackendPolicies attach to it).
+    #[serde(default)]
+    pub service: ObjectKey,
     pub weight: u32,
     /// Ready endpoints. Empty: the backend is invalid or has no ready endpoint,
     /// and its share of connections is reset, as the spec requires.
     pub endpoints: Vec<SocketAddr>,
+    /// What BackendPolicies say about connecting to it (defaults when none does).
+    #[serde(default)]
+    pub policy: BackendPolicyConfig,
 }
 
 impl fmt::Display for ListenerConfig {

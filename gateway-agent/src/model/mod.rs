@@ -5,8 +5,11 @@ pub mod attach;
 pub mod backends;
 pub mod config;
 pub mod listeners;
+pub mod policies;
 pub mod status;
 pub mod transitions;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
@@ -131,7 +134,12 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
             ) {
                 Attachment::Attached(indexes) => {
                     for i in indexes {
-                        attached.entry((gateway_key.clone(), i)).or_default().push((*route_key).clone());
+                        // A route attaches to a listener once, even through two of its
+                        // parentRefs ({name: gw} and {name: gw, namespace: <its own>}).
+                        let listener_routes = attached.entry((gateway_key.clone(), i)).or_default();
+                        if !listener_routes.contains(*route_key) {
+                            listener_routes.push((*route_key).clone());
+                        }
                     }
                     Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
                 }
@@ -168,7 +176,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
             let backends = winner.as_ref().map(|r| resolved[r].clone()).unwrap_or_default();
             dataplane.listeners.insert(
                 listener.port as u16,
-                ListenerConfig { gateway: (*gateway_key).clone(), listener: listener.name.clone(), route: winner, backends },
+                ListenerConfig { gateway: (*gateway_key).clone(), listener: listener.name.clone(), route: winner, backends, policy: Default::default() },
             );
         }
         let all_valid = verdicts_of(gateway_key).iter().all(|v| v.valid);
@@ -190,6 +198,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
             GatewayStatus { addresses: settings.gateway_addresses.clone(), conditions: vec![accepted, programmed], listeners: listener_statuses },
         );
     }
+    status.policies = policies::apply(snapshot, &gateways, &mut dataplane);
     set_observed_generations(snapshot, &mut status);
     Translation { dataplane, status }
 }
@@ -209,5 +218,13 @@ fn set_observed_generations(snapshot: &Snapshot, status: &mut StatusReport) {
     for (key, parents) in status.routes.iter_mut() {
         let g = generation(snapshot.tcp_routes.get(key).map(|o| &o.route.metadata));
         parents.iter_mut().flat_map(|p| p.conditions.iter_mut()).for_each(|c| c.observed_generation = g);
+    }
+    for ((kind, key), ancestors) in status.policies.iter_mut() {
+        let meta = match kind {
+            status::PolicyKind::Listener => snapshot.listener_policies.get(key).map(|o| &o.metadata),
+            status::PolicyKind::Backend => snapshot.backend_policies.get(key).map(|o| &o.metadata),
+        };
+        let g = generation(meta);
+        ancestors.iter_mut().flat_map(|a| a.conditions.iter_mut()).for_each(|c| c.observed_generation = g);
     }
 }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::resources::gateway_api::{ParentReference, RouteGroupKind};
+use crate::resources::policies::AncestorRef;
 use crate::resources::ObjectKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +65,9 @@ pub mod reasons {
     pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
     pub const INVALID_KIND: &str = "InvalidKind";
     pub const UNSUPPORTED_VALUE: &str = "UnsupportedValue";
+    // GEP-713 policy reasons
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    pub const CONFLICTED: &str = "Conflicted";
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,12 +92,26 @@ pub struct RouteParentStatus {
     pub conditions: Vec<Condition>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKind {
+    Listener,
+    Backend,
+}
+
+/// A policy's status for one of its targets (GEP-713's ancestor status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyAncestor {
+    pub ancestor: AncestorRef,
+    pub conditions: Vec<Condition>,
+}
+
 /// The computed status of every object this controller owns.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StatusReport {
     pub gateway_classes: BTreeMap<ObjectKey, Vec<Condition>>,
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
     pub routes: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
+    pub policies: BTreeMap<(PolicyKind, ObjectKey), Vec<PolicyAncestor>>,
 }
 
 impl StatusReport {
@@ -114,6 +132,13 @@ impl StatusReport {
             for p in parents {
                 let section = p.parent_ref.section_name.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
                 out.push(format!("TCPRoute {k} -> {}{section}: {}", p.parent_ref.name, join(&p.conditions)));
+            }
+        }
+        for ((kind, k), ancestors) in &self.policies {
+            for a in ancestors {
+                let section = a.ancestor.section_name.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
+                let kind = super::policies::kind_name(*kind);
+                out.push(format!("{kind} {k} -> {} {}/{}{section}: {}", a.ancestor.kind, a.ancestor.namespace, a.ancestor.name, join(&a.conditions)));
             }
         }
         out

@@ -271,3 +271,22 @@ fn translation_is_deterministic() {
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
     assert_eq!(translate_yaml(&refs), translate_yaml(&refs));
 }
+
+#[test]
+fn a_route_reaching_one_listener_through_two_parent_refs_is_attached_once() {
+    // Two parentRefs that differ only in spelling out the route's own namespace
+    // are distinct to the CRD's CEL rules but name one Gateway: the listener
+    // used to count the route twice. The second case is the manifests fuzz
+    // target's crash, reduced.
+    let cases = [
+        (listener("foo", 8088), "[{name: gw}, {name: gw, namespace: default}]"),
+        (listener("foo", 8088) + &listener("bar", 8089), "[{name: gw, namespace: default}, {name: gw, sectionName: bar}]"),
+    ];
+    for (listeners, parent_refs) in cases {
+        let t = translate_yaml(&[&gateway("gw", &listeners), &route("r", parent_refs, "[{name: s, port: 1}]"), &service("s", "default", 1, "3000", &["198.18.2.2"])]);
+        let gw = &t.status.gateways[&ObjectKey::new("default", "gw")];
+        assert!(gw.listeners.iter().all(|l| l.attached_routes == 1), "{parent_refs}: {:?}", gw.listeners);
+        assert_eq!(route_conditions(&t, "r").len(), 2, "each parentRef still has its own status");
+        assert_eq!(routed_to(&t, 8088).as_deref(), Some("r"));
+    }
+}

@@ -43,6 +43,15 @@ pub fn carry(previous: &StatusReport, current: &mut StatusReport, now: Timestamp
             }
         }
     }
+    for (key, ancestors) in current.policies.iter_mut() {
+        let before = previous.policies.get(key);
+        for ancestor in ancestors.iter_mut() {
+            let before = before.and_then(|a| a.iter().find(|p| p.ancestor == ancestor.ancestor)).map(|p| &p.conditions);
+            for c in ancestor.conditions.iter_mut() {
+                c.last_transition_time = Some(since(before, c));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

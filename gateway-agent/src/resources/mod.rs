@@ -2,6 +2,7 @@
 //! manifests directory or (later) from Kubernetes watchers, so that everything
 //! downstream is identical in both modes.
 pub mod gateway_api;
+pub mod policies;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     pub namespaces: BTreeMap<ObjectKey, Namespace>,
+    pub listener_policies: BTreeMap<ObjectKey, policies::ListenerPolicy>,
+    pub backend_policies: BTreeMap<ObjectKey, policies::BackendPolicy>,
 }
 
 impl Snapshot {
@@ -67,5 +70,7 @@ impl Snapshot {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.namespaces.len()
+            + self.listener_policies.len()
+            + self.backend_policies.len()
     }
 }

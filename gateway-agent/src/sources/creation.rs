@@ -51,6 +51,13 @@ impl CreationClock {
         for (k, o) in snapshot.namespaces.iter_mut() {
             visit("Namespace", k, &mut o.metadata);
         }
+        // Policy conflicts are settled by age, as route conflicts are.
+        for (k, o) in snapshot.listener_policies.iter_mut() {
+            visit("ListenerPolicy", k, &mut o.metadata);
+        }
+        for (k, o) in snapshot.backend_policies.iter_mut() {
+            visit("BackendPolicy", k, &mut o.metadata);
+        }
         self.first_seen = seen;
     }
 }

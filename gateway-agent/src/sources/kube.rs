@@ -32,6 +32,10 @@ const KINDS: &[(&str, &str)] = &[
     ("discovery.k8s.io", "EndpointSlice"),
 ];
 
+/// Policy kinds: read when their CRDs are installed (the chart installs them),
+/// and without them the agent serves as before.
+const OPTIONAL_KINDS: &[(&str, &str)] = &[("sockgate.io", "ListenerPolicy"), ("sockgate.io", "BackendPolicy")];
+
 /// Waits after a change before building, so a burst of events makes one snapshot.
 const SETTLE: Duration = Duration::from_millis(100);
 
@@ -39,7 +43,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// v1 or v1alpha2, EndpointSlice v1 or, on old servers, v1beta1).
 pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
     let discovery = Discovery::new(client.clone())
-        .filter(&["", "gateway.networking.k8s.io", "discovery.k8s.io"])
+        .filter(&["", "gateway.networking.k8s.io", "discovery.k8s.io", "sockgate.io"])
         .run()
         .await
         .context("API discovery")?;
@@ -53,6 +57,12 @@ pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
             .recommended_kind(kind)
             .with_context(|| format!("the API server does not serve {kind} in group {group:?}"))?;
         found.push(resource);
+    }
+    for (group, kind) in OPTIONAL_KINDS {
+        match discovery.groups().find(|g| g.name() == *group).and_then(|g| g.recommended_kind(kind)) {
+            Some((resource, _)) => found.push(resource),
+            None => tracing::warn!(kind, group, "the API server does not serve {kind}: policies of this kind are not read (install sockgate's CRDs: gateway-agent crds)"),
+        }
     }
     Ok(found)
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::resources::gateway_api::GROUP;
+use crate::resources::policies::{self, BackendPolicy, ListenerPolicy};
 use crate::resources::{
     Gateway, GatewayClass, ObjectKey, ReferenceGrant, Snapshot, TcpRoute, TcpRouteVersion,
     VersionedTcpRoute,
@@ -215,6 +216,14 @@ impl Loader {
                 s.endpoint_slices.insert(k, o);
                 Ok(())
             }),
+            (policies::GROUP, "ListenerPolicy") => self.add::<ListenerPolicy>(version, &[policies::VERSION], true, value, file, document, |s, k, o| {
+                s.listener_policies.insert(k, o);
+                Ok(())
+            }),
+            (policies::GROUP, "BackendPolicy") => self.add::<BackendPolicy>(version, &[policies::VERSION], true, value, file, document, |s, k, o| {
+                s.backend_policies.insert(k, o);
+                Ok(())
+            }),
             _ => {
                 let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
                 tracing::debug!(file = %file.display(), document, api_version = %type_meta.api_version, kind = %type_meta.kind, %name,
@@ -325,6 +334,8 @@ kind! {
     Service => "Service",
     Namespace => "Namespace",
     EndpointSlice => "EndpointSlice",
+    ListenerPolicy => "ListenerPolicy",
+    BackendPolicy => "BackendPolicy",
 }
 
 #[cfg(test)]

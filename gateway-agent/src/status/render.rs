@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 
 use crate::model::status::{Condition, StatusReport};
 use crate::resources::gateway_api::{ParentReference, GROUP};
+use crate::resources::policies;
 use crate::resources::{Snapshot, TcpRouteVersion};
 
 /// One document per GatewayClass, Gateway and TCPRoute with a status from
@@ -44,6 +45,14 @@ pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_nam
             .map(|p| json!({ "parentRef": parent_ref_json(&p.parent_ref), "controllerName": controller_name, "conditions": conditions_json(&p.conditions) }))
             .collect();
         out.push(object(api_version, "TCPRoute", &key.namespace, &key.name, json!({ "parents": parents })));
+    }
+    for ((kind, key), ancestors) in &report.policies {
+        let ancestors: Vec<Value> = ancestors
+            .iter()
+            .map(|a| json!({ "ancestorRef": a.ancestor, "controllerName": controller_name, "conditions": conditions_json(&a.conditions) }))
+            .collect();
+        let api_version = format!("{}/{}", policies::GROUP, policies::VERSION);
+        out.push(object(&api_version, crate::model::policies::kind_name(*kind), &key.namespace, &key.name, json!({ "ancestors": ancestors })));
     }
     out
 }

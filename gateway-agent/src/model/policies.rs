@@ -1,0 +1,296 @@
+//! Policy attachment (GEP-713): which ListenerPolicy and BackendPolicy fields
+//! apply to which listener and backend, and every policy's status.
+//!
+//! Rules:
+//! - A policy whose fields do not parse (a bad CIDR, a negative or zero
+//!   duration, a target kind it cannot attach to) is Accepted=False/Invalid
+//!   and changes nothing.
+//! - Each targetRef is one target: a Gateway, or one listener of it
+//!   (`sectionName`); a TCPRoute; a Service. A target that does not exist (or
+//!   is not a Gateway of sockgate's) gets Accepted=False/TargetNotFound.
+//! - Two policies setting the same field on one target conflict: the older
+//!   (creationTimestamp, then namespace/name) wins; the newer is
+//!   Accepted=False/Conflicted for that target and none of its fields apply there.
+//! - The more specific target wins field by field: a listener's policy over
+//!   its Gateway's, a Service's over the TCPRoute's.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::age_order;
+use super::config::{BackendPolicyConfig, DataplaneConfig, ListenerPolicyConfig, OutlierConfig};
+use super::status::{reasons, types, Condition, PolicyAncestor, PolicyKind};
+use crate::dataplane::xdp::Cidr;
+use crate::resources::gateway_api::GROUP as GATEWAY_GROUP;
+use crate::resources::policies::{AncestorRef, BackendPolicySpec, ListenerPolicySpec};
+use crate::resources::{Gateway, ObjectKey, Snapshot};
+
+/// What a policy's targets resolve to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Gateway(ObjectKey),
+    Listener(ObjectKey, String),
+    Route(ObjectKey),
+    Service(ObjectKey),
+}
+
+/// A policy's fields, parsed: each field it sets, by name, with its value.
+type Fields<V> = BTreeMap<&'static str, V>;
+
+#[derive(Clone, Debug, PartialEq)]
+enum ListenerField {
+    Cidrs(Vec<Cidr>, Vec<Cidr>),
+    MaxConnections(u32),
+    IdleTimeout(Duration),
+    AcceptProxy(bool),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum BackendField {
+    SendProxy(crate::resources::policies::ProxyProtocolVersion),
+    ConnectTimeout(Duration),
+    Retries(u32),
+    Outlier(OutlierConfig),
+}
+
+fn positive(text: &str, field: &str) -> Result<Duration, String> {
+    match crate::duration::parse(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{field} must be longer than zero")),
+        Err(e) => Err(format!("{field}: {e}")),
+    }
+}
+
+fn listener_fields(spec: &ListenerPolicySpec) -> Result<Fields<ListenerField>, String> {
+    let mut fields = Fields::new();
+    if let Some(lists) = &spec.client_cidrs {
+        let parse = |list: &[String]| list.iter().map(|c| c.parse::<Cidr>().map_err(|e| format!("clientCidrs: {e}"))).collect::<Result<Vec<_>, _>>();
+        fields.insert("clientCidrs", ListenerField::Cidrs(parse(&lists.allow)?, parse(&lists.deny)?));
+    }
+    if let Some(max) = spec.max_connections {
+        if max == 0 {
+            return Err("maxConnections must be at least 1".into());
+        }
+        fields.insert("maxConnections", ListenerField::MaxConnections(max));
+    }
+    if let Some(idle) = &spec.idle_timeout {
+        fields.insert("idleTimeout", ListenerField::IdleTimeout(positive(idle, "idleTimeout")?));
+    }
+    if let Some(proxy) = &spec.proxy_protocol {
+        fields.insert("proxyProtocol", ListenerField::AcceptProxy(proxy.accept));
+    }
+    Ok(fields)
+}
+
+fn backend_fields(spec: &BackendPolicySpec) -> Result<Fields<BackendField>, String> {
+    let mut fields = Fields::new();
+    if let Some(proxy) = &spec.proxy_protocol {
+        fields.insert("proxyProtocol", BackendField::SendProxy(proxy.version));
+    }
+    if let Some(timeout) = &spec.connect_timeout {
+        fields.insert("connectTimeout", BackendField::ConnectTimeout(positive(timeout, "connectTimeout")?));
+    }
+    if let Some(retries) = &spec.retries {
+        fields.insert("retries", BackendField::Retries(retries.attempts));
+    }
+    if let Some(outlier) = &spec.outlier_detection {
+        if outlier.consecutive_connect_failures == 0 {
+            return Err("outlierDetection.consecutiveConnectFailures must be at least 1".into());
+        }
+        let ejection = positive(&outlier.ejection_time, "outlierDetection.ejectionTime")?;
+        fields.insert("outlierDetection", BackendField::Outlier(OutlierConfig { consecutive_failures: outlier.consecutive_connect_failures, ejection }));
+    }
+    Ok(fields)
+}
+
+fn ancestor(target: &Target) -> AncestorRef {
+    let (group, kind, key, section_name) = match target {
+        Target::Gateway(k) => (GATEWAY_GROUP, "Gateway", k, None),
+        Target::Listener(k, s) => (GATEWAY_GROUP, "Gateway", k, Some(s.clone())),
+        Target::Route(k) => (GATEWAY_GROUP, "TCPRoute", k, None),
+        Target::Service(k) => ("", "Service", k, None),
+    };
+    AncestorRef { group: group.into(), kind: kind.into(), namespace: key.namespace.clone(), name: key.name.clone(), section_name }
+}
+
+/// One policy's verdict on one target.
+struct Judged<V> {
+    policy: ObjectKey,
+    target: Target,
+    fields: Option<Fields<V>>,
+    condition: Condition,
+}
+
+/// Judges every (policy, target) pair, oldest policy first, and returns the
+/// fields each target ends up with plus every policy's ancestor statuses.
+fn judge<V: Clone>(
+    policies: Vec<(ObjectKey, &ObjectMeta, Result<Fields<V>, String>, Vec<Result<Target, (AncestorRef, String)>>)>,
+) -> (BTreeMap<Target, Fields<V>>, BTreeMap<ObjectKey, Vec<PolicyAncestor>>) {
+    let mut policies = policies;
+    policies.sort_by_key(|(key, meta, _, _)| age_order(meta, key));
+    let mut claimed: BTreeMap<Target, Fields<V>> = BTreeMap::new();
+    let mut owners: BTreeMap<(Target, &'static str), ObjectKey> = BTreeMap::new();
+    let mut statuses: BTreeMap<ObjectKey, Vec<PolicyAncestor>> = BTreeMap::new();
+    for (key, _, fields, targets) in policies {
+        for target in targets {
+            let judged = match (&fields, target) {
+                (_, Err((ancestor_ref, why))) => {
+                    statuses.entry(key.clone()).or_default().push(PolicyAncestor {
+                        ancestor: ancestor_ref,
+                        conditions: vec![Condition::new(types::ACCEPTED, false, reasons::TARGET_NOT_FOUND, why)],
+                    });
+                    continue;
+                }
+                (Err(why), Ok(target)) => Judged { policy: key.clone(), target, fields: None, condition: Condition::new(types::ACCEPTED, false, reasons::INVALID, why.clone()) },
+                (Ok(fields), Ok(target)) => {
+                    let taken: Vec<String> = fields
+                        .keys()
+                        .filter_map(|f| owners.get(&(target.clone(), *f)).map(|owner| format!("{f} (set by the older policy {owner})")))
+                        .collect();
+                    if taken.is_empty() {
+                        Judged { policy: key.clone(), target, fields: Some(fields.clone()), condition: Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "") }
+                    } else {
+                        let message = format!("conflicts on {}", taken.join(", "));
+                        Judged { policy: key.clone(), target, fields: None, condition: Condition::new(types::ACCEPTED, false, reasons::CONFLICTED, message) }
+                    }
+                }
+            };
+            if let Some(fields) = &judged.fields {
+                for (name, value) in fields {
+                    owners.insert((judged.target.clone(), name), judged.policy.clone());
+                    claimed.entry(judged.target.clone()).or_default().insert(name, value.clone());
+                }
+            }
+            statuses.entry(judged.policy).or_default().push(PolicyAncestor { ancestor: ancestor(&judged.target), conditions: vec![judged.condition] });
+        }
+    }
+    (claimed, statuses)
+}
+
+/// Applies every policy of `snapshot` to `dataplane` and returns their statuses.
+/// `gateways` are sockgate's Gateways (policies attach to nothing else of that kind).
+pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane: &mut DataplaneConfig) -> BTreeMap<(PolicyKind, ObjectKey), Vec<PolicyAncestor>> {
+    let mut statuses = BTreeMap::new();
+
+    let listener_policies = snapshot
+        .listener_policies
+        .iter()
+        .map(|(key, policy)| {
+            let targets = policy
+                .spec
+                .target_refs
+                .iter()
+                .map(|t| {
+                    let gateway = ObjectKey::new(key.namespace.clone(), t.name.clone());
+                    let wanted = match &t.section_name {
+                        Some(section) => Target::Listener(gateway.clone(), section.clone()),
+                        None => Target::Gateway(gateway.clone()),
+                    };
+                    if t.group != GATEWAY_GROUP || t.kind != "Gateway" {
+                        return Err((ancestor(&wanted).with_kind(&t.group, &t.kind), format!("a ListenerPolicy attaches to Gateways, not {}/{}", t.group, t.kind)));
+                    }
+                    let found = gateways.iter().find(|(k, _)| **k == gateway).map(|(_, g)| g);
+                    match (found, &t.section_name) {
+                        (None, _) => Err((ancestor(&wanted), format!("no Gateway {gateway} of sockgate's GatewayClasses"))),
+                        (Some(g), Some(section)) if !g.spec.listeners.iter().any(|l| &l.name == section) => {
+                            Err((ancestor(&wanted), format!("Gateway {gateway} has no listener {section:?}")))
+                        }
+                        _ => Ok(wanted),
+                    }
+                })
+                .collect();
+            (key.clone(), &policy.metadata, listener_fields(&policy.spec), targets)
+        })
+        .collect();
+    let (claimed, judged) = judge(listener_policies);
+    statuses.extend(judged.into_iter().map(|(k, v)| ((PolicyKind::Listener, k), v)));
+    for listener in dataplane.listeners.values_mut() {
+        let mut fields = claimed.get(&Target::Gateway(listener.gateway.clone())).cloned().unwrap_or_default();
+        fields.extend(claimed.get(&Target::Listener(listener.gateway.clone(), listener.listener.clone())).cloned().unwrap_or_default());
+        listener.policy = listener_config(fields.values());
+    }
+
+    let backend_policies = snapshot
+        .backend_policies
+        .iter()
+        .map(|(key, policy)| {
+            let targets = policy
+                .spec
+                .target_refs
+                .iter()
+                .map(|t| {
+                    let object = ObjectKey::new(key.namespace.clone(), t.name.clone());
+                    match (t.group.as_str(), t.kind.as_str()) {
+                        (GATEWAY_GROUP, "TCPRoute") if snapshot.tcp_routes.contains_key(&object) => Ok(Target::Route(object)),
+                        (GATEWAY_GROUP, "TCPRoute") => Err((ancestor(&Target::Route(object.clone())), format!("no TCPRoute {object}"))),
+                        ("", "Service") if snapshot.services.contains_key(&object) => Ok(Target::Service(object)),
+                        ("", "Service") => Err((ancestor(&Target::Service(object.clone())), format!("no Service {object}"))),
+                        (group, kind) => Err((
+                            ancestor(&Target::Service(object)).with_kind(group, kind),
+                            format!("a BackendPolicy attaches to TCPRoutes and Services, not {group}/{kind}"),
+                        )),
+                    }
+                })
+                .collect();
+            (key.clone(), &policy.metadata, backend_fields(&policy.spec), targets)
+        })
+        .collect();
+    let (claimed, judged) = judge(backend_policies);
+    statuses.extend(judged.into_iter().map(|(k, v)| ((PolicyKind::Backend, k), v)));
+    for listener in dataplane.listeners.values_mut() {
+        let route_fields = listener.route.as_ref().and_then(|r| claimed.get(&Target::Route(r.clone()))).cloned().unwrap_or_default();
+        for group in listener.backends.iter_mut() {
+            let mut fields = route_fields.clone();
+            fields.extend(claimed.get(&Target::Service(group.service.clone())).cloned().unwrap_or_default());
+            group.policy = backend_config(fields.values());
+        }
+    }
+    statuses
+}
+
+fn listener_config<'a>(fields: impl Iterator<Item = &'a ListenerField>) -> ListenerPolicyConfig {
+    let mut config = ListenerPolicyConfig::default();
+    for field in fields {
+        match field {
+            ListenerField::Cidrs(allow, deny) => (config.allow, config.deny) = (allow.clone(), deny.clone()),
+            ListenerField::MaxConnections(n) => config.max_connections = Some(*n),
+            ListenerField::IdleTimeout(d) => config.idle_timeout = Some(*d),
+            ListenerField::AcceptProxy(accept) => config.accept_proxy_protocol = *accept,
+        }
+    }
+    config
+}
+
+fn backend_config<'a>(fields: impl Iterator<Item = &'a BackendField>) -> BackendPolicyConfig {
+    let mut config = BackendPolicyConfig::default();
+    for field in fields {
+        match field {
+            BackendField::SendProxy(v) => config.send_proxy_protocol = Some(*v),
+            BackendField::ConnectTimeout(d) => config.connect_timeout = Some(*d),
+            BackendField::Retries(n) => config.retries = Some(*n),
+            BackendField::Outlier(o) => config.outlier = Some(*o),
+        }
+    }
+    config
+}
+
+trait WithKind {
+    fn with_kind(self, group: &str, kind: &str) -> Self;
+}
+
+impl WithKind for AncestorRef {
+    fn with_kind(mut self, group: &str, kind: &str) -> Self {
+        self.group = group.to_string();
+        self.kind = kind.to_string();
+        self
+    }
+}
+
+/// The kinds' status subjects, for `lines()` and the writer.
+pub fn kind_name(kind: PolicyKind) -> &'static str {
+    match kind {
+        PolicyKind::Listener => "ListenerPolicy",
+        PolicyKind::Backend => "BackendPolicy",
+    }
+}

@@ -1,0 +1,131 @@
+//! Policy attachment rules (GEP-713), each from YAML a user would write.
+use std::path::Path;
+use std::time::Duration;
+
+use super::status::PolicyKind;
+use super::*;
+use crate::resources::policies::ProxyProtocolVersion;
+use crate::sources::manifests::load_text;
+
+const BASE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sg}\nspec: {controllerName: sockgate.io/gateway-controller}\n---
+apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  gatewayClassName: sg\n  listeners:\n  - {name: foo, port: 8088, protocol: TCP}\n  - {name: bar, port: 8089, protocol: TCP}\n---
+apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw, sectionName: foo}]\n  rules: [{backendRefs: [{name: a, port: 1}, {name: b, port: 1}]}]\n---
+apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1, targetPort: 3000}]}\n---
+apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 1, targetPort: 3000}]}\n";
+
+fn listener_policy(name: &str, second: u32, targets: &str, fields: &str) -> String {
+    format!("apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: {name}, creationTimestamp: \"2026-01-01T00:00:{second:02}Z\"}}\nspec:\n  targetRefs: {targets}\n{fields}")
+}
+
+fn backend_policy(name: &str, second: u32, targets: &str, fields: &str) -> String {
+    format!("apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {{name: {name}, creationTimestamp: \"2026-01-01T00:00:{second:02}Z\"}}\nspec:\n  targetRefs: {targets}\n{fields}")
+}
+
+const GW: &str = "[{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]";
+const FOO: &str = "[{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: foo}]";
+const ROUTE: &str = "[{group: gateway.networking.k8s.io, kind: TCPRoute, name: r}]";
+const SERVICE_B: &str = "[{group: \"\", kind: Service, name: b}]";
+
+fn translate_with(policies: &[String]) -> Translation {
+    let mut text = BASE.to_string();
+    for p in policies {
+        text.push_str("---\n");
+        text.push_str(p);
+    }
+    let snapshot = load_text(Path::new("t.yaml"), &text).unwrap_or_else(|e| panic!("{e}")).snapshot;
+    translate(&snapshot, &Settings::default())
+}
+
+/// "Accepted=True/Accepted" etc. for each ancestor of the policy.
+fn verdicts(t: &Translation, kind: PolicyKind, name: &str) -> Vec<String> {
+    t.status.policies[&(kind, ObjectKey::new("default", name))]
+        .iter()
+        .map(|a| {
+            let c = &a.conditions[0];
+            format!("{}={}/{}", c.type_, if c.status { "True" } else { "False" }, c.reason)
+        })
+        .collect()
+}
+
+#[test]
+fn a_gateway_policy_applies_to_every_listener_and_a_listener_policy_overrides_it_field_by_field() {
+    let t = translate_with(&[
+        listener_policy("wide", 1, GW, "  maxConnections: 100\n  idleTimeout: 30s\n"),
+        listener_policy("narrow", 2, FOO, "  maxConnections: 5\n  clientCidrs: {deny: [198.18.9.0/24]}\n"),
+    ]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "wide"), ["Accepted=True/Accepted"]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "narrow"), ["Accepted=True/Accepted"]);
+    let foo = &t.dataplane.listeners[&8088].policy;
+    assert_eq!(foo.max_connections, Some(5), "the listener's own policy wins");
+    assert_eq!(foo.idle_timeout, Some(Duration::from_secs(30)), "fields it does not set come from the Gateway's");
+    assert!(!foo.admits("198.18.9.7".parse().unwrap()) && foo.admits("198.18.1.1".parse().unwrap()));
+    let bar = &t.dataplane.listeners[&8089].policy;
+    assert_eq!(bar.max_connections, Some(100));
+    assert!(bar.deny.is_empty());
+}
+
+#[test]
+fn a_policy_for_a_missing_gateway_or_listener_is_target_not_found_and_changes_nothing() {
+    let t = translate_with(&[
+        listener_policy("ghost", 1, "[{group: gateway.networking.k8s.io, kind: Gateway, name: nope}]", "  maxConnections: 1\n"),
+        listener_policy("nosection", 2, "[{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: baz}]", "  maxConnections: 1\n"),
+        listener_policy("wrongkind", 3, "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: gw}]", "  maxConnections: 1\n"),
+    ]);
+    for name in ["ghost", "nosection", "wrongkind"] {
+        assert_eq!(verdicts(&t, PolicyKind::Listener, name), ["Accepted=False/TargetNotFound"], "{name}");
+    }
+    assert!(t.dataplane.listeners.values().all(|l| l.policy == Default::default()));
+}
+
+#[test]
+fn bad_cidrs_and_negative_or_zero_durations_make_the_policy_invalid_and_change_nothing() {
+    let t = translate_with(&[
+        listener_policy("cidr", 1, GW, "  clientCidrs: {allow: [10.0.0.0/33]}\n"),
+        listener_policy("negative", 2, FOO, "  idleTimeout: -5s\n"),
+        backend_policy("zero", 3, ROUTE, "  connectTimeout: 0s\n"),
+        backend_policy("never", 4, ROUTE, "  outlierDetection: {consecutiveConnectFailures: 0, ejectionTime: 10s}\n"),
+    ]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "cidr"), ["Accepted=False/Invalid"]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "negative"), ["Accepted=False/Invalid"]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "zero"), ["Accepted=False/Invalid"]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "never"), ["Accepted=False/Invalid"]);
+    let message = &t.status.policies[&(PolicyKind::Listener, ObjectKey::new("default", "cidr"))][0].conditions[0].message;
+    assert!(message.contains("10.0.0.0/33"), "the message names the bad value: {message}");
+    assert!(t.dataplane.listeners.values().all(|l| l.policy == Default::default() && l.backends.iter().all(|b| b.policy == Default::default())));
+}
+
+#[test]
+fn two_policies_setting_one_field_on_one_target_conflict_and_the_older_wins_whole() {
+    let t = translate_with(&[
+        listener_policy("newer", 5, FOO, "  maxConnections: 7\n  idleTimeout: 9s\n"),
+        listener_policy("older", 1, FOO, "  maxConnections: 3\n"),
+    ]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "older"), ["Accepted=True/Accepted"]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "newer"), ["Accepted=False/Conflicted"]);
+    let foo = &t.dataplane.listeners[&8088].policy;
+    assert_eq!(foo.max_connections, Some(3));
+    assert_eq!(foo.idle_timeout, None, "a conflicted policy applies none of its fields there");
+}
+
+#[test]
+fn a_route_policy_covers_every_backend_and_a_service_policy_overrides_it_for_its_service() {
+    let t = translate_with(&[
+        backend_policy("route", 1, ROUTE, "  proxyProtocol: {version: v1}\n  connectTimeout: 2s\n  retries: {attempts: 1}\n"),
+        backend_policy("svc", 2, SERVICE_B, "  proxyProtocol: {version: v2}\n  outlierDetection: {consecutiveConnectFailures: 2, ejectionTime: 10s}\n"),
+    ]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "route"), ["Accepted=True/Accepted"]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "svc"), ["Accepted=True/Accepted"]);
+    let groups = &t.dataplane.listeners[&8088].backends;
+    assert_eq!(groups[0].policy.send_proxy_protocol, Some(ProxyProtocolVersion::V1));
+    assert_eq!(groups[1].policy.send_proxy_protocol, Some(ProxyProtocolVersion::V2), "the Service's policy is more specific");
+    assert_eq!(groups[1].policy.connect_timeout, Some(Duration::from_secs(2)), "the route's fields still apply");
+    assert_eq!(groups[0].policy.outlier, None);
+    assert_eq!(groups[1].policy.outlier.map(|o| o.consecutive_failures), Some(2));
+}
+
+#[test]
+fn a_backend_policy_for_a_missing_service_is_target_not_found() {
+    let t = translate_with(&[backend_policy("ghost", 1, "[{group: \"\", kind: Service, name: nope}]", "  retries: {attempts: 2}\n")]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "ghost"), ["Accepted=False/TargetNotFound"]);
+    assert!(t.dataplane.listeners[&8088].backends.iter().all(|b| b.policy.retries.is_none()));
+}

@@ -1,0 +1,356 @@
+//! ListenerPolicy and BackendPolicy, end to end in network namespaces: PROXY
+//! protocol both ways, client CIDRs dropped in XDP, idle timeout, connection
+//! limit, connect retries and outlier ejection, invalid policies. Every
+//! payload is checksummed.
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gateway_agent::proxy_protocol::{self, Parsed, ProxyHeader};
+use sockgate_tests::harness::{serve, GatewayNode};
+use sockgate_tests::integrity::{pattern, receive_to_eof, send_then_fin, Received};
+use sockgate_tests::manifests::{documents, gateway, route, service};
+use sockgate_tests::netns::unique_name;
+use sockgate_tests::status::{find, status_of};
+use sockgate_tests::topology::GATEWAY;
+
+const MIB: usize = 1 << 20;
+const HEALTH: &str = "127.0.0.1:19090";
+
+fn listener_policy(name: &str, section: Option<&str>, fields: &str) -> String {
+    let section = section.map(|s| format!(", sectionName: {s}")).unwrap_or_default();
+    format!("apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: {name}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw{section}}}]\n{fields}")
+}
+
+fn backend_policy(name: &str, service: &str, fields: &str) -> String {
+    format!("apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {{name: {name}}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n{fields}")
+}
+
+/// Reads a PROXY header byte by byte (so no payload byte is taken with it).
+fn read_proxy_header(stream: &mut TcpStream) -> ProxyHeader {
+    let mut buf = Vec::new();
+    loop {
+        match proxy_protocol::parse(&buf).expect("a valid PROXY header") {
+            Parsed::Header { header, consumed } => {
+                assert_eq!(consumed, buf.len());
+                return header;
+            }
+            Parsed::Incomplete { .. } => {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).unwrap();
+                buf.push(byte[0]);
+            }
+        }
+    }
+}
+
+/// A backend that reads a PROXY header, then the payload to its end.
+fn proxy_backend(node: &GatewayNode, port: u16) -> mpsc::Receiver<Option<(ProxyHeader, Received)>> {
+    serve(&node.hosts.backend1, port, |mut s: TcpStream| {
+        let mut first = [0u8; 1];
+        if s.peek(&mut first).ok()? == 0 {
+            return None;
+        }
+        let header = read_proxy_header(&mut s);
+        let payload = receive_to_eof(&mut s).ok()?;
+        // A readiness probe connects and closes: the agent sends the header, and nothing follows.
+        (payload.len > 0).then_some((header, payload))
+    })
+    .unwrap()
+}
+
+fn next_report<T>(rx: &mpsc::Receiver<Option<T>>) -> T {
+    loop {
+        if let Some(report) = rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+            return report;
+        }
+    }
+}
+
+/// `GET path` of the agent's health endpoint, from inside the node.
+fn metric(node: &GatewayNode, name: &str, port: u16) -> u64 {
+    let body = node
+        .hosts
+        .node
+        .enter(|| {
+            let mut s = TcpStream::connect(HEALTH)?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok::<_, std::io::Error>(body)
+        })
+        .unwrap()
+        .unwrap();
+    let series = format!("{name}{{port=\"{port}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&series)).map(|v| v.parse().unwrap()).unwrap_or(0)
+}
+
+#[test]
+fn proxy_protocol_v1_and_v2_tell_the_backend_the_clients_real_address_and_port_and_the_payload_follows_intact() {
+    let yaml = documents(&[
+        gateway(&[("one", 9000), ("two", 9001)]),
+        route("one", "one", "one", 7001),
+        route("two", "two", "two", 7003),
+        service("one", 7001, 7000, &["198.18.2.2"]),
+        service("two", 7003, 7002, &["198.18.2.2"]),
+        backend_policy("v1", "one", "  proxyProtocol: {version: v1}\n"),
+        backend_policy("v2", "two", "  proxyProtocol: {version: v2}\n"),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
+    let backends = [proxy_backend(&node, 7000), proxy_backend(&node, 7002)];
+    for (i, port) in [9000u16, 9001].into_iter().enumerate() {
+        node.wait_for_port(port).unwrap();
+        let mut client = node.connect(port).unwrap();
+        let me = client.local_addr().unwrap();
+        let payload = pattern(10 + i as u64, 2 * MIB);
+        send_then_fin(&mut client, &payload).unwrap();
+        let (header, got) = next_report(&backends[i]);
+        let version = if i == 0 { proxy_protocol::Version::V1 } else { proxy_protocol::Version::V2 };
+        assert_eq!(header.version, version);
+        assert_eq!(header.addresses, Some((me, SocketAddr::new(GATEWAY.into(), port))), "the backend sees the client host's own address and port");
+        assert_eq!(got, Received::of(&payload), "the payload after the header arrives intact");
+    }
+}
+
+#[test]
+fn a_listener_behind_a_proxy_protocol_balancer_judges_and_forwards_the_address_from_the_header() {
+    let yaml = documents(&[
+        gateway(&[("lb", 9000)]),
+        route("lb", "lb", "app", 7001),
+        service("app", 7001, 7000, &["198.18.2.2"]),
+        listener_policy("from-lb", Some("lb"), "  proxyProtocol: {accept: true}\n  clientCidrs: {deny: [198.18.9.0/24]}\n"),
+        backend_policy("to-app", "app", "  proxyProtocol: {version: v2}\n"),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
+    let backend = proxy_backend(&node, 7000);
+    // The agent waits for a header that a bare readiness probe never sends: the port is up once it accepts.
+    node.wait_for_port(9000).unwrap();
+    let payload = pattern(3, MIB);
+    let mut client = node.connect(9000).unwrap();
+    let mut sent = proxy_protocol::encode_v1("198.18.8.8:4242".parse().unwrap(), SocketAddr::new(GATEWAY.into(), 9000));
+    sent.extend_from_slice(&payload);
+    send_then_fin(&mut client, &sent).unwrap();
+    let (header, got) = next_report(&backend);
+    assert_eq!(header.addresses.unwrap().0, "198.18.8.8:4242".parse().unwrap(), "the balancer's client, not the balancer");
+    assert_eq!(got, Received::of(&payload));
+
+    // A client the header says is denied is reset; the balancer's own address is allowed.
+    let mut denied = node.connect(9000).unwrap();
+    denied.write_all(&proxy_protocol::encode_v2("198.18.9.9:5555".parse().unwrap(), SocketAddr::new(GATEWAY.into(), 9000))).unwrap();
+    denied.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 1];
+    let ended = denied.read(&mut buf);
+    assert!(matches!(&ended, Ok(0)) || matches!(&ended, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{ended:?}");
+}
+
+#[test]
+fn xdp_drops_a_denied_clients_packets_counts_them_and_a_policy_change_applies_without_a_restart() {
+    let pin_dir = format!("/sys/fs/bpf/{}", unique_name("sockgate-test"));
+    let deny = |fields: &str| {
+        documents(&[
+            gateway(&[("guarded", 9000), ("open", 9001)]),
+            route("g", "guarded", "app", 7001),
+            route("o", "open", "app", 7001),
+            service("app", 7001, 7000, &["198.18.2.2"]),
+            listener_policy("cidrs", Some("guarded"), fields),
+        ])
+    };
+    let mut node = GatewayNode::start(
+        &[("all.yaml", deny("  clientCidrs: {deny: [198.18.1.1/32]}\n"))],
+        &["--xdp-interface", "to-client", "--bpf-pin-dir", &pin_dir, "--health-address", HEALTH],
+    )
+    .unwrap();
+    node.wait_for_log("XDP client filter attached").unwrap();
+    node.wait_for_log("eBPF listener maps pinned in").unwrap();
+    let reply = pattern(7, 64 * 1024);
+    let reply_for_backend = reply.clone();
+    let _backend = serve(&node.hosts.backend1, 7000, move |s: TcpStream| sockgate_tests::integrity::exchange(s, reply_for_backend.clone()).ok()).unwrap();
+    node.wait_for_port(9001).unwrap();
+
+    let try_connect = |port: u16| -> std::io::Result<Received> {
+        let addr = SocketAddr::new(GATEWAY.into(), port);
+        node.hosts
+            .client
+            .enter(move || {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_millis(800))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                sockgate_tests::integrity::exchange(s, pattern(8, 4096))
+            })
+            .unwrap()
+    };
+    let dropped = try_connect(9000).unwrap_err();
+    assert_eq!(dropped.kind(), ErrorKind::TimedOut, "a denied client's SYNs are dropped, not refused: {dropped}");
+    assert_eq!(try_connect(9001).unwrap(), Received::of(&reply), "the listener without a policy is untouched");
+    std::thread::sleep(Duration::from_millis(300));
+    let drops = metric(&node, "sockgate_xdp_dropped_packets_total", 9000);
+    assert!(drops >= 1, "the dropped SYNs are counted per listener (got {drops})");
+    assert_eq!(metric(&node, "sockgate_connections_accepted_total", 9000), 0, "the TCP stack never saw them");
+    let out = std::process::Command::new(sockgate_tests::workspace_bin("gateway-agent").unwrap())
+        .args(["inspect", "--bpf-pin-dir", &pin_dir, "--output", "json"])
+        .output()
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let guarded = view["listeners"].as_array().into_iter().flatten().find(|l| l["port"] == 9000).cloned().unwrap_or_default();
+    assert!(guarded["xdpDroppedPackets"].as_u64().unwrap_or(0) >= drops, "inspect shows the XDP drops: {view}");
+
+    // Allowing the client: the next connection passes, no restart.
+    node.write("all.yaml", &deny("  clientCidrs: {allow: [198.18.1.0/24]}\n")).unwrap();
+    let started = Instant::now();
+    let passed = loop {
+        if let Ok(got) = try_connect(9000) {
+            break got;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the allow list never took effect:\n{}", node.agent.logs());
+    };
+    assert_eq!(passed, Received::of(&reply));
+    // An allow list without the client: dropped again.
+    node.write("all.yaml", &deny("  clientCidrs: {allow: [198.18.7.0/24]}\n")).unwrap();
+    let started = Instant::now();
+    while try_connect(9000).is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the new allow list never took effect");
+    }
+    assert_eq!(try_connect(9000).unwrap_err().kind(), ErrorKind::TimedOut);
+}
+
+#[test]
+fn idle_timeout_closes_a_quiet_connection_within_a_second_of_the_limit_and_leaves_a_busy_one_alone() {
+    let yaml = documents(&[
+        gateway(&[("echo", 9000)]),
+        route("echo", "echo", "echo", 7001),
+        service("echo", 7001, 7000, &["198.18.2.2"]),
+        listener_policy("idle", None, "  idleTimeout: 1s\n"),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
+    let _echo = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    })
+    .unwrap();
+    node.wait_for_port(9000).unwrap();
+    let mut quiet = node.connect(9000).unwrap();
+    let mut busy = node.connect(9000).unwrap();
+    let round_trip = |s: &mut TcpStream, seed: u64| {
+        let data = pattern(seed, 100);
+        s.write_all(&data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, data);
+    };
+    round_trip(&mut quiet, 1);
+    let quiet_since = Instant::now();
+    let waiting = std::thread::spawn(move || {
+        let mut buf = [0u8; 1];
+        let ended = quiet.read(&mut buf);
+        (ended.map_err(|e| e.kind()), quiet_since.elapsed())
+    });
+    for i in 0..10 {
+        round_trip(&mut busy, 100 + i);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (ended, after) = waiting.join().unwrap();
+    assert_eq!(ended, Ok(0), "the quiet connection is closed (FIN), not reset");
+    assert!(after >= Duration::from_millis(1000) && after < Duration::from_millis(2000), "closed {after:?} after its last byte");
+    round_trip(&mut busy, 999);
+}
+
+#[test]
+fn max_connections_resets_the_excess_and_a_freed_slot_serves_again() {
+    let yaml = documents(&[
+        gateway(&[("small", 9000)]),
+        route("small", "small", "held", 7001),
+        service("held", 7001, 7000, &["198.18.2.2"]),
+        listener_policy("limit", Some("small"), "  maxConnections: 2\n"),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--health-address", HEALTH]).unwrap();
+    let _held = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| {
+        let got = receive_to_eof(&mut s).ok();
+        let _ = send_then_fin(&mut s, &pattern(5, 1000));
+        got
+    })
+    .unwrap();
+    node.wait_for_port(9000).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let first = node.connect(9000).unwrap();
+    let mut second = node.connect(9000).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let third = node.refusal(9000);
+    assert!(matches!(third, ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof), "the third connection is reset: {third:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(metric(&node, "sockgate_connections_over_limit_total", 9000) >= 1);
+    // The two held connections still work, and once one ends a new one is served.
+    send_then_fin(&mut second, b"bye").unwrap();
+    assert_eq!(receive_to_eof(&mut second).unwrap(), Received::of(&pattern(5, 1000)));
+    drop(second);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = node.connect(9000).unwrap();
+    send_then_fin(&mut again, b"hi").unwrap();
+    assert_eq!(receive_to_eof(&mut again).unwrap(), Received::of(&pattern(5, 1000)));
+    drop(first);
+}
+
+#[test]
+fn a_failed_connect_is_retried_on_another_endpoint_and_the_failing_one_is_ejected_until_its_time_is_up() {
+    let yaml = documents(&[
+        gateway(&[("app", 9000)]),
+        route("app", "app", "app", 7001),
+        service("app", 7001, 7000, &["198.18.2.2", "198.18.3.2"]),
+        backend_policy("resilient", "app", "  retries: {attempts: 1}\n  outlierDetection: {consecutiveConnectFailures: 1, ejectionTime: 3s}\n"),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--health-address", HEALTH]).unwrap();
+    let who = |name: &'static str| move |mut s: TcpStream| send_then_fin(&mut s, name.as_bytes()).ok();
+    let _one = serve(&node.hosts.backend1, 7000, who("one")).unwrap();
+    node.wait_for_port(9000).unwrap();
+    let ask = || {
+        let mut s = node.connect(9000).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    // backend2 refuses (nothing listens there): each connection still gets an answer.
+    let failures_before = metric(&node, "sockgate_backend_connect_failures_total", 9000);
+    let answers: Vec<String> = (0..8).map(|_| ask()).collect();
+    assert!(answers.iter().all(|a| a == "one"), "{answers:?}");
+    let failures = metric(&node, "sockgate_backend_connect_failures_total", 9000) - failures_before;
+    assert_eq!(failures, 1, "after one failure backend2 is ejected and not tried again");
+    assert_eq!(metric(&node, "sockgate_backend_ejections_total", 9000), 1);
+
+    // backend2 comes back; after the ejection time it gets connections again.
+    let _two = serve(&node.hosts.backend2, 7000, who("two")).unwrap();
+    std::thread::sleep(Duration::from_millis(3200));
+    let answers: Vec<String> = (0..6).map(|_| ask()).collect();
+    assert!(answers.iter().any(|a| a == "two"), "backend2 is back in rotation: {answers:?}");
+}
+
+#[test]
+fn invalid_policies_get_a_status_condition_and_change_nothing_else() {
+    let yaml = documents(&[
+        gateway(&[("app", 9000)]),
+        route("app", "app", "app", 7001),
+        service("app", 7001, 7000, &["198.18.2.2"]),
+        listener_policy("bad-cidr", None, "  clientCidrs: {deny: [198.18.1.1/40]}\n"),
+        listener_policy("negative", None, "  idleTimeout: -5s\n"),
+        "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: ghost}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: nowhere}]\n  maxConnections: 1\n".to_string(),
+    ]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
+    let docs = status_of(node.manifests.path()).unwrap();
+    let reason = |name: &str| {
+        let c = &find(&docs, "ListenerPolicy", name)["status"]["ancestors"][0]["conditions"][0];
+        (c["type"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string(), c["reason"].as_str().unwrap().to_string())
+    };
+    assert_eq!(reason("bad-cidr"), ("Accepted".into(), "False".into(), "Invalid".into()));
+    assert_eq!(reason("negative"), ("Accepted".into(), "False".into(), "Invalid".into()));
+    assert_eq!(reason("ghost"), ("Accepted".into(), "False".into(), "TargetNotFound".into()));
+    // Traffic is untouched: the client the bad policy meant to deny still connects.
+    let reply = pattern(9, 256 * 1024);
+    let reply_for_backend = reply.clone();
+    let _backend = serve(&node.hosts.backend1, 7000, move |s: TcpStream| sockgate_tests::integrity::exchange(s, reply_for_backend.clone()).ok()).unwrap();
+    node.wait_for_port(9000).unwrap();
+    let got = sockgate_tests::integrity::exchange(node.connect(9000).unwrap(), pattern(4, 1000)).unwrap();
+    assert_eq!(got, Received::of(&reply));
+    assert!(node.agent.logs().contains("ListenerPolicy default/bad-cidr -> Gateway default/gw: Accepted=False/Invalid"), "{}", node.agent.logs());
+}
