@@ -354,3 +354,23 @@ fn invalid_policies_get_a_status_condition_and_change_nothing_else() {
     assert_eq!(got, Received::of(&reply));
     assert!(node.agent.logs().contains("ListenerPolicy default/bad-cidr -> Gateway default/gw: Accepted=False/Invalid"), "{}", node.agent.logs());
 }
+
+#[test]
+fn the_example_policies_attach_to_the_guides_objects_and_are_all_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sockgate_tests::workspace_root();
+    for folder in ["examples/tcp-routing", "examples/policies"] {
+        for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let docs = status_of(dir.path()).unwrap();
+    let policies: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "ListenerPolicy" || d["kind"] == "BackendPolicy").collect();
+    assert_eq!(policies.len(), 5, "every example policy has a status");
+    for p in policies {
+        for a in p["status"]["ancestors"].as_array().unwrap() {
+            assert_eq!(a["conditions"][0]["reason"], "Accepted", "{p}");
+        }
+    }
+}
