@@ -2,6 +2,7 @@
 //! backend, and helpers to run the agent and check bytes. Used by the
 //! integration tests in `tests/tests/` and by `cargo xtask demo`.
 pub mod agent;
+pub mod bench;
 pub mod bridge;
 pub mod cluster;
 pub mod echo;

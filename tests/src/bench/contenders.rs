@@ -1,0 +1,325 @@
+//! The ways through the node, each started inside the node's namespace with
+//! its configuration in a temporary directory, and stopped (files removed) on
+//! drop: direct routing, iptables DNAT, sockgate's agent with each data path,
+//! HAProxy and nginx stream.
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::rlimit;
+use super::testbed::{wait_listening, Service, Testbed, SERVICES};
+use crate::agent::{wait_for_log, Process};
+use crate::cgroup::Cgroup;
+use crate::manifests::{documents, gateway, route, service};
+use crate::topology::{BACKEND1, GATEWAY};
+use crate::workspace_bin;
+
+/// HAProxy with `option splice-request` and `option splice-response`, or without.
+/// Measured both ways on this machine (see BENCHMARKS.md's method); the
+/// faster one is the `haproxy` contender, the other stays selectable.
+pub const HAPROXY_SPLICES_BY_DEFAULT: bool = false;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Contender {
+    /// The node's kernel routes client ⇄ backend: no proxy, the topology's limit.
+    Direct,
+    /// iptables DNAT on the node (what kube-proxy does): per packet, no socket termination.
+    Dnat,
+    /// sockgate as deployed: `--dataplane auto` (splice, eBPF maps and counters).
+    Auto,
+    /// sockgate with the splice(2) path only, no BPF.
+    Splice,
+    /// sockgate with the copy path only, no BPF.
+    Copy,
+    Haproxy {
+        splice: bool,
+    },
+    Nginx,
+}
+
+impl Contender {
+    pub fn default_set() -> Vec<Contender> {
+        vec![
+            Contender::Direct,
+            Contender::Dnat,
+            Contender::Auto,
+            Contender::Splice,
+            Contender::Copy,
+            Contender::Haproxy {
+                splice: HAPROXY_SPLICES_BY_DEFAULT,
+            },
+            Contender::Nginx,
+        ]
+    }
+
+    /// The name on the command line.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Contender::Direct => "direct",
+            Contender::Dnat => "dnat",
+            Contender::Auto => "auto",
+            Contender::Splice => "splice",
+            Contender::Copy => "copy",
+            Contender::Haproxy { splice } if *splice == HAPROXY_SPLICES_BY_DEFAULT => "haproxy",
+            Contender::Haproxy { splice: true } => "haproxy-splice",
+            Contender::Haproxy { splice: false } => "haproxy-nosplice",
+            Contender::Nginx => "nginx",
+        }
+    }
+
+    pub fn parse(key: &str) -> Result<Contender> {
+        let all = [
+            Contender::Direct,
+            Contender::Dnat,
+            Contender::Auto,
+            Contender::Splice,
+            Contender::Copy,
+            Contender::Haproxy {
+                splice: HAPROXY_SPLICES_BY_DEFAULT,
+            },
+            Contender::Haproxy {
+                splice: !HAPROXY_SPLICES_BY_DEFAULT,
+            },
+            Contender::Nginx,
+        ];
+        all.into_iter().find(|c| c.key() == key).with_context(|| {
+            format!(
+                "unknown contender {key:?}; known: {}",
+                all.iter().map(Contender::key).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The name in the report.
+    pub fn label(&self) -> String {
+        match self {
+            Contender::Direct => "direct (routed, no proxy)".into(),
+            Contender::Dnat => "iptables DNAT".into(),
+            Contender::Auto => "sockgate `auto` (default)".into(),
+            Contender::Splice => "sockgate `splice`".into(),
+            Contender::Copy => "sockgate `copy`".into(),
+            Contender::Haproxy { splice: true } => "HAProxy 2.6 (splice)".into(),
+            Contender::Haproxy { splice: false } => "HAProxy 2.6".into(),
+            Contender::Nginx => "nginx 1.22 stream".into(),
+        }
+    }
+
+    pub fn is_sockgate(&self) -> bool {
+        matches!(self, Contender::Auto | Contender::Splice | Contender::Copy)
+    }
+
+    /// Starts this way through the node of `bed` and waits until it serves.
+    pub fn start(&self, bed: &Testbed) -> Result<Forwarder> {
+        let mut forwarder = Forwarder {
+            contender: *self,
+            process: None,
+            _cgroup: None,
+            pin_dir: None,
+            files: tempfile::tempdir()?,
+        };
+        match self {
+            Contender::Direct => {}
+            Contender::Dnat => dnat(bed)?,
+            Contender::Auto | Contender::Splice | Contender::Copy => forwarder.start_agent(bed)?,
+            Contender::Haproxy { splice } => {
+                let conf = forwarder.files.path().join("haproxy.cfg");
+                std::fs::write(&conf, haproxy_config(*splice))?;
+                let mut command = bed.hosts.node.command("haproxy");
+                command.arg("-db").arg("-f").arg(&conf);
+                forwarder.spawn("haproxy", command, bed)?;
+            }
+            Contender::Nginx => {
+                let dir = forwarder.files.path().to_path_buf();
+                std::fs::write(dir.join("nginx.conf"), nginx_config(&dir.display().to_string()))?;
+                let mut command = bed.hosts.node.command("nginx");
+                command
+                    .arg("-p")
+                    .arg(&dir)
+                    .arg("-c")
+                    .arg(dir.join("nginx.conf"))
+                    .arg("-e")
+                    .arg(dir.join("error.log"))
+                    .args(["-g", "daemon off;"]);
+                forwarder.spawn("nginx", command, bed)?;
+            }
+        }
+        Ok(forwarder)
+    }
+}
+
+/// A running contender. Dropping it stops the process (SIGTERM, then SIGKILL)
+/// and removes its files, cgroup and BPF pins.
+pub struct Forwarder {
+    pub contender: Contender,
+    // Declared first: the process stops before its cgroup and files go.
+    process: Option<Process>,
+    _cgroup: Option<Cgroup>,
+    pin_dir: Option<std::path::PathBuf>,
+    files: tempfile::TempDir,
+}
+
+impl Forwarder {
+    /// Where the client connects for `service`.
+    pub fn target(&self, service: &Service) -> SocketAddr {
+        match self.contender {
+            Contender::Direct => SocketAddr::new(IpAddr::V4(BACKEND1), service.backend),
+            _ => SocketAddr::new(IpAddr::V4(GATEWAY), service.listener),
+        }
+    }
+
+    /// The forwarder's processes (none for direct and DNAT: the kernel forwards).
+    pub fn pids(&self) -> Vec<u32> {
+        self.process.as_ref().map(|p| super::procfs::with_descendants(p.pid())).unwrap_or_default()
+    }
+
+    pub fn main_pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    /// The forwarder's log (agent log, HAProxy's stderr, nginx's error log), for failures.
+    pub fn log(&self) -> String {
+        let mut log = self.process.as_ref().map(Process::logs).unwrap_or_default();
+        log += &std::fs::read_to_string(self.files.path().join("error.log")).unwrap_or_default();
+        log
+    }
+
+    fn spawn(&mut self, name: &str, mut command: std::process::Command, bed: &Testbed) -> Result<()> {
+        rlimit::as_inherited(&mut command);
+        let mut process = Process::spawn(name, command, self.files.path())?;
+        let ports: Vec<u16> = SERVICES.iter().map(|s| s.listener).collect();
+        let listening = wait_listening(&bed.hosts.node, &ports, Duration::from_secs(20));
+        if let Err(e) = listening {
+            process.ensure_running()?;
+            return Err(e.context(format!("{name} log:\n{}", process.logs())));
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+
+    fn start_agent(&mut self, bed: &Testbed) -> Result<()> {
+        let mut docs = vec![gateway(&SERVICES.map(|s| (s.name, s.listener)))];
+        for s in SERVICES {
+            docs.push(route(s.name, s.name, s.name, s.backend));
+            docs.push(service(s.name, s.backend, s.backend, &[&BACKEND1.to_string()]));
+        }
+        let manifests = self.files.path().join("manifests");
+        std::fs::create_dir(&manifests)?;
+        std::fs::write(manifests.join("bench.yaml"), documents(&docs))?;
+        let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", crate::netns::unique_name("sockgate-bench")));
+        let mode = match self.contender {
+            Contender::Auto => "auto",
+            Contender::Splice => "splice",
+            _ => "copy",
+        };
+        let mut command = bed.hosts.node.command(workspace_bin("gateway-agent")?);
+        // Info level, as deployed: no log line per connection.
+        command
+            .env("SOCKGATE_LOG", "info")
+            .args(["run", "--reload-interval", "1s", "--dataplane", mode, "--manifests"])
+            .arg(&manifests);
+        command.arg("--bpf-pin-dir").arg(&pin_dir);
+        if self.contender == Contender::Auto {
+            // A cgroup of its own, as a pod has: its programs see the agent's sockets only.
+            let cgroup = Cgroup::create()?;
+            command.arg("--cgroup").arg(cgroup.path());
+            cgroup.enroll(&mut command);
+            self._cgroup = Some(cgroup);
+        }
+        self.pin_dir = Some(pin_dir);
+        rlimit::as_inherited(&mut command);
+        let mut process = Process::spawn("gateway-agent", command, self.files.path())?;
+        wait_for_log(&mut process, "configuration applied", Duration::from_secs(30))?;
+        self.process = Some(process);
+        let ports: Vec<u16> = SERVICES.iter().map(|s| s.listener).collect();
+        wait_listening(&bed.hosts.node, &ports, Duration::from_secs(10)).with_context(|| format!("agent log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop(Duration::from_secs(10));
+        }
+        // The agent unpins on SIGTERM; a killed one leaves its pins, which go here.
+        if let Some(dir) = &self.pin_dir {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// kube-proxy's way: rewrite the destination of each packet to the node, and route.
+fn dnat(bed: &Testbed) -> Result<()> {
+    for s in SERVICES {
+        let out = bed
+            .hosts
+            .node
+            .command("iptables")
+            .args([
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &GATEWAY.to_string(),
+                "-p",
+                "tcp",
+                "--dport",
+                &s.listener.to_string(),
+            ])
+            .args(["-j", "DNAT", "--to-destination", &format!("{BACKEND1}:{}", s.backend)])
+            .output()?;
+        if !out.status.success() {
+            bail!("iptables DNAT for {}: {}", s.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(())
+}
+
+/// TCP mode, one frontend and backend per service. Threads: HAProxy 2.6's
+/// default, one per CPU. No `maxconn`: HAProxy then sizes it from the
+/// descriptor limit it was given (an explicit one above what the limit allows
+/// makes it refuse to start). Timeouts long enough for the idle connections.
+fn haproxy_config(splice: bool) -> String {
+    let mut c = String::from("defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 10m\n    timeout server 10m\n");
+    if splice {
+        c += "    option splice-request\n    option splice-response\n";
+    }
+    for s in SERVICES {
+        let _ = write!(
+            c,
+            "\nfrontend {name}\n    bind {GATEWAY}:{listener}\n    default_backend {name}\n\nbackend {name}\n    server {name} {BACKEND1}:{backend}\n",
+            name = s.name,
+            listener = s.listener,
+            backend = s.backend
+        );
+    }
+    c
+}
+
+/// The stream module, one worker per CPU, one server block per service.
+/// `proxy_half_close on`: without it nginx ends the whole session at the
+/// first FIN, cutting off the other direction (the checksummed transfer
+/// half-closes its upload while the download still flows).
+fn nginx_config(dir: &str) -> String {
+    let mut c = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\nworker_rlimit_nofile 100000;\npid {dir}/nginx.pid;\n\
+         error_log {dir}/error.log warn;\nevents {{\n    worker_connections 50000;\n}}\nstream {{\n"
+    );
+    for s in SERVICES {
+        let _ = writeln!(
+            c,
+            "    server {{\n        listen {GATEWAY}:{};\n        proxy_pass {BACKEND1}:{};\n        proxy_timeout 10m;\n        proxy_half_close on;\n    }}",
+            s.listener, s.backend
+        );
+    }
+    c += "}\n";
+    c
+}

@@ -1,0 +1,171 @@
+//! What is measured, and the samples of each contender: numbers, or failures
+//! (a failed measurement is reported as such, never as a number).
+use std::collections::BTreeMap;
+
+use super::contenders::Contender;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    Bulk,
+    CpuPerGib,
+    Iperf1Up,
+    Iperf1Down,
+    Iperf8Up,
+    Iperf8Down,
+    PingPongP50,
+    PingPongP99,
+    PingPongP999,
+    RedisRps,
+    RedisP50,
+    RedisP99,
+    ConnectionRate,
+    IdleRss,
+    IdleKibPerConnection,
+    ManyIdleRss,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 16] = [
+        Metric::Bulk,
+        Metric::CpuPerGib,
+        Metric::Iperf1Up,
+        Metric::Iperf1Down,
+        Metric::Iperf8Up,
+        Metric::Iperf8Down,
+        Metric::PingPongP50,
+        Metric::PingPongP99,
+        Metric::PingPongP999,
+        Metric::RedisRps,
+        Metric::RedisP50,
+        Metric::RedisP99,
+        Metric::ConnectionRate,
+        Metric::IdleRss,
+        Metric::IdleKibPerConnection,
+        Metric::ManyIdleRss,
+    ];
+
+    /// The heading of its table in the report; `{idle}` and `{many}` stand for the configured connection counts.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Metric::Bulk => "Checksummed transfer, both directions at once: throughput per direction",
+            Metric::CpuPerGib => "CPU per GiB moved (whole machine, during the checksummed transfer)",
+            Metric::Iperf1Up => "iperf3, 1 stream, client → backend",
+            Metric::Iperf1Down => "iperf3 -R, 1 stream, backend → client",
+            Metric::Iperf8Up => "iperf3 -P 8, client → backend",
+            Metric::Iperf8Down => "iperf3 -P 8 -R, backend → client",
+            Metric::PingPongP50 => "Ping-pong, 64 B on one persistent connection: p50 round trip",
+            Metric::PingPongP99 => "Ping-pong: p99 round trip",
+            Metric::PingPongP999 => "Ping-pong: p99.9 round trip",
+            Metric::RedisRps => "redis-benchmark GET, 8 persistent connections: requests per second",
+            Metric::RedisP50 => "redis-benchmark GET: p50 latency",
+            Metric::RedisP99 => "redis-benchmark GET: p99 latency",
+            Metric::ConnectionRate => "New connections per second, one-byte exchange each",
+            Metric::IdleRss => "Forwarder resident memory with {idle} idle connections",
+            Metric::IdleKibPerConnection => "Forwarder resident memory per idle connection (growth while opening {idle})",
+            Metric::ManyIdleRss => "Forwarder resident memory with {many} idle connections",
+        }
+    }
+
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Metric::Bulk => "GiB/s",
+            Metric::CpuPerGib => "CPU s/GiB",
+            Metric::Iperf1Up | Metric::Iperf1Down | Metric::Iperf8Up | Metric::Iperf8Down => "Gbit/s",
+            Metric::PingPongP50 | Metric::PingPongP99 | Metric::PingPongP999 => "µs",
+            Metric::RedisRps => "requests/s",
+            Metric::RedisP50 | Metric::RedisP99 => "ms",
+            Metric::ConnectionRate => "connections/s",
+            Metric::IdleRss | Metric::ManyIdleRss => "MiB",
+            Metric::IdleKibPerConnection => "KiB",
+        }
+    }
+
+    pub fn higher_is_better(&self) -> bool {
+        matches!(
+            self,
+            Metric::Bulk | Metric::Iperf1Up | Metric::Iperf1Down | Metric::Iperf8Up | Metric::Iperf8Down | Metric::RedisRps | Metric::ConnectionRate
+        )
+    }
+
+    /// Whether the kernel-only contenders (direct, DNAT) have a value: they run no forwarder process.
+    pub fn needs_forwarder(&self) -> bool {
+        matches!(self, Metric::IdleRss | Metric::IdleKibPerConnection | Metric::ManyIdleRss)
+    }
+
+    pub fn format(&self, v: f64) -> String {
+        match self {
+            Metric::RedisRps | Metric::ConnectionRate => format!("{v:.0}"),
+            Metric::PingPongP50 | Metric::PingPongP99 | Metric::PingPongP999 | Metric::IdleRss | Metric::ManyIdleRss | Metric::IdleKibPerConnection => {
+                format!("{v:.1}")
+            }
+            Metric::RedisP50 | Metric::RedisP99 => format!("{v:.3}"),
+            _ => format!("{v:.2}"),
+        }
+    }
+}
+
+/// Median, minimum and maximum of a contender's successful samples.
+#[derive(Clone, Copy, Debug)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: usize,
+}
+
+pub fn summarize(values: &[f64]) -> Option<Summary> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some(Summary {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        count: n,
+    })
+}
+
+#[derive(Default)]
+pub struct Results {
+    samples: BTreeMap<(Metric, Contender), Vec<Result<f64, String>>>,
+}
+
+impl Results {
+    pub fn record(&mut self, metric: Metric, contender: Contender, sample: Result<f64, String>) {
+        self.samples.entry((metric, contender)).or_default().push(sample);
+    }
+
+    pub fn summary(&self, metric: Metric, contender: Contender) -> Option<Summary> {
+        let values: Vec<f64> = self
+            .samples
+            .get(&(metric, contender))?
+            .iter()
+            .filter_map(|s| s.as_ref().ok().copied())
+            .collect();
+        summarize(&values)
+    }
+
+    pub fn median(&self, metric: Metric, contender: Contender) -> Option<f64> {
+        self.summary(metric, contender).map(|s| s.median)
+    }
+
+    /// Every distinct failure of a contender's samples, with how often it happened.
+    pub fn failures(&self, metric: Metric, contender: Contender) -> Vec<(String, usize)> {
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for e in self.samples.get(&(metric, contender)).into_iter().flatten().filter_map(|s| s.as_ref().err()) {
+            match seen.iter_mut().find(|(m, _)| m == e) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((e.clone(), 1)),
+            }
+        }
+        seen
+    }
+
+    pub fn has_failures(&self) -> bool {
+        self.samples.values().flatten().any(|s| s.is_err())
+    }
+}

@@ -1,0 +1,77 @@
+//! The benchmark harness (`cargo xtask bench`) once, in a tiny configuration,
+//! so that it cannot rot: every contender through every workload, the profile,
+//! the report and the chart. No figure is asserted (timed tests on shared
+//! machines are flaky); a failed measurement is a failure here, and every
+//! checksummed transfer and echo is still checked by the harness itself.
+use std::path::Path;
+use std::process::Command;
+
+use sockgate_tests::bench::contenders::Contender;
+use sockgate_tests::bench::metrics::Metric;
+
+/// The section of the report under `### heading`, up to the next heading.
+fn section<'a>(report: &'a str, heading: &str) -> Option<&'a str> {
+    let start = report.find(&format!("### {heading}\n"))?;
+    let rest = &report[start + 4..];
+    Some(rest.find("\n#").map_or(rest, |end| &rest[..end]))
+}
+
+fn tiny_run(out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sockgate-bench"))
+        .args([
+            "--rounds",
+            "1",
+            "--bytes",
+            "8388608",
+            "--iperf-seconds",
+            "1",
+            "--round-trips",
+            "200",
+            "--redis-requests",
+            "500",
+        ])
+        .args([
+            "--connection-seconds",
+            "0.3",
+            "--idle-connections",
+            "50",
+            "--many-idle-connections",
+            "100",
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .expect("running sockgate-bench")
+}
+
+#[test]
+fn the_bench_measures_every_contender_on_every_workload_and_writes_report_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("BENCHMARKS.md");
+    let run = tiny_run(&out);
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "sockgate-bench failed:\n{log}");
+    let report = std::fs::read_to_string(&out).expect("the report");
+    assert!(!report.contains("**failed**"), "a measurement failed:\n{report}");
+    let config_titles = |m: Metric| m.title().replace("{idle}", "50").replace("{many}", "100");
+    for metric in Metric::ALL {
+        let title = config_titles(metric);
+        let table = section(&report, &title).unwrap_or_else(|| panic!("no table for {title:?} in:\n{report}"));
+        for contender in Contender::default_set() {
+            let row = table.lines().find(|l| l.starts_with(&format!("| {} |", contender.label())));
+            let row = row.unwrap_or_else(|| panic!("no row for {} under {title:?}:\n{table}", contender.label()));
+            if !(metric.needs_forwarder() && matches!(contender, Contender::Direct | Contender::Dnat)) {
+                let median = row.split('|').nth(2).unwrap().trim();
+                assert!(median.parse::<f64>().is_ok(), "{} has no figure under {title:?}: {row}", contender.label());
+            }
+        }
+    }
+    assert!(report.contains("## Goals of issue 7"), "{report}");
+    let profile = report.split("## Where the time goes").nth(1).expect("a profile section");
+    assert!(
+        profile.contains("Samples by thread") && profile.contains("Hottest symbols"),
+        "no perf profile:\n{profile}"
+    );
+    let png = std::fs::read(dir.path().join("benchmarks.png")).expect("the chart beside the report");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "benchmarks.png is not a drawn PNG");
+}
