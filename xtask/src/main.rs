@@ -19,6 +19,9 @@ const APT_PACKAGES: &[&str] = &[
     "netcat-openbsd", "curl", "socat",
     // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
     "golang-go",
+    // cargo xtask bench: the contenders, the load tools, DNAT, the chart and the profiler
+    "iperf3", "haproxy", "nginx", "libnginx-mod-stream", "redis-server", "redis-tools",
+    "iptables", "gnuplot-nox", "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -34,7 +37,7 @@ fn main() -> ExitCode {
         Some("soak") => setup().and_then(|_| soak::soak(&args[1..])),
         Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|bench [--rounds N]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
@@ -82,7 +85,41 @@ fn install_missing(packages: &[&str]) -> Result<()> {
     run_quiet(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
     let mut install = Command::new("apt-get");
     install.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q"]).args(&missing);
+    let _no_daemons = NoServiceStarts::hold()?;
     run_quiet(&mut install, &format!("apt-get install {}", missing.join(" ")))
+}
+
+/// While held, Debian's maintainer scripts start no service: haproxy, nginx and
+/// redis-server are installed as programs the benchmark runs in its own
+/// namespaces, never as daemons listening on this machine (nginx on :80). The
+/// policy-rc.d interface (invoke-rc.d and deb-systemd-invoke ask it; 101 means
+/// "action forbidden") is a file; one already there (a container image's) is
+/// left as it is, ours is removed when dropped.
+struct NoServiceStarts {
+    ours: bool,
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl NoServiceStarts {
+    fn hold() -> Result<NoServiceStarts> {
+        use std::os::unix::fs::PermissionsExt;
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(NoServiceStarts { ours: false });
+        }
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# cargo xtask setup: no service starts while it installs packages\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
+        Ok(NoServiceStarts { ours: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
 }
 
 fn apt_installed(package: &str) -> bool {
@@ -137,15 +174,24 @@ fn test(extra: &[String]) -> Result<()> {
         let _ = cluster::run(&["down".to_string()]);
         return Err(e);
     }
-    let tests = run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test");
+    let tests = run(Command::new(cargo()).current_dir(root()).args(["test", "--workspace"]).args(extra), "cargo test")
+        // The control-plane benchmark once, small and unmeasured (criterion's test mode), so it cannot rot.
+        .and_then(|_| run(Command::new(cargo()).current_dir(root()).args(["test", "-p", "gateway-agent", "--bench", "control_plane"]), "the control-plane benchmark (test mode)"));
     let down = cluster::run(&["down".to_string()]);
     tests.and(down)
 }
 
-/// Measures the data paths side by side (optimized build) and writes BENCHMARKS.md.
+/// Measures the contenders side by side (optimized build) and the control
+/// plane (criterion), then writes BENCHMARKS.md and benchmarks.png from both.
+/// Extra arguments go to sockgate-bench (`--rounds N`, see its `--help`).
 fn bench(extra: &[String]) -> Result<()> {
     run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "-p", "gateway-agent", "-p", "sockgate-tests", "--bins"]), "cargo build --release")?;
-    run(Command::new(root().join("target/release/sockgate-bench")).current_dir(root()).args(extra), "the benchmark")
+    // Criterion writes its samples under target/criterion; the peak-memory run writes beside them.
+    run(Command::new(cargo()).current_dir(root()).args(["bench", "-p", "gateway-agent", "--bench", "control_plane"]), "the control-plane benchmark")?;
+    run(
+        Command::new(root().join("target/release/sockgate-bench")).current_dir(root()).arg("--control-plane").arg(root().join("target/criterion")).args(extra),
+        "the benchmark",
+    )
 }
 
 /// Reproduces the kernel's sockmap corruption (tools/sockmap-repro/README.md):
