@@ -40,7 +40,7 @@ impl std::ops::Deref for Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let kinds = "gateways.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps";
+        let kinds = "gateways.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps,listenerpolicies.sockgate.io,backendpolicies.sockgate.io";
         let _ = kubectl(&["delete", kinds, "--all", "-n", &self.0, "--wait=false"], None);
         let _ = kubectl(&["delete", "gatewayclass", &self.0, "--ignore-not-found", "--wait=false"], None);
         let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
@@ -111,6 +111,24 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
     }
     let class = get("gatewayclass", "", "eg").unwrap();
     assert_eq!(conditions(&class["status"]["conditions"]), ["Accepted=True/Accepted"]);
+
+    // Policies (sockgate's CRDs, installed by `cluster up` from the chart): the
+    // example BackendPolicies and one ListenerPolicy for a Gateway that does not exist.
+    let policies = std::fs::read_to_string(workspace_root().join("examples/policies/backend-policies.yaml")).unwrap();
+    kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&policies)).unwrap();
+    let ghost = "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata:\n  name: ghost\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: nowhere}]\n  maxConnections: 5\n";
+    kubectl(&["apply", "-n", &ns, "-f", "-"], Some(ghost)).unwrap();
+    for (kind, name, expected) in [
+        ("backendpolicy", "tcp-app-1-resilience", "Accepted=True/Accepted"),
+        ("backendpolicy", "bar-client-address", "Accepted=True/Accepted"),
+        ("listenerpolicy", "ghost", "Accepted=False/TargetNotFound"),
+    ] {
+        let policy = eventually(WAIT, "the policy's status", || get(kind, &ns, name).filter(|p| p["status"]["ancestors"].is_array()))
+            .unwrap_or_else(|e| panic!("{e}: {kind} {name}; agent log:\n{}", node.agent.logs()));
+        let ancestor = &policy["status"]["ancestors"][0];
+        assert_eq!(ancestor["controllerName"], "sockgate.io/gateway-controller");
+        assert_eq!(conditions(&ancestor["conditions"]), [expected], "{kind} {name}: {policy}");
+    }
 
     // Deleting a route: its listener stops serving it, the status follows.
     kubectl(&["delete", "tcproute", "tcp-app-2", "-n", &ns], None).unwrap();

@@ -17,8 +17,14 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(backlog())?;
     TcpListener::from_std(socket.into())
+}
+
+/// The kernel's ceiling for accept queues (net.core.somaxconn, 4096 by default
+/// on current kernels): a burst of thousands of connects (the soak's ramp) overflowed 1024.
+fn backlog() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4096)
 }
 
 /// Connects with a deadline; a slow SYN must not hold the client forever.

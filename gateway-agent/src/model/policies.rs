@@ -111,7 +111,8 @@ fn ancestor(target: &Target) -> AncestorRef {
         Target::Route(k) => (GATEWAY_GROUP, "TCPRoute", k, None),
         Target::Service(k) => ("", "Service", k, None),
     };
-    AncestorRef { group: group.into(), kind: kind.into(), namespace: key.namespace.clone(), name: key.name.clone(), section_name }
+    let group = (!group.is_empty()).then(|| group.to_string());
+    AncestorRef { group, kind: kind.into(), namespace: key.namespace.clone(), name: key.name.clone(), section_name }
 }
 
 /// One policy's verdict on one target.
@@ -221,7 +222,7 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                 .iter()
                 .map(|t| {
                     let object = ObjectKey::new(key.namespace.clone(), t.name.clone());
-                    match (t.group.as_str(), t.kind.as_str()) {
+                    match (t.group.as_deref().unwrap_or(""), t.kind.as_str()) {
                         (GATEWAY_GROUP, "TCPRoute") if snapshot.tcp_routes.contains_key(&object) => Ok(Target::Route(object)),
                         (GATEWAY_GROUP, "TCPRoute") => Err((ancestor(&Target::Route(object.clone())), format!("no TCPRoute {object}"))),
                         ("", "Service") if snapshot.services.contains_key(&object) => Ok(Target::Service(object)),
@@ -281,7 +282,7 @@ trait WithKind {
 
 impl WithKind for AncestorRef {
     fn with_kind(mut self, group: &str, kind: &str) -> Self {
-        self.group = group.to_string();
+        self.group = (!group.is_empty()).then(|| group.to_string());
         self.kind = kind.to_string();
         self
     }

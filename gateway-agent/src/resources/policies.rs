@@ -84,7 +84,10 @@ pub struct BackendPolicySpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BackendTargetRef {
-    pub group: String,
+    /// "" (or absent) for a Service, gateway.networking.k8s.io for a TCPRoute.
+    /// Optional and nullable: kubectl sends the core group's "" as null.
+    #[serde(default)]
+    pub group: Option<String>,
     pub kind: String,
     pub name: String,
 }
@@ -134,7 +137,9 @@ pub struct PolicyAncestorStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AncestorRef {
-    pub group: String,
+    /// Absent for the core group (a Service): server-side apply turns "" into null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub kind: String,
     pub namespace: String,
     pub name: String,
