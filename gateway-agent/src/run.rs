@@ -45,6 +45,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (path, path_reason) = select_path(args.dataplane).await?;
     tracing::info!(path = path.name(), "data path: {path_reason}");
     let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&path), args.connect_timeout);
+    tracing::info!(capacity = listeners.capacity(), "connections this agent takes at most, all listeners together (its open-files limit allows no more)");
     take_over(&args, &mut listeners).await?;
     let health = Arc::new(Health::default());
     let health_task = match args.health_address {

@@ -144,6 +144,19 @@ pub struct ListenerSet {
     connections: Arc<Connections>,
 }
 
+/// Descriptors kept free for everything but connections (the manifests
+/// directory, the API server, the health port, BPF maps): at the limit the
+/// agent must still read its configuration.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// How many connections fit in this process's open-files limit with `path`.
+fn connection_cap(path: &dyn DataPath) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+    soft.saturating_sub(RESERVED_DESCRIPTORS) / path.descriptors_per_connection()
+}
+
 impl ListenerSet {
     pub fn new(bind_ip: IpAddr, path: Arc<dyn DataPath>, connect_timeout: Duration) -> Self {
         ListenerSet {
@@ -155,6 +168,14 @@ impl ListenerSet {
             desired: DataplaneConfig::default(),
             connections: Arc::default(),
         }
+    }
+
+    /// Connections this agent takes at most, all listeners together: beyond
+    /// it a new one is reset (and counted as over the limit) rather than let
+    /// the process run out of descriptors, where it could no longer read its
+    /// configuration (found by the soak at the fd limit).
+    pub fn capacity(&self) -> u64 {
+        connection_cap(self.path.as_ref())
     }
 
     /// Ports that could not be bound, with the error.
@@ -245,6 +266,7 @@ impl ListenerSet {
             path: self.path.clone(),
             connect_timeout: self.connect_timeout,
             connections: self.connections.clone(),
+            capacity: self.capacity(),
         }
     }
 
@@ -332,6 +354,7 @@ impl ListenerSet {
                 path: self.path.clone(),
                 connect_timeout: self.connect_timeout,
                 connections: self.connections.clone(),
+                capacity: connection_cap(self.path.as_ref()),
             };
             for (client, peer) in accept_queued(&socket) {
                 drained.accepted_at_close += 1;
@@ -365,6 +388,8 @@ struct Context {
     path: Arc<dyn DataPath>,
     connect_timeout: Duration,
     connections: Arc<Connections>,
+    /// Connections the fd limit allows, all listeners together.
+    capacity: u64,
 }
 
 async fn accept_loop(socket: Arc<TcpListener>, context: Context, picker: Arc<std::sync::Mutex<Picker>>) {
@@ -393,6 +418,11 @@ fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::s
     if !listener.policy.accept_proxy_protocol && !listener.policy.admits(peer.ip()) {
         counters.denied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, "client address not allowed on {}/{}: reset", listener.gateway, listener.listener);
+        return reset(client);
+    }
+    if context.connections.in_flight() as u64 >= context.capacity {
+        counters.over_limit.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, capacity = context.capacity, "the agent holds as many connections as its open-files limit allows: reset");
         return reset(client);
     }
     if let Some(max) = listener.policy.max_connections {

@@ -78,6 +78,12 @@ pub trait DataPath: Send + Sync {
     /// The path's code in the eBPF listener map (`gateway_common::PATH_*`).
     fn code(&self) -> u32;
 
+    /// File descriptors one forwarded connection holds (its two sockets, and
+    /// whatever the path adds), for the connection cap the fd limit implies.
+    fn descriptors_per_connection(&self) -> u64 {
+        2
+    }
+
     /// Forwards until both directions end, a side resets, `stop` fires, or
     /// `pause` fires. `up`/`down` carry state from an earlier owner of the
     /// connection (first their pending bytes are written). Semantics every path

@@ -24,6 +24,10 @@ impl DataPath for SplicePath {
         gateway_common::PATH_SPLICE
     }
 
+    fn descriptors_per_connection(&self) -> u64 {
+        6 // two sockets and two pipes
+    }
+
     fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a> {
         Box::pin(async move {
             let (mut up, mut down) = (Flow::from(up), Flow::from(down));
