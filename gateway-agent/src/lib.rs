@@ -2,6 +2,7 @@
 pub mod check;
 pub mod cli;
 pub mod dataplane;
+pub mod duration;
 pub mod health;
 pub mod inspect;
 pub mod limits;

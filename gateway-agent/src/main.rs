@@ -23,5 +23,9 @@ fn main() -> Result<()> {
         Command::Check(args) => gateway_agent::check::check(&args),
         Command::Status(args) => gateway_agent::check::status(&args),
         Command::Inspect(args) => gateway_agent::inspect::inspect(&args),
+        Command::Crds => {
+            print!("{}", gateway_agent::resources::policies::crds_yaml());
+            Ok(())
+        }
     }
 }
