@@ -69,7 +69,7 @@ fn the_bench_measures_every_contender_on_every_workload_and_writes_report_and_ch
     assert!(report.contains("## Goals of issue 7"), "{report}");
     let profile = report.split("## Where the time goes").nth(1).expect("a profile section");
     assert!(
-        profile.contains("Samples by thread") && profile.contains("Hottest symbols"),
+        profile.contains("Samples of the whole machine by thread name") && profile.contains("The agent's own samples by symbol"),
         "no perf profile:\n{profile}"
     );
     let png = std::fs::read(dir.path().join("benchmarks.png")).expect("the chart beside the report");
