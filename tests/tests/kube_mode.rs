@@ -216,7 +216,9 @@ fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
 #[test]
 fn the_charts_objects_apply_to_a_real_api_server() {
     let ns = namespace("chart");
-    let rendered = render("sockgate", &ns, json!({ "gatewayClassName": ns.as_str() })).unwrap();
+    // The test server is 1.20, which has no DaemonSet surge (1.22+): the chart's
+    // documented setting for such clusters.
+    let rendered = render("sockgate", &ns, json!({ "gatewayClassName": ns.as_str(), "updateStrategy": { "maxSurge": 0, "maxUnavailable": 1 } })).unwrap();
     let out = apply(&rendered).unwrap();
     for object in [
         "serviceaccount/sockgate-agent",
