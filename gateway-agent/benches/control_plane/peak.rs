@@ -72,7 +72,11 @@ pub fn max_rss() -> usize {
 
 fn status_kib(field: &str) -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(0)
 }
 
 /// The process's resident set now, in bytes (VmRSS).

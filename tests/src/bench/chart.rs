@@ -10,6 +10,10 @@ use anyhow::{bail, Context, Result};
 use super::metrics::{Metric, Results};
 use super::Config;
 
+/// An empty panel.
+const NOT_MEASURED: &str =
+    "unset logscale y\nset xrange [0:1]\nset yrange [0:1]\nset label 1 \"not measured in this run\" at graph 0.5,0.5 center\nplot NaN notitle\nunset label 1";
+
 /// GiB/s to Gbit/s, so that both throughput figures share one axis.
 const GBIT_PER_GIB: f64 = 8.0 * 1.073_741_824;
 
@@ -34,6 +38,10 @@ pub fn draw(config: &Config, results: &Results, title: &str, png: &Path) -> Resu
             cell(value(Metric::RedisP99, *c).map(|ms| ms * 1e3))
         );
     }
+    // gnuplot refuses a plot without a single point: such a panel (a run without those workloads) says so instead.
+    let none_of = |metrics: &[Metric]| !config.contenders.iter().any(|c| metrics.iter().any(|m| value(*m, *c).is_some()));
+    let no_throughput = none_of(&[Metric::Bulk, Metric::Iperf1Up, Metric::Iperf8Up]);
+    let no_latency = none_of(&[Metric::PingPongP99, Metric::RedisP99]);
     std::fs::write(dir.path().join("throughput.dat"), throughput)?;
     std::fs::write(dir.path().join("latency.dat"), latency)?;
     let script = format!(
@@ -47,20 +55,35 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set grid ytics
 set xtics rotate by -25 scale 0
-set key outside top center horizontal
+set key outside bottom center horizontal
 set title "Throughput (higher is better)"
 set ylabel "Gbit/s"
 set yrange [0:*]
-plot "{dir}/throughput.dat" using 2:xtic(1) title "checksummed, per direction (both at once)", "" using 3 title "iperf3, 1 stream", "" using 4 title "iperf3, 8 streams"
+{throughput_plot}
 set title "p99 latency (lower is better; logarithmic)"
 set ylabel "microseconds"
 set logscale y
 set yrange [10:*]
-plot "{dir}/latency.dat" using 2:xtic(1) title "64-byte ping-pong", "" using 3 title "redis-benchmark GET"
+{latency_plot}
 unset multiplot
 "#,
         png = png.display(),
-        dir = dir.path().display(),
+        throughput_plot = if no_throughput {
+            NOT_MEASURED.to_string()
+        } else {
+            format!(
+                r#"plot "{}/throughput.dat" using 2:xtic(1) title "checksummed (per direction)", "" using 3 title "iperf3 -P 1", "" using 4 title "iperf3 -P 8""#,
+                dir.path().display()
+            )
+        },
+        latency_plot = if no_latency {
+            NOT_MEASURED.to_string()
+        } else {
+            format!(
+                r#"plot "{}/latency.dat" using 2:xtic(1) title "64-byte ping-pong", "" using 3 title "redis-benchmark GET""#,
+                dir.path().display()
+            )
+        },
     );
     let mut gnuplot = Command::new("gnuplot")
         .stdin(Stdio::piped())

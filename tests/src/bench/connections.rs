@@ -76,7 +76,7 @@ pub fn idle_memory(client: &NetNs, target: SocketAddr, count: usize, forwarder: 
     let opened = client.enter(move || open_idle(target, count))?;
     let streams = match opened {
         Ok(streams) => streams,
-        Err(e) => bail!("{e:#}; the forwarder's log ends with:\n{}", tail(&forwarder.log(), 6)),
+        Err(e) => bail!("{e:#}; the forwarder's last warnings: {}", warnings(&forwarder.log(), 2)),
     };
     std::thread::sleep(Duration::from_millis(500));
     let pids = forwarder.pids();
@@ -128,6 +128,30 @@ fn open_idle(target: SocketAddr, count: usize) -> Result<Vec<TcpStream>> {
         }
     }
     Ok(streams)
+}
+
+/// The last `n` distinct warning or error lines of a log (any of the forwarders' formats), else its last line.
+pub fn warnings(log: &str, n: usize) -> String {
+    let noisy = |l: &&str| {
+        let l = l.to_ascii_lowercase();
+        ["warn", "error", "alert", "crit", "emerg"].iter().any(|w| l.contains(w))
+    };
+    let mut found: Vec<&str> = Vec::new();
+    for line in log.lines().rev().filter(noisy) {
+        // Without the timestamp, repeats of one warning are one.
+        let body = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        if !found.iter().any(|f| f.split_once(' ').map_or(*f, |(_, r)| r) == body) {
+            found.push(line);
+        }
+        if found.len() == n {
+            break;
+        }
+    }
+    if found.is_empty() {
+        return format!("none; its last line: {}", tail(log, 1));
+    }
+    found.reverse();
+    found.join(" / ")
 }
 
 /// The last `n` lines of a log.

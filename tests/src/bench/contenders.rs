@@ -220,6 +220,11 @@ impl Forwarder {
             .args(["run", "--reload-interval", "1s", "--dataplane", mode, "--manifests"])
             .arg(&manifests);
         command.arg("--bpf-pin-dir").arg(&pin_dir);
+        // A takeover socket of its own: at the default path, an agent of anyone else's test on
+        // this machine would hand its listeners to this one, or take this one's away.
+        command.arg("--takeover-socket").arg(self.files.path().join("takeover.sock"));
+        // The client has closed everything by teardown; no need to wait the default 20 s for stragglers.
+        command.args(["--drain-timeout", "2s"]);
         if self.contender == Contender::Auto {
             // A cgroup of its own, as a pod has: its programs see the agent's sockets only.
             let cgroup = Cgroup::create()?;
