@@ -228,7 +228,7 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offe
     let client = kube::Client::try_default().await.context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
     let resources = crate::sources::kube::discover(&client).await?;
     let mut snapshots = crate::sources::kube::start(client.clone(), resources.clone());
-    let mut writer = StatusWriter::new(client.clone(), resources);
+    let mut writer = StatusWriter::new(client.clone(), resources, &applier.settings.controller_name);
     let node = args.node_name.clone().unwrap_or_else(hostname);
     let leases = Leases::new(client, &args.lease_namespace, &node, LEASE_DURATION);
     let own_addresses = applier.settings.gateway_addresses.clone();

@@ -60,6 +60,13 @@ fn for_this_server(yaml: &str) -> String {
     yaml.replace("apiVersion: discovery.k8s.io/v1\n", "apiVersion: discovery.k8s.io/v1beta1\n")
 }
 
+const SOCKGATE: &str = "sockgate.io/gateway-controller";
+
+/// The entries of a status list (route parents, policy ancestors) written by `controller`.
+fn entries_of(list: &Value, controller: &str) -> Vec<Value> {
+    list.as_array().map(|a| a.iter().filter(|e| e["controllerName"] == controller).cloned().collect()).unwrap_or_default()
+}
+
 fn conditions(list: &Value) -> Vec<String> {
     list.as_array()
         .map(|a| a.iter().map(|c| format!("{}={}/{}", c["type"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))).collect())
@@ -104,8 +111,7 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
     assert_eq!(conditions(&gateway["status"]["conditions"]), ["Accepted=True/Accepted", "Programmed=True/Programmed"]);
     for (route, section) in [("tcp-app-1", "foo"), ("tcp-app-2", "bar")] {
         let route = eventually(WAIT, "the TCPRoute's status", || get("tcproute", &ns, route).filter(|r| r["status"]["parents"].is_array())).unwrap();
-        let parent = &route["status"]["parents"][0];
-        assert_eq!(parent["controllerName"], "sockgate.io/gateway-controller");
+        let parent = &entries_of(&route["status"]["parents"], SOCKGATE)[0];
         assert_eq!(parent["parentRef"]["sectionName"], section);
         assert_eq!(conditions(&parent["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
     }
@@ -123,10 +129,13 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
         ("backendpolicy", "bar-client-address", "Accepted=True/Accepted"),
         ("listenerpolicy", "ghost", "Accepted=False/TargetNotFound"),
     ] {
-        let policy = eventually(WAIT, "the policy's status", || get(kind, &ns, name).filter(|p| p["status"]["ancestors"].is_array()))
+        // Other tests' agents (other controllerNames) may add entries of their
+        // own to the ghost policy: sockgate's entry is the one to check.
+        let policy = eventually(WAIT, "the policy's status", || get(kind, &ns, name).filter(|p| !entries_of(&p["status"]["ancestors"], SOCKGATE).is_empty()))
             .unwrap_or_else(|e| panic!("{e}: {kind} {name}; agent log:\n{}", node.agent.logs()));
-        let ancestor = &policy["status"]["ancestors"][0];
-        assert_eq!(ancestor["controllerName"], "sockgate.io/gateway-controller");
+        let ours = entries_of(&policy["status"]["ancestors"], SOCKGATE);
+        assert_eq!(ours.len(), 1, "{kind} {name}: {policy}");
+        let ancestor = &ours[0];
         assert_eq!(conditions(&ancestor["conditions"]), [expected], "{kind} {name}: {policy}");
     }
 
@@ -150,6 +159,53 @@ fn private_setup(ns: &str) -> String {
     let service = in_namespace(&for_this_server(&sockgate_tests::manifests::service("one", 80, 7000, &["198.18.2.2"])), ns);
     apply(&format!("{yaml}{service}")).unwrap();
     controller
+}
+
+/// A route attached to a sockgate Gateway and to another implementation's:
+/// each controller owns its own entry in `status.parents` (an atomic list), so
+/// sockgate must merge rather than overwrite, and take only its own entry away.
+#[test]
+fn a_routes_status_keeps_another_controllers_entry_and_loses_only_ours_when_it_detaches() {
+    let ns = namespace("shared");
+    let controller = private_setup(&ns);
+    let other_class = format!("{}-other", ns.as_str());
+    let route = |parents: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata:\n  name: r\n  namespace: {}\nspec:\n  parentRefs: {parents}\n  rules: [{{backendRefs: [{{name: one, port: 80}}]}}]\n", ns.as_str())
+    };
+    apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {other_class}\nspec:\n  controllerName: example.com/other\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: foreign\n  namespace: {}\nspec:\n  gatewayClassName: {other_class}\n  listeners:\n  - {{name: x, port: 9100, protocol: TCP}}\n---\n{}",
+        ns.as_str(),
+        route("[{name: gw}, {name: foreign}]")
+    ))
+    .unwrap();
+    // What the other controller wrote before sockgate started.
+    let theirs = json!({ "parentRef": { "name": "foreign" }, "controllerName": "example.com/other",
+        "conditions": [{ "type": "Accepted", "status": "True", "reason": "Accepted", "message": "theirs", "lastTransitionTime": "2026-01-01T00:00:00Z" }] });
+    let patch = json!({ "status": { "parents": [theirs] } }).to_string();
+    kubectl(&["patch", "tcproute", "r", "-n", &ns, "--subresource=status", "--type=merge", "-p", &patch], None).unwrap();
+
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", "node-a"]).unwrap();
+    let both = eventually(WAIT, "sockgate's entry beside the other controller's", || {
+        get("tcproute", &ns, "r").filter(|r| !entries_of(&r["status"]["parents"], &controller).is_empty())
+    })
+    .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    let ours = entries_of(&both["status"]["parents"], &controller);
+    assert_eq!(ours.len(), 1, "{both}");
+    assert_eq!(ours[0]["parentRef"]["name"], "gw");
+    assert_eq!(conditions(&ours[0]["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
+    let kept = entries_of(&both["status"]["parents"], "example.com/other");
+    assert_eq!(kept.len(), 1, "the other controller's entry survives sockgate's write: {both}");
+    assert_eq!((&kept[0]["parentRef"]["name"], &kept[0]["conditions"][0]["message"]), (&json!("foreign"), &json!("theirs")));
+
+    // The route leaves sockgate's Gateway: sockgate's entry goes, theirs stays.
+    apply(&route("[{name: foreign}]")).unwrap();
+    let after = eventually(WAIT, "sockgate's entry to leave", || {
+        get("tcproute", &ns, "r").filter(|r| entries_of(&r["status"]["parents"], &controller).is_empty())
+    })
+    .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    assert_eq!(entries_of(&after["status"]["parents"], "example.com/other").len(), 1, "{after}");
+    let _ = kubectl(&["delete", "gatewayclass", &other_class, "--ignore-not-found", "--wait=false"], None);
 }
 
 fn identity_backend(node: &GatewayNode) {

@@ -3,11 +3,13 @@
 //!
 //! Rules:
 //! - A policy whose fields do not parse (a bad CIDR, a negative or zero
-//!   duration, a target kind it cannot attach to) is Accepted=False/Invalid
-//!   and changes nothing.
+//!   duration) is Accepted=False/Invalid and changes nothing.
 //! - Each targetRef is one target: a Gateway, or one listener of it
-//!   (`sectionName`); a TCPRoute; a Service. A target that does not exist (or
-//!   is not a Gateway of sockgate's) gets Accepted=False/TargetNotFound.
+//!   (`sectionName`); a TCPRoute; a Service. A target that does not exist,
+//!   or of a kind the policy cannot attach to, gets
+//!   Accepted=False/TargetNotFound. A Gateway of another controller's class,
+//!   or a route attached only to such Gateways, gets no status from sockgate
+//!   at all: that target is the other controller's to judge.
 //! - Two policies setting the same field on one target conflict: the older
 //!   (creationTimestamp, then namespace/name) wins; the newer is
 //!   Accepted=False/Conflicted for that target and none of its fields apply there.
@@ -19,10 +21,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::age_order;
+use super::attach::parent_gateway;
 use super::config::{BackendPolicyConfig, DataplaneConfig, ListenerPolicyConfig, OutlierConfig};
 use super::status::{reasons, types, Condition, PolicyAncestor, PolicyKind};
 use crate::dataplane::xdp::Cidr;
-use crate::resources::gateway_api::GROUP as GATEWAY_GROUP;
+use crate::resources::gateway_api::{ParentReference, GROUP as GATEWAY_GROUP};
 use crate::resources::policies::{AncestorRef, BackendPolicySpec, ListenerPolicySpec};
 use crate::resources::{Gateway, ObjectKey, Snapshot};
 
@@ -173,6 +176,10 @@ fn judge<V: Clone>(
 /// `gateways` are sockgate's Gateways (policies attach to nothing else of that kind).
 pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane: &mut DataplaneConfig) -> BTreeMap<(PolicyKind, ObjectKey), Vec<PolicyAncestor>> {
     let mut statuses = BTreeMap::new();
+    // A route is sockgate's when one of its parentRefs names a Gateway of sockgate's.
+    let is_ours = |route: &ObjectKey, parents: &[ParentReference]| {
+        parents.iter().filter_map(|p| parent_gateway(route, p)).any(|g| gateways.iter().any(|(k, _)| **k == g))
+    };
 
     let listener_policies = snapshot
         .listener_policies
@@ -182,22 +189,24 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                 .spec
                 .target_refs
                 .iter()
-                .map(|t| {
+                .filter_map(|t| {
                     let gateway = ObjectKey::new(key.namespace.clone(), t.name.clone());
                     let wanted = match &t.section_name {
                         Some(section) => Target::Listener(gateway.clone(), section.clone()),
                         None => Target::Gateway(gateway.clone()),
                     };
                     if t.group != GATEWAY_GROUP || t.kind != "Gateway" {
-                        return Err((ancestor(&wanted).with_kind(&t.group, &t.kind), format!("a ListenerPolicy attaches to Gateways, not {}/{}", t.group, t.kind)));
+                        return Some(Err((ancestor(&wanted).with_kind(&t.group, &t.kind), format!("a ListenerPolicy attaches to Gateways, not {}/{}", t.group, t.kind))));
                     }
                     let found = gateways.iter().find(|(k, _)| **k == gateway).map(|(_, g)| g);
                     match (found, &t.section_name) {
-                        (None, _) => Err((ancestor(&wanted), format!("no Gateway {gateway} of sockgate's GatewayClasses"))),
+                        // Another controller's Gateway: its status is not ours to write.
+                        (None, _) if snapshot.gateways.contains_key(&gateway) => None,
+                        (None, _) => Some(Err((ancestor(&wanted), format!("no Gateway {gateway}")))),
                         (Some(g), Some(section)) if !g.spec.listeners.iter().any(|l| &l.name == section) => {
-                            Err((ancestor(&wanted), format!("Gateway {gateway} has no listener {section:?}")))
+                            Some(Err((ancestor(&wanted), format!("Gateway {gateway} has no listener {section:?}"))))
                         }
-                        _ => Ok(wanted),
+                        _ => Some(Ok(wanted)),
                     }
                 })
                 .collect();
@@ -220,18 +229,23 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                 .spec
                 .target_refs
                 .iter()
-                .map(|t| {
+                .filter_map(|t| {
                     let object = ObjectKey::new(key.namespace.clone(), t.name.clone());
-                    match (t.group.as_deref().unwrap_or(""), t.kind.as_str()) {
-                        (GATEWAY_GROUP, "TCPRoute") if snapshot.tcp_routes.contains_key(&object) => Ok(Target::Route(object)),
-                        (GATEWAY_GROUP, "TCPRoute") => Err((ancestor(&Target::Route(object.clone())), format!("no TCPRoute {object}"))),
+                    Some(match (t.group.as_deref().unwrap_or(""), t.kind.as_str()) {
+                        (GATEWAY_GROUP, "TCPRoute") => match snapshot.tcp_routes.get(&object) {
+                            Some(route) if is_ours(&object, &route.route.spec.parent_refs) => Ok(Target::Route(object)),
+                            // A route of other controllers' Gateways only: not ours to judge.
+                            Some(_) => return None,
+                            None => Err((ancestor(&Target::Route(object.clone())), format!("no TCPRoute {object}"))),
+                        },
+                        // A Service belongs to no controller: a policy on it applies wherever sockgate routes to it.
                         ("", "Service") if snapshot.services.contains_key(&object) => Ok(Target::Service(object)),
                         ("", "Service") => Err((ancestor(&Target::Service(object.clone())), format!("no Service {object}"))),
                         (group, kind) => Err((
                             ancestor(&Target::Service(object)).with_kind(group, kind),
                             format!("a BackendPolicy attaches to TCPRoutes and Services, not {group}/{kind}"),
                         )),
-                    }
+                    })
                 })
                 .collect();
             (key.clone(), &policy.metadata, backend_fields(&policy.spec), targets)

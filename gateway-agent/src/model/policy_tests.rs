@@ -129,3 +129,21 @@ fn a_backend_policy_for_a_missing_service_is_target_not_found() {
     assert_eq!(verdicts(&t, PolicyKind::Backend, "ghost"), ["Accepted=False/TargetNotFound"]);
     assert!(t.dataplane.listeners[&8088].backends.iter().all(|b| b.policy.retries.is_none()));
 }
+
+#[test]
+fn a_policy_on_another_controllers_gateway_or_route_gets_no_status_from_sockgate() {
+    let other = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: eg}\nspec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n---
+apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: envoy}\nspec:\n  gatewayClassName: eg\n  listeners: [{name: x, port: 9000, protocol: TCP}]\n---
+apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: theirs}\nspec:\n  parentRefs: [{name: envoy}]\n  rules: [{backendRefs: [{name: a, port: 1}]}]\n";
+    let t = translate_with(&[
+        other.to_string(),
+        listener_policy("on-envoy", 1, "[{group: gateway.networking.k8s.io, kind: Gateway, name: envoy}]", "  maxConnections: 1\n"),
+        backend_policy("on-their-route", 2, "[{group: gateway.networking.k8s.io, kind: TCPRoute, name: theirs}]", "  retries: {attempts: 2}\n"),
+        listener_policy("both", 3, "[{group: gateway.networking.k8s.io, kind: Gateway, name: envoy}, {group: gateway.networking.k8s.io, kind: Gateway, name: gw}]", "  idleTimeout: 5s\n"),
+    ]);
+    assert!(!t.status.policies.contains_key(&(PolicyKind::Listener, ObjectKey::new("default", "on-envoy"))));
+    assert!(!t.status.policies.contains_key(&(PolicyKind::Backend, ObjectKey::new("default", "on-their-route"))));
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "both"), ["Accepted=True/Accepted"], "only the target of sockgate's is judged");
+    assert_eq!(t.dataplane.listeners[&8088].policy.max_connections, None);
+    assert!(t.dataplane.listeners[&8088].backends.iter().all(|b| b.policy.retries.is_none()));
+}

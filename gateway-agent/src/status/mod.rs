@@ -3,4 +3,5 @@
 //! `gateway-agent status` prints it; Kubernetes mode will apply the same objects.
 pub mod lease;
 pub mod render;
+pub mod shared;
 pub mod writer;
