@@ -7,6 +7,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{bail, Context, Result};
 
 mod cluster;
+mod fuzz;
 mod soak;
 
 /// Debian packages a fresh machine of this kind lacks: Debian's rustc with a
@@ -19,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "netcat-openbsd", "curl", "socat",
     // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
     "golang-go",
+    "g++", // libFuzzer's C++ runtime, built by cargo fuzz (cargo xtask fuzz)
     // cargo xtask bench: the contenders, the load tools, DNAT, the chart and the profiler
     "iperf3", "haproxy", "nginx", "libnginx-mod-stream", "redis-server", "redis-tools",
     "iptables", "gnuplot-nox", "linux-perf",
@@ -33,11 +35,12 @@ fn main() -> ExitCode {
         Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("fuzz") => setup().and_then(|_| fuzz::run_from_args(&args[1..])),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
         Some("soak") => setup().and_then(|_| soak::soak(&args[1..])),
         Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [cargo test args]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [--fuzz-seconds N] [cargo test args]|fuzz [--seconds N] [TARGET...]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
@@ -62,6 +65,7 @@ fn setup() -> Result<()> {
     }
     install_apt_packages()?;
     install_bpf_linker()?;
+    fuzz::install_cargo_fuzz()?;
     mount_if_missing("bpf", "/sys/fs/bpf", "bpf")?;
     if !mounted_fs_type("cgroup2")? {
         std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
@@ -167,8 +171,11 @@ fn demo() -> Result<()> {
 }
 
 /// Every test, with the test API server up for the Kubernetes-mode tests, and
-/// down again afterwards whatever the outcome.
+/// down again afterwards whatever the outcome; then the fuzz targets, a
+/// bounded time each (`--fuzz-seconds N`, 0 skips them).
 fn test(extra: &[String]) -> Result<()> {
+    let (fuzz_seconds, extra) = fuzz::take_seconds(extra, "--fuzz-seconds", fuzz::TEST_SECONDS)?;
+    let extra = extra.as_slice();
     if let Err(e) = cluster::run(&["up".to_string()]) {
         // Leave no half-started daemon behind.
         let _ = cluster::run(&["down".to_string()]);
@@ -178,7 +185,7 @@ fn test(extra: &[String]) -> Result<()> {
         // The control-plane benchmark once, small and unmeasured (criterion's test mode), so it cannot rot.
         .and_then(|_| run(Command::new(cargo()).current_dir(root()).args(["test", "-p", "gateway-agent", "--bench", "control_plane"]), "the control-plane benchmark (test mode)"));
     let down = cluster::run(&["down".to_string()]);
-    tests.and(down)
+    tests.and(down).and_then(|_| fuzz::fuzz(fuzz::TARGETS, fuzz_seconds))
 }
 
 /// Measures the contenders side by side (optimized build) and the control
