@@ -315,6 +315,7 @@ fn soak(settings: &Settings, node: &mut GatewayNode, config: &mut Config, pin_di
     report.agent_peak_rss_kib = peak.rss_kib;
     let logs = node.agent.logs();
     report.agent_log_accept_failed = logs.matches("accept failed").count();
+    report.agent_log_first_accept_failures = logs.lines().filter(|l| l.contains("accept failed")).take(3).map(String::from).collect();
     report.agent_log_forwarding_failed = logs.matches("forwarding failed").count();
     report.agent_log_connections_stopped = logs.matches("connection stopped").count();
     report.agent_log_errors = logs.lines().filter(|l| l.contains(" ERROR ")).count();

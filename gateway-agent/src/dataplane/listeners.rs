@@ -23,7 +23,7 @@ use super::connections::{Connections, PausedConnection};
 use super::outliers::Outliers;
 use super::proxy_io;
 use super::path::{Carried, Control, DataPath, End, Outcome};
-use super::sockets::{accept_queued, connect, listen, reset};
+use super::sockets::{accept_queued, classify_accept_error, connect, listen, reset, AcceptError};
 use crate::model::config::{BackendPolicyConfig, DataplaneConfig, ListenerConfig};
 use crate::resources::ObjectKey;
 
@@ -82,11 +82,14 @@ impl Drop for Served {
         // completing them 1.3 s later). A drained or handed-over listener has
         // no socket here any more and is not touched. Dropping `config` tells
         // every connection of this listener to stop.
-        if let Some(socket) = &self.socket {
-            let _ = socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Read);
-        }
+        // The task is told first, so that the shutdown's wake-up finds it
+        // cancelled; if it is mid-poll on another thread it sees EINVAL from
+        // accept and ends quietly (`AcceptError::ListenerClosed`).
         if let Some(task) = &self.accept_task {
             task.abort();
+        }
+        if let Some(socket) = &self.socket {
+            let _ = socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Read);
         }
     }
 }
@@ -396,12 +399,22 @@ async fn accept_loop(socket: Arc<TcpListener>, context: Context, picker: Arc<std
     loop {
         let (client, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: back off rather than spin; the listener stays.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::ClientGone => {
+                    tracing::debug!(port = context.port, error = %e, "a connection failed before it was accepted");
+                    continue;
+                }
+                AcceptError::ListenerClosed => {
+                    tracing::debug!(port = context.port, "listener shut down: accept loop ends");
+                    return;
+                }
+                AcceptError::Resources => {
+                    // EMFILE and friends: back off rather than spin; the listener stays.
+                    tracing::warn!(port = context.port, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
         admit(client, peer, &context, &picker);
     }

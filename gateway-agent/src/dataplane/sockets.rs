@@ -43,6 +43,32 @@ pub fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// What an `accept(2)` error means for the accept loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AcceptError {
+    /// One client's connection failed between its handshake and the accept
+    /// (it reset, or the network went away): accept(2) reports that connection's
+    /// error, the man page says to treat these like EAGAIN. Accept the next one.
+    ClientGone,
+    /// The listening socket was shut down (EINVAL): this agent removed the
+    /// listener and the loop is about to be cancelled. Stop quietly.
+    ListenerClosed,
+    /// Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or
+    /// anything unexpected: worth a warning, and a pause before trying again.
+    Resources,
+}
+
+pub fn classify_accept_error(error: &io::Error) -> AcceptError {
+    match error.raw_os_error() {
+        Some(
+            libc::ECONNABORTED | libc::EPROTO | libc::ENETDOWN | libc::ENOPROTOOPT | libc::EHOSTDOWN | libc::ENONET | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP | libc::ENETUNREACH | libc::EPERM | libc::EINTR,
+        ) => AcceptError::ClientGone,
+        Some(libc::EINVAL) => AcceptError::ListenerClosed,
+        _ => AcceptError::Resources,
+    }
+}
+
 /// Accepts whatever sits in `listener`'s accept queue now, without waiting:
 /// what a closing listener still owes to clients whose handshake completed.
 pub fn accept_queued(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
@@ -61,5 +87,28 @@ pub fn accept_queued(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
             // WouldBlock: the queue is empty. Anything else: nothing more to take.
             Err(_) => return accepted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_on_a_listener_this_agent_shut_down_is_listener_closed_not_a_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        SockRef::from(&listener).shutdown(std::net::Shutdown::Read).unwrap();
+        let error = listener.accept().unwrap_err();
+        assert_eq!(classify_accept_error(&error), AcceptError::ListenerClosed, "{error}");
+    }
+
+    #[test]
+    fn a_clients_early_reset_is_skipped_and_running_out_of_descriptors_is_a_failure() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(classify_accept_error(&os(libc::ECONNABORTED)), AcceptError::ClientGone);
+        assert_eq!(classify_accept_error(&os(libc::EPROTO)), AcceptError::ClientGone);
+        assert_eq!(classify_accept_error(&os(libc::EMFILE)), AcceptError::Resources);
+        assert_eq!(classify_accept_error(&os(libc::ENFILE)), AcceptError::Resources);
+        assert_eq!(classify_accept_error(&os(libc::ENOBUFS)), AcceptError::Resources);
     }
 }

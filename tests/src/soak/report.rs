@@ -82,6 +82,7 @@ pub struct Report {
     pub kernel_main_bytes_from_clients: u64,
     pub kernel_main_bytes_to_clients: u64,
     pub agent_log_accept_failed: usize,
+    pub agent_log_first_accept_failures: Vec<String>,
     pub agent_log_forwarding_failed: usize,
     pub agent_log_connections_stopped: usize,
     pub agent_log_errors: usize,
@@ -162,7 +163,7 @@ impl Report {
                 self.kernel_main_bytes_from_clients, self.kernel_main_bytes_to_clients, self.bytes_sent_main
             ),
         );
-        check(self.agent_log_accept_failed == 0, format!("the agent logged {} accept failures (descriptors ran out?)", self.agent_log_accept_failed));
+        check(self.agent_log_accept_failed == 0, format!("the agent logged {} accept failures, the first: {:?}", self.agent_log_accept_failed, self.agent_log_first_accept_failures));
         check(self.agent_log_errors == 0, format!("the agent logged {} errors, the first: {:?}", self.agent_log_errors, self.agent_log_first_errors));
         check(self.agent_log_forwarding_failed == 0, format!("the agent logged {} forwarding failures", self.agent_log_forwarding_failed));
         let needed = s.connections as u64 * s.descriptors_per_connection();
