@@ -111,10 +111,11 @@ fn measured_pass(scale: &Scale) -> Result<(serde_json::Value, State)> {
     let started = Instant::now();
     maps.sync(&after.dataplane)?;
     let change_sync_seconds = started.elapsed().as_secs_f64();
-    let pinned = gateway_agent::dataplane::kernel::read_pinned(maps.pin_dir())?;
-    let expected = gateway_agent::dataplane::kernel::backend_entries(&after.dataplane);
-    ensure!(pinned.listeners.len() == scale.routes(), "LISTENERS holds {} entries", pinned.listeners.len());
-    ensure!(pinned.backends == expected, "BACKENDS differs from the changed configuration");
+    check_pinned(&maps, &after.dataplane, scale)?;
+    // And back: the in-memory diff must leave the maps exactly as a fresh sync would.
+    maps.sync(&translation.dataplane)?;
+    check_pinned(&maps, &translation.dataplane, scale)?;
+    maps.sync(&after.dataplane)?;
 
     let memory = serde_json::json!({
         "scale": scale.describe(),
@@ -136,6 +137,24 @@ fn measured_pass(scale: &Scale) -> Result<(serde_json::Value, State)> {
             maps,
         },
     ))
+}
+
+/// The pinned maps hold exactly `config`: every BACKENDS entry, and each
+/// listener's entry counting its own backends.
+fn check_pinned(maps: &maps::Maps, config: &DataplaneConfig, scale: &Scale) -> Result<()> {
+    let pinned = gateway_agent::dataplane::kernel::read_pinned(maps.pin_dir())?;
+    let expected = gateway_agent::dataplane::kernel::backend_entries(config);
+    ensure!(pinned.listeners.len() == scale.routes(), "LISTENERS holds {} entries", pinned.listeners.len());
+    ensure!(pinned.backends == expected, "BACKENDS differs from the configuration synced");
+    let mut counts = std::collections::BTreeMap::new();
+    for key in expected.keys() {
+        *counts.entry(key.port).or_insert(0u32) += 1;
+    }
+    for (port, info) in &pinned.listeners {
+        let count = counts.get(port).copied().unwrap_or(0);
+        ensure!(info.backends == count, "LISTENERS says port {port} has {} backends, BACKENDS holds {count}", info.backends);
+    }
+    Ok(())
 }
 
 fn timed(criterion: &mut Criterion, state: State) {

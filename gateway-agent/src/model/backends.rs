@@ -1,8 +1,9 @@
 //! Backend resolution: a route's backendRefs → weighted groups of ready endpoints.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::BackendGroup;
@@ -19,10 +20,35 @@ pub struct RefProblem {
     pub message: String,
 }
 
+/// The snapshot's EndpointSlices by the Service they belong to, built once per
+/// translation: looking them up per backendRef by scanning every slice made
+/// translation quadratic (2.6 s at 10,000 routes; see BENCHMARKS.md).
+pub struct Backends<'a> {
+    snapshot: &'a Snapshot,
+    slices: BTreeMap<ObjectKey, Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> Backends<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Self {
+        let mut slices: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+        for (key, slice) in &snapshot.endpoint_slices {
+            if let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                slices.entry(ObjectKey::new(key.namespace.clone(), service.clone())).or_default().push(slice);
+            }
+        }
+        Backends { snapshot, slices }
+    }
+
+    /// See [`resolve`].
+    pub fn resolve(&self, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
+        resolve(self, route, refs)
+    }
+}
+
 /// Resolves every backendRef of every rule; problems come back beside the groups
 /// (an unresolvable ref still gets a group, without endpoints, so its share of
 /// connections is reset rather than silently given to the others).
-pub fn resolve(snapshot: &Snapshot, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
+fn resolve(backends: &Backends, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
     let mut groups = Vec::new();
     let mut problems = Vec::new();
     for backend in refs {
@@ -30,7 +56,7 @@ pub fn resolve(snapshot: &Snapshot, route: &ObjectKey, refs: &[&BackendRef]) -> 
         let port = backend.port.unwrap_or(0);
         let name = format!("{namespace}/{}:{port}", backend.name);
         let weight = backend.weight.unwrap_or(1).clamp(0, i32::MAX) as u32;
-        let endpoints = match resolve_one(snapshot, route, backend, &namespace) {
+        let endpoints = match resolve_one(backends, route, backend, &namespace) {
             Ok(endpoints) => endpoints,
             Err(problem) => {
                 problems.push(problem);
@@ -43,7 +69,8 @@ pub fn resolve(snapshot: &Snapshot, route: &ObjectKey, refs: &[&BackendRef]) -> 
     (groups, problems)
 }
 
-fn resolve_one(snapshot: &Snapshot, route: &ObjectKey, backend: &BackendRef, namespace: &str) -> Result<Vec<SocketAddr>, RefProblem> {
+fn resolve_one(backends: &Backends, route: &ObjectKey, backend: &BackendRef, namespace: &str) -> Result<Vec<SocketAddr>, RefProblem> {
+    let snapshot = backends.snapshot;
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
@@ -68,7 +95,8 @@ fn resolve_one(snapshot: &Snapshot, route: &ObjectKey, backend: &BackendRef, nam
             message: format!("Service {service_key} has no TCP port {}", backend.port.unwrap_or(0)),
         });
     };
-    Ok(ready_endpoints(snapshot, &service_key, port))
+    let slices = backends.slices.get(&service_key).map(Vec::as_slice).unwrap_or_default();
+    Ok(ready_endpoints(slices, port))
 }
 
 fn service_port(service: &Service, port: i32) -> Option<&ServicePort> {
@@ -107,7 +135,7 @@ fn reference_granted(snapshot: &Snapshot, from_namespace: &str, to_namespace: &s
 /// An EndpointSlice names its ports after the Service's ports and carries the
 /// resolved target port, so a named `targetPort` works; a slice without ports
 /// falls back to a numeric targetPort. `ready` absent counts as ready (API docs).
-fn ready_endpoints(snapshot: &Snapshot, service: &ObjectKey, port: &ServicePort) -> Vec<SocketAddr> {
+fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddr> {
     let port_name = port.name.clone().unwrap_or_default();
     let numeric_target = match &port.target_port {
         Some(IntOrString::Int(n)) => Some(*n),
@@ -115,11 +143,7 @@ fn ready_endpoints(snapshot: &Snapshot, service: &ObjectKey, port: &ServicePort)
         None => Some(port.port),
     };
     let mut found = BTreeSet::new();
-    let slices = snapshot.endpoint_slices.iter().filter(|(key, slice)| {
-        key.namespace == service.namespace
-            && slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&service.name)
-    });
-    for (_, slice) in slices {
+    for slice in slices {
         if slice.address_type == "FQDN" {
             continue;
         }

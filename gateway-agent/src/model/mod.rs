@@ -75,9 +75,14 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         .collect();
     gateways.sort_by_key(|(k, g)| age_order(&g.metadata, k));
     let verdicts = listeners::judge(&gateways);
-    let verdicts_of = |gateway: &ObjectKey| -> Vec<&listeners::ListenerVerdict> {
-        verdicts.iter().filter(|v| &v.gateway == gateway).collect()
-    };
+    // By Gateway, once: filtering all verdicts for each route's parent was quadratic.
+    let mut verdicts_by_gateway: BTreeMap<&ObjectKey, Vec<&listeners::ListenerVerdict>> = BTreeMap::new();
+    for verdict in &verdicts {
+        verdicts_by_gateway.entry(&verdict.gateway).or_default().push(verdict);
+    }
+    let verdicts_of = |gateway: &ObjectKey| -> &[&listeners::ListenerVerdict] { verdicts_by_gateway.get(gateway).map(Vec::as_slice).unwrap_or_default() };
+    let gateway_by_key: BTreeMap<&ObjectKey, &Gateway> = gateways.iter().copied().collect();
+    let backends = backends::Backends::new(snapshot);
 
     // Routes, oldest first: the first to attach to a listener gets its traffic.
     let mut routes: Vec<_> = snapshot.tcp_routes.iter().collect();
@@ -108,7 +113,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
                 format!("TCPRoute rules have no matches to choose between them: rule 1 is used, rules 2 to {} are dropped", route.spec.rules.len()),
             )
         });
-        let (groups, problems) = backends::resolve(snapshot, route_key, &refs);
+        let (groups, problems) = backends.resolve(route_key, &refs);
         let resolved_refs = match problems.first() {
             None => Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""),
             Some(first) => Condition::new(
@@ -121,7 +126,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         let mut parents = Vec::new();
         for parent in &route.spec.parent_refs {
             let Some(gateway_key) = parent_gateway(route_key, parent) else { continue };
-            let Some((_, gateway)) = gateways.iter().find(|(k, _)| **k == gateway_key) else {
+            let Some(gateway) = gateway_by_key.get(&gateway_key) else {
                 continue; // not a Gateway of ours: another controller's business
             };
             let accepted = match attach(
