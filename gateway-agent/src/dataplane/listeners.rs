@@ -346,19 +346,13 @@ impl ListenerSet {
     /// connections finish on their own until `deadline`, then are reset.
     pub async fn drain(&mut self, deadline: Duration) -> Drained {
         let mut drained = Drained::default();
-        for (port, served) in self.served.iter_mut() {
+        let ports: Vec<u16> = self.served.keys().copied().collect();
+        for port in ports {
+            let Some(served) = self.served.get_mut(&port) else { continue };
             served.stop_accepting().await;
             let Some(socket) = served.socket.take() else { continue };
-            let context = Context {
-                port: *port,
-                config: served.config.subscribe(),
-                counters: served.counters.clone(),
-                outliers: served.outliers.clone(),
-                path: self.path.clone(),
-                connect_timeout: self.connect_timeout,
-                connections: self.connections.clone(),
-                capacity: connection_cap(self.path.as_ref()),
-            };
+            let served = &self.served[&port];
+            let context = self.context(port, served);
             for (client, peer) in accept_queued(&socket) {
                 drained.accepted_at_close += 1;
                 admit(client, peer, &context, &served.picker);
