@@ -93,19 +93,24 @@ impl KernelListeners {
     /// Makes `LISTENERS` and `BACKENDS` hold exactly what `config` says, as a diff.
     pub fn sync(&mut self, config: &DataplaneConfig) -> anyhow::Result<()> {
         let desired = backend_entries(config);
-        let result = match self.synced_backends.take() {
-            Some(previous) => self.write_diff(config, &previous, &desired),
-            None => self.reconcile(config, &desired),
-        };
+        let result = self.write_diff(config, &desired);
         // After a failure the maps are somewhere between the two: read them next time.
-        if result.is_ok() {
-            self.synced_backends = Some(desired);
-        }
+        self.synced_backends = result.is_ok().then_some(desired);
         result
     }
 
-    /// Writes what changed since `previous`, without reading the maps.
-    fn write_diff(&mut self, config: &DataplaneConfig, previous: &BTreeMap<BackendKey, BackendEntry>, desired: &BTreeMap<BackendKey, BackendEntry>) -> anyhow::Result<()> {
+    /// Writes what differs from what the maps hold: remembered from the last
+    /// sync, or read from the maps on the first sync or after a failed one.
+    fn write_diff(&mut self, config: &DataplaneConfig, desired: &BTreeMap<BackendKey, BackendEntry>) -> anyhow::Result<()> {
+        let (previous, ports, rewrite_listeners) = match self.synced_backends.take() {
+            Some(previous) => (previous, self.written.keys().copied().collect(), false),
+            None => {
+                let backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(self.ebpf.map(BACKENDS_MAP).context("BACKENDS map")?)?;
+                let listeners: HashMap<_, ListenerPort, ListenerInfo> = HashMap::try_from(self.ebpf.map(LISTENERS_MAP).context("LISTENERS map")?)?;
+                let ports: Vec<ListenerPort> = listeners.keys().filter_map(Result::ok).collect();
+                (backends.iter().filter_map(Result::ok).collect(), ports, true)
+            }
+        };
         let mut backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(self.ebpf.map_mut(BACKENDS_MAP).context("BACKENDS map")?)?;
         for key in previous.keys().filter(|k| !desired.contains_key(k)) {
             backends.remove(key)?;
@@ -115,25 +120,8 @@ impl KernelListeners {
                 backends.insert(key, entry, 0)?;
             }
         }
-        let stale: Vec<ListenerPort> = self.written.keys().copied().filter(|port| !config.listeners.contains_key(&(*port as u16))).collect();
-        self.write_listeners(config, desired, stale, false)
-    }
-
-    /// Reads both maps and makes them match (the first sync, or after a failure).
-    fn reconcile(&mut self, config: &DataplaneConfig, desired: &BTreeMap<BackendKey, BackendEntry>) -> anyhow::Result<()> {
-        let mut backends: HashMap<_, BackendKey, BackendEntry> = HashMap::try_from(self.ebpf.map_mut(BACKENDS_MAP).context("BACKENDS map")?)?;
-        let present: Vec<BackendKey> = backends.keys().filter_map(Result::ok).collect();
-        for key in present.iter().filter(|k| !desired.contains_key(k)) {
-            backends.remove(key)?;
-        }
-        for (key, entry) in desired {
-            if backends.get(key, 0).ok().as_ref() != Some(entry) {
-                backends.insert(key, entry, 0)?;
-            }
-        }
-        let listeners: HashMap<_, ListenerPort, ListenerInfo> = HashMap::try_from(self.ebpf.map(LISTENERS_MAP).context("LISTENERS map")?)?;
-        let stale: Vec<ListenerPort> = listeners.keys().filter_map(Result::ok).filter(|port| !config.listeners.contains_key(&(*port as u16))).collect();
-        self.write_listeners(config, desired, stale, true)
+        let stale = ports.into_iter().filter(|port| !config.listeners.contains_key(&(*port as u16))).collect();
+        self.write_listeners(config, desired, stale, rewrite_listeners)
     }
 
     /// Removes `stale` ports from `LISTENERS` and writes each listener's entry
