@@ -68,6 +68,15 @@ fn next_report<T>(rx: &mpsc::Receiver<Option<T>>) -> T {
     }
 }
 
+/// A bpffs pin directory of the test's own, removed with whatever is in it.
+struct PinDirRemovedOnDrop(String);
+
+impl Drop for PinDirRemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The next report with a payload, if one comes within `timeout`.
 fn next_report_within<T>(rx: &mpsc::Receiver<Option<T>>, timeout: Duration) -> Option<T> {
     let deadline = std::time::Instant::now() + timeout;
@@ -169,6 +178,9 @@ fn a_listener_behind_a_proxy_protocol_balancer_judges_and_forwards_the_address_f
 #[test]
 fn xdp_drops_a_denied_clients_packets_counts_them_and_a_policy_change_applies_without_a_restart() {
     let pin_dir = format!("/sys/fs/bpf/{}", unique_name("sockgate-test"));
+    // Declared before the agent, so dropped after it: its pins go even when
+    // the agent is killed rather than stopped cleanly (CI runs left them).
+    let _pins = PinDirRemovedOnDrop(pin_dir.clone());
     let deny = |fields: &str| {
         documents(&[
             gateway(&[("guarded", 9000), ("open", 9001)]),
