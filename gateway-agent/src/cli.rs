@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// repeat or comma-separate). Without any, clientCidrs are enforced at accept.
     #[arg(long = "xdp-interface", env = "SOCKGATE_XDP_INTERFACES", value_delimiter = ',')]
     pub xdp_interfaces: Vec<String>,
+    /// Interfaces the kernel TCP splice (`--dataplane ebpf`) attaches to, on
+    /// ingress: where clients' and backends' segments arrive (repeat or
+    /// comma-separate). Default: every interface that is up, but loopback.
+    #[arg(long = "splice-interface", env = "SOCKGATE_SPLICE_INTERFACES", value_delimiter = ',')]
+    pub splice_interfaces: Vec<String>,
     /// Unix socket where a running agent hands its sockets and connections to a
     /// starting one (takeover on upgrade); a starting agent asks here first.
     #[arg(long, default_value = crate::takeover::DEFAULT_SOCKET)]

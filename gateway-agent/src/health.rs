@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::dataplane::kernel_splice::SpliceReport;
 use crate::dataplane::listeners::{ListenerCounters, ListenerSet};
 
 /// A metric: name, type, help text, and how to read it from a listener's counters.
@@ -20,6 +21,7 @@ pub struct Health {
     counters: Mutex<BTreeMap<u16, Arc<ListenerCounters>>>,
     /// XDP drops per listener port: (packets, bytes).
     xdp_drops: Mutex<BTreeMap<u16, (u64, u64)>>,
+    splice: Mutex<Option<SpliceReport>>,
 }
 
 impl Health {
@@ -27,6 +29,10 @@ impl Health {
     pub fn publish(&self, listeners: &ListenerSet) {
         *self.counters.lock().unwrap() = listeners.counters();
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn publish_splice(&self, report: SpliceReport) {
+        *self.splice.lock().unwrap() = Some(report);
     }
 
     pub fn publish_xdp_drops(&self, drops: BTreeMap<u16, (u64, u64)>) {
@@ -55,6 +61,9 @@ impl Health {
                 let _ = writeln!(out, "{name}{{port=\"{port}\"}} {}", value(c));
             }
         }
+        if let Some(report) = self.splice.lock().unwrap().as_ref() {
+            write_splice(&mut out, report);
+        }
         let drops = self.xdp_drops.lock().unwrap();
         if !drops.is_empty() {
             let name = "sockgate_xdp_dropped_packets_total";
@@ -64,6 +73,36 @@ impl Health {
             }
         }
         out
+    }
+}
+
+/// The kernel splice's counters (kernel-forwarded bytes are read from its
+/// per-listener map, so they grow while connections live).
+fn write_splice(out: &mut String, report: &SpliceReport) {
+    fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    header(out, "sockgate_kernel_splice_connections_total", "counter", "Connections handed to the kernel TCP splice.");
+    let _ = writeln!(out, "sockgate_kernel_splice_connections_total {}", report.spliced);
+    header(out, "sockgate_kernel_splice_handovers_total", "counter", "Handovers by how they went: quiet (nothing in flight) or held (peers held back by a zero window).");
+    let _ = writeln!(out, "sockgate_kernel_splice_handovers_total{{kind=\"quiet\"}} {}", report.quiet_handovers);
+    let _ = writeln!(out, "sockgate_kernel_splice_handovers_total{{kind=\"held\"}} {}", report.held_handovers);
+    let _ = writeln!(out, "# HELP sockgate_kernel_splice_fallbacks_total Connections kept on splice(2), by reason.\n# TYPE sockgate_kernel_splice_fallbacks_total counter");
+    for (reason, n) in &report.refused {
+        let _ = writeln!(out, "sockgate_kernel_splice_fallbacks_total{{reason=\"{}\"}} {n}", reason.name());
+    }
+    let _ = writeln!(out, "# HELP sockgate_kernel_splice_flow_entries Entries in the FLOWS map (two per spliced connection).\n# TYPE sockgate_kernel_splice_flow_entries gauge");
+    let _ = writeln!(out, "sockgate_kernel_splice_flow_entries {}", report.flow_entries);
+    for (name, help, value) in [
+        ("sockgate_kernel_splice_bytes_from_clients_total", "TCP payload bytes the kernel splice forwarded from clients.", (|s: &gateway_common::SpliceStats| s.bytes_from_clients) as fn(&gateway_common::SpliceStats) -> u64),
+        ("sockgate_kernel_splice_bytes_to_clients_total", "TCP payload bytes the kernel splice forwarded to clients.", |s| s.bytes_to_clients),
+        ("sockgate_kernel_splice_packets_from_clients_total", "Segments the kernel splice forwarded from clients.", |s| s.packets_from_clients),
+        ("sockgate_kernel_splice_packets_to_clients_total", "Segments the kernel splice forwarded to clients.", |s| s.packets_to_clients),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (port, stats) in &report.per_listener {
+            let _ = writeln!(out, "{name}{{port=\"{port}\"}} {}", value(stats));
+        }
     }
 }
 

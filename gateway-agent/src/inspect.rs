@@ -6,12 +6,16 @@ use serde_json::{json, Value};
 
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::dataplane::kernel::{read_pinned, PinnedView};
+use crate::dataplane::kernel_splice::read_pinned_flows;
 use crate::dataplane::xdp::read_pinned_stats;
+use gateway_common::{FlowEntry, FlowKey};
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     let view = read_pinned(&args.bpf_pin_dir)?;
     // The XDP client filter's counters, when an agent runs one (--xdp-interface).
     let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
+    // Connections the kernel splice carries, when the agent runs it (--dataplane ebpf).
+    let flows = read_pinned_flows(&args.bpf_pin_dir).map(|entries| flow_table(&entries)).unwrap_or_default();
     match args.output {
         OutputFormat::Json => {
             let mut json = to_json(&view);
@@ -21,6 +25,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
                     listener["xdpDroppedBytes"] = stats.dropped_bytes.into();
                 }
             }
+            json["splicedConnections"] = flows.iter().map(Flow::to_json).collect();
             println!("{}", serde_json::to_string_pretty(&json)?)
         }
         OutputFormat::Text => {
@@ -28,15 +33,87 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
             for (port, stats) in &xdp {
                 println!("  XDP filter, port {port}: {} packets ({} bytes) from denied clients dropped, {} passed", stats.dropped_packets, stats.dropped_bytes, stats.passed_packets);
             }
+            if !flows.is_empty() {
+                println!("connections in the kernel splice ({}):", flows.len());
+                println!("  {:<24} {:>8}  {:<24} {:>14} {:>14} {:>8}  state", "client", "listener", "backend", "bytes up", "bytes down", "age");
+                for flow in &flows {
+                    println!(
+                        "  {:<24} {:>8}  {:<24} {:>14} {:>14} {:>7.1}s  {}",
+                        flow.client, flow.listener, flow.backend, flow.up.bytes, flow.down.bytes, flow.age_seconds, flow.state()
+                    );
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// One spliced connection: its two FLOWS entries, paired.
+struct Flow {
+    client: std::net::SocketAddr,
+    listener: u32,
+    backend: std::net::SocketAddr,
+    up: FlowEntry,
+    down: FlowEntry,
+    age_seconds: f64,
+}
+
+impl Flow {
+    fn state(&self) -> &'static str {
+        match (self.up.state, self.up.rst | self.down.rst, self.up.fin, self.down.fin) {
+            (gateway_common::FLOW_SPLICED, 0, 0, 0) => "spliced",
+            (gateway_common::FLOW_SPLICED, 0, 1, 1) => "closed (both FINs)",
+            (gateway_common::FLOW_SPLICED, 0, _, _) => "half-closed",
+            (gateway_common::FLOW_SPLICED, _, _, _) => "reset",
+            _ => "handing over",
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "client": self.client.to_string(),
+            "listenerPort": self.listener,
+            "backend": self.backend.to_string(),
+            "state": self.state(),
+            "bytesClientToBackend": self.up.bytes,
+            "bytesBackendToClient": self.down.bytes,
+            "packetsClientToBackend": self.up.packets,
+            "packetsBackendToClient": self.down.packets,
+            "ageSeconds": self.age_seconds,
+        })
+    }
+}
+
+/// Pairs each client leg (keyed by the client's segments to the listener
+/// port) with the backend leg its translation sends to.
+fn flow_table(entries: &[(FlowKey, FlowEntry)]) -> Vec<Flow> {
+    let now = crate::dataplane::kernel_splice::monotonic_ns();
+    let by_key: std::collections::BTreeMap<FlowKey, FlowEntry> = entries.iter().copied().collect();
+    let mut flows: Vec<Flow> = entries
+        .iter()
+        .filter(|(key, entry)| u32::from(key.dst_port) == entry.listener_port)
+        .map(|(key, up)| {
+            let backend_key = FlowKey { src_addr: up.out_dst_addr, dst_addr: up.out_src_addr, src_port: up.out_dst_port, dst_port: up.out_src_port };
+            let down = by_key.get(&backend_key).copied().unwrap_or_default();
+            Flow {
+                client: std::net::SocketAddr::new(address(key.src_addr), key.src_port),
+                listener: up.listener_port,
+                backend: std::net::SocketAddr::new(address(up.out_dst_addr), up.out_dst_port),
+                up: *up,
+                down,
+                age_seconds: if up.spliced_at_ns == 0 { 0.0 } else { now.saturating_sub(up.spliced_at_ns) as f64 / 1e9 },
+            }
+        })
+        .collect();
+    flows.sort_by_key(|f| (f.listener, f.client));
+    flows
 }
 
 fn path_name(code: u32) -> &'static str {
     match code {
         gateway_common::PATH_COPY => "copy",
         gateway_common::PATH_SPLICE => "splice",
+        gateway_common::PATH_KERNEL => "ebpf",
         _ => "unknown",
     }
 }

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::cli::{AfterHandover, RunArgs};
 use crate::dataplane::listeners::ListenerSet;
 use crate::dataplane::xdp::{ClientCidrs, XdpFilter};
-use crate::dataplane::{kernel::KernelListeners, load_kernel, select_path};
+use crate::dataplane::{kernel::KernelListeners, load_kernel, select_path, KernelSpliceSettings};
 use crate::health::Health;
 use crate::model::config::DataplaneConfig;
 use crate::model::status::StatusReport;
@@ -42,7 +42,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // done (hundreds of milliseconds on a busy node), so a restart serves at once.
     let (mode, pin_dir, cgroup) = (args.dataplane, args.bpf_pin_dir.clone(), args.cgroup.clone());
     let kernel_loading = tokio::task::spawn_blocking(move || load_kernel(mode, &pin_dir, cgroup.as_deref()));
-    let (path, path_reason) = select_path(args.dataplane).await?;
+    let splice_settings = KernelSpliceSettings { pin_dir: args.bpf_pin_dir.clone(), interfaces: args.splice_interfaces.clone() };
+    let (path, path_reason) = select_path(args.dataplane, &splice_settings).await?;
     tracing::info!(path = path.name(), "data path: {path_reason}");
     let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&path), args.connect_timeout);
     tracing::info!(capacity = listeners.capacity(), "connections this agent takes at most, all listeners together (its open-files limit allows no more)");
@@ -384,6 +385,9 @@ impl Applier {
     fn tick(&mut self) {
         self.listeners.retry_unbound();
         self.publish_activity();
+        if let Some(report) = self.listeners.splice_report() {
+            self.health.publish_splice(report);
+        }
         if let Some(xdp) = &self.xdp {
             match xdp.drops() {
                 Ok(drops) => self.health.publish_xdp_drops(drops),

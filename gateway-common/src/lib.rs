@@ -170,6 +170,128 @@ pub const MAX_CLIENT_CIDRS: u32 = 1 << 20;
 /// Upper bound on node addresses the filter applies to.
 pub const MAX_NODE_ADDRESSES: u32 = 4096;
 
+// ---------------------------------------------------------------------------
+// The kernel TCP splice (`sockgate_tcp_splice`, TC ingress on the node's
+// interfaces): after the agent set a connection up, each of its two legs'
+// 4-tuples has an entry in `FLOWS` that says how to rewrite a segment
+// arriving on that leg into a segment of the other leg, and the program
+// forwards it there. The node's TCP stack never sees the flow again.
+// ---------------------------------------------------------------------------
+
+/// A key of `FLOWS`: a segment's addresses and ports as it arrives at the node
+/// (source = the peer, destination = the node). IPv4 as IPv4-mapped; ports in
+/// host byte order, so bpftool prints the numbers a person expects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// `FlowEntry::state`: segments of the leg pass to the node's stack; the
+/// program only records the peer's timestamp (set-up, before a handover).
+pub const FLOW_RECORD: u32 = 1;
+/// Handover in progress: segments still reach the stack, and every segment
+/// the gateway sends on the leg advertises a zero window (the TC egress
+/// program), so the peer stops sending new data while the gateway's queues
+/// drain.
+pub const FLOW_HOLD: u32 = 2;
+/// Spliced: every segment is rewritten to the other leg and forwarded.
+pub const FLOW_SPLICED: u32 = 3;
+
+/// One leg of a spliced connection: how to translate a segment arriving on it
+/// (written by the agent) and what the program saw of it (written by the program).
+///
+/// Sequence spaces: every field ending in `_delta` is added, modulo 2^32, to
+/// the segment's field of that name. `seq_delta` maps this sender's sequence
+/// numbers to the ones the other leg's receiver expects; `ack_delta` maps the
+/// acknowledgement (and SACK block edges, which live in the same space).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub state: u32,
+    /// The listener port the connection came in on (for per-listener counters).
+    pub listener_port: u32,
+    /// The other leg's 4-tuple as its segments must carry it (source = node).
+    pub out_src_addr: [u8; 16],
+    pub out_dst_addr: [u8; 16],
+    pub out_src_port: u16,
+    pub out_dst_port: u16,
+    pub seq_delta: u32,
+    pub ack_delta: u32,
+    pub tsval_delta: u32,
+    pub tsecr_delta: u32,
+    /// The window field arrives scaled by `window_shift_in` (this sender's
+    /// scale) and leaves scaled by `window_shift_out` (the other receiver's
+    /// view of the node's scale): `w' = min(65535, (w << in) >> out)`, which
+    /// rounds down and so never offers more than the receiver did.
+    pub window_shift_in: u8,
+    pub window_shift_out: u8,
+    /// 1 when the node's leg toward this sender is IPv6.
+    pub ipv6: u8,
+    pub _pad0: u8,
+    /// The interface the other leg's segments leave by (written by the agent:
+    /// the one that leg's own segments arrived on, as the program recorded).
+    pub out_ifindex: u32,
+    /// The interface this leg's segments arrive on (written by the program).
+    pub in_ifindex: u32,
+    /// Set by the agent: CLOCK_MONOTONIC nanoseconds at the handover (bpf_ktime_get_ns's clock).
+    pub spliced_at_ns: u64,
+    // --- written by the program ---
+    /// Segments and TCP payload bytes forwarded from this sender.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Segments with data that arrived while in FLOW_HOLD (sent before the
+    /// peer saw the zero window; the gateway delivered them).
+    pub held_drops: u64,
+    /// Segments that could not be forwarded (no route to the other leg).
+    pub unroutable: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the last segment from this sender.
+    pub last_seen_ns: u64,
+    /// The last TSval this sender sent (valid when `ts_seen` is 1): the agent
+    /// derives the timestamp offsets from it, so PAWS holds on both legs.
+    pub peer_tsval: u32,
+    pub ts_seen: u32,
+    /// This sender's next sequence number after its last segment (seq + payload
+    /// + FIN), and the last acknowledgement it sent, both untranslated: what a
+    /// reset toward this sender must carry to be accepted.
+    pub next_seq: u32,
+    pub last_ack: u32,
+    /// 1 once this sender sent a FIN / a RST.
+    pub fin: u32,
+    pub rst: u32,
+    /// The window field of this sender's last segment, as sent (its own scale).
+    pub peer_window: u32,
+    /// Segments dropped because their TCP options are in a layout the
+    /// program does not read (it rewrites timestamps and SACK blocks in the
+    /// layout every common stack sends: NOP NOP TS, NOP NOP SACK).
+    pub unreadable_options: u32,
+}
+
+/// Per-listener totals of the kernel splice (`SPLICE_STATS`, per CPU; readers
+/// sum the CPUs' values): segments and payload bytes each way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    pub packets_from_clients: u64,
+    pub bytes_from_clients: u64,
+    pub packets_to_clients: u64,
+    pub bytes_to_clients: u64,
+}
+
+pub const FLOWS_MAP: &str = "FLOWS";
+pub const SPLICE_STATS_MAP: &str = "SPLICE_STATS";
+pub const TCP_SPLICE_PROGRAM: &str = "sockgate_tcp_splice";
+pub const TCP_HOLD_PROGRAM: &str = "sockgate_tcp_hold";
+/// Two entries per spliced connection: 2^18 entries hold 131,072 connections
+/// (the goal is 100,000). Not preallocated: memory follows the entries
+/// (about 180 bytes each with the hash table's overhead, 47 MiB when full).
+pub const MAX_FLOW_ENTRIES: u32 = 1 << 18;
+/// `ListenerInfo::path` code of the kernel splice.
+pub const PATH_KERNEL: u32 = 3;
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are repr(C), Copy, and have no padding holes
@@ -185,4 +307,10 @@ mod user {
     unsafe impl aya::Pod for super::XdpPortFilter {}
     unsafe impl aya::Pod for super::NodeAddress {}
     unsafe impl aya::Pod for super::XdpPortStats {}
+    // SAFETY: repr(C), Copy; FlowKey is 16+16+2+2 bytes, FlowEntry's fields are
+    // laid out with explicit padding (checked by the size test in the agent),
+    // SpliceStats is 4 × u64.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowEntry {}
+    unsafe impl aya::Pod for super::SpliceStats {}
 }

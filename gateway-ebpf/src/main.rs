@@ -21,6 +21,9 @@ use gateway_common::{BackendEntry, BackendKey, ListenerInfo, ListenerPort, Liste
 /// `sockgate_xdp_filter`: per-listener client CIDR allow/deny lists, in XDP.
 mod xdp_filter;
 
+/// `sockgate_tcp_splice`: spliced TCP connections, rewritten and forwarded in TC.
+mod tcp_splice;
+
 // BTF map definitions (`.maps`): the kernel then knows the key and value
 // types, and `bpftool map dump` prints their fields by name.
 const MAX_LISTENERS_: usize = MAX_LISTENERS as usize;

@@ -47,5 +47,8 @@ macro_rules! for_each_path {
         mod splice {
             $( #[test] fn $case() { super::$case("splice"); } )*
         }
+        mod ebpf {
+            $( #[test] fn $case() { super::$case("ebpf"); } )*
+        }
     };
 }

@@ -25,6 +25,20 @@ fn node(path: &str) -> GatewayNode {
     node
 }
 
+/// Through `ebpf`, connections must really have been spliced in the kernel,
+/// and none kept on splice(2) but for the one honest reason here: a peer
+/// that closes its direction while the handover runs (its bytes, and the
+/// FIN, then go on through splice(2)).
+fn assert_kernel_carried(node: &GatewayNode, path: &str) {
+    if path != "ebpf" {
+        return;
+    }
+    let logs = node.agent.logs();
+    assert!(logs.contains("connection spliced in the kernel"), "no connection was spliced in the kernel:\n{logs}");
+    let other = logs.lines().filter(|l| l.contains("kept on splice(2)") && !l.contains("reason=\"closing\"")).collect::<Vec<_>>();
+    assert!(other.is_empty(), "connections stayed on splice(2):\n{}", other.join("\n"));
+}
+
 fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin(path: &str) {
     let node = node(path);
     let request = pattern(1, 24 * MIB);
@@ -44,6 +58,7 @@ fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin(pa
     let backend_got = backend.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(backend_got, Received::of(&request), "client → backend corrupted");
     assert_eq!(client_got, Received::of(&reply), "backend → client corrupted");
+    assert_kernel_carried(&node, path);
 }
 
 fn backend_speaks_first_before_the_client_sends_anything(path: &str) {
@@ -62,6 +77,7 @@ fn backend_speaks_first_before_the_client_sends_anything(path: &str) {
     let backend_got = backend.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(client_got, Received::of(&banner), "backend → client corrupted");
     assert_eq!(backend_got, Received::of(&request), "client → backend corrupted");
+    assert_kernel_carried(&node, path);
 }
 
 fn both_sides_write_immediately_and_at_full_rate_in_both_directions(path: &str) {
@@ -75,6 +91,7 @@ fn both_sides_write_immediately_and_at_full_rate_in_both_directions(path: &str) 
     let backend_got = backend.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(backend_got, Received::of(&up));
     assert_eq!(client_got, Received::of(&down));
+    assert_kernel_carried(&node, path);
 }
 
 fn thirty_two_concurrent_connections_each_arrive_intact(path: &str) {
@@ -105,6 +122,7 @@ fn thirty_two_concurrent_connections_each_arrive_intact(path: &str) {
         let (seed, got) = backend.recv_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(got, Received::of(&pattern(seed, 2 * MIB)), "connection {seed}: client → backend corrupted");
     }
+    assert_kernel_carried(&node, path);
 }
 
 fn reset(stream: TcpStream) {
@@ -113,10 +131,22 @@ fn reset(stream: TcpStream) {
 }
 
 fn a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close(path: &str) {
+    backend_reset_after(path, Duration::ZERO);
+}
+
+/// Through `ebpf` the reset above races the handover (and must still arrive
+/// as a reset); here it comes once the kernel carries the connection.
+fn a_backend_reset_of_a_settled_connection_reaches_the_client_as_a_reset(path: &str) {
+    let node = backend_reset_after(path, Duration::from_millis(300));
+    assert_kernel_carried(&node, path);
+}
+
+fn backend_reset_after(path: &str, settle: Duration) -> GatewayNode {
     let node = node(path);
-    let _backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+    let _backend = serve(&node.hosts.backend1, BACKEND_PORT, move |mut s: TcpStream| {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).unwrap();
+        std::thread::sleep(settle);
         reset(s);
     })
     .unwrap();
@@ -125,6 +155,7 @@ fn a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close(path: &str) {
     let mut buf = [0u8; 16];
     let err = client.read(&mut buf).expect_err("the client must see the reset, not EOF");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    node
 }
 
 fn a_client_reset_reaches_the_backend_as_a_reset(path: &str) {
@@ -142,6 +173,7 @@ fn a_client_reset_reaches_the_backend_as_a_reset(path: &str) {
     reset(client);
     let outcome = backend.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(outcome, Err(ErrorKind::ConnectionReset));
+    assert_kernel_carried(&node, path);
 }
 
 fn half_close_from_the_backend_keeps_the_client_direction_open(path: &str) {
@@ -159,6 +191,7 @@ fn half_close_from_the_backend_keeps_the_client_direction_open(path: &str) {
     assert_eq!(greeting, b"ready");
     send_then_fin(&mut client, &request).unwrap();
     assert_eq!(backend.recv_timeout(Duration::from_secs(30)).unwrap(), Received::of(&request));
+    assert_kernel_carried(&node, path);
 }
 
 sockgate_tests::for_each_path!(
@@ -167,6 +200,7 @@ sockgate_tests::for_each_path!(
     both_sides_write_immediately_and_at_full_rate_in_both_directions,
     thirty_two_concurrent_connections_each_arrive_intact,
     a_backend_reset_reaches_the_client_as_a_reset_not_a_clean_close,
+    a_backend_reset_of_a_settled_connection_reaches_the_client_as_a_reset,
     a_client_reset_reaches_the_backend_as_a_reset,
     half_close_from_the_backend_keeps_the_client_direction_open,
 );

@@ -16,7 +16,7 @@ mod soak;
 const APT_PACKAGES: &[&str] = &[
     "rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "rust-web-llvm",
     "llvm-22-dev", "clang-22", "lld-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "libxml2-dev",
-    "libbpf-dev", "bpftool", "iproute2",
+    "libbpf-dev", "bpftool", "iproute2", "ethtool",
     "netcat-openbsd", "curl", "socat",
     // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
     "golang-go",

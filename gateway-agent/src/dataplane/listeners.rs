@@ -195,6 +195,10 @@ impl ListenerSet {
         self.path.code()
     }
 
+    pub fn splice_report(&self) -> Option<super::kernel_splice::SpliceReport> {
+        self.path.splice_report()
+    }
+
     /// The counters of every served listener, by port.
     pub fn counters(&self) -> BTreeMap<u16, Arc<ListenerCounters>> {
         self.served.iter().map(|(port, s)| (*port, s.counters.clone())).collect()

@@ -91,6 +91,11 @@ pub trait DataPath: Send + Sync {
     /// as a half-close while the other direction keeps flowing; a reset on one
     /// side resets the other; a pause loses and duplicates nothing.
     fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a>;
+
+    /// What the kernel splice did so far, for /metrics (only that path has one).
+    fn splice_report(&self) -> Option<super::kernel_splice::SpliceReport> {
+        None
+    }
 }
 
 /// One direction of a connection while it is forwarded.

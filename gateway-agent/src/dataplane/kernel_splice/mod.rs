@@ -1,0 +1,221 @@
+//! The kernel TCP splice: userspace sets a connection up, then a TC program
+//! (`sockgate_tcp_splice`, gateway-ebpf/src/tcp_splice) carries it, rewriting
+//! each segment of one leg into a segment of the other. This module loads the
+//! program, attaches it to the node's interfaces, owns the `FLOWS` map, and
+//! counts what it spliced and what it left on splice(2), by reason.
+//! [`path::KernelPath`] is the data path; [`handover`] moves a pair into the kernel.
+pub mod handover;
+pub mod path;
+pub mod craft;
+pub mod tcp_state;
+pub mod translation;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use aya::programs::{SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use gateway_common::{FlowEntry, FlowKey, ListenerPort, SpliceStats, FLOWS_MAP, SPLICE_STATS_MAP, TCP_HOLD_PROGRAM, TCP_SPLICE_PROGRAM};
+
+use super::kernel::{prepare_pin_dir, OBJECT};
+use translation::Refusal;
+
+const PINNED: [&str; 2] = [FLOWS_MAP, SPLICE_STATS_MAP];
+
+/// The loaded program, its attachments and its maps.
+pub struct KernelSplice {
+    ebpf: Mutex<Ebpf>,
+    flows: Mutex<HashMap<MapData, FlowKey, FlowEntry>>,
+    pin_dir: PathBuf,
+    interfaces: Vec<String>,
+    /// Connections handed to the kernel, and kept on splice(2) by reason.
+    pub spliced: AtomicU64,
+    refused: BTreeMap<Refusal, AtomicU64>,
+    /// Handovers that found every queue empty at once, and those that had to
+    /// hold the peers' data segments back while queues drained.
+    pub quiet_handovers: AtomicU64,
+    pub held_handovers: AtomicU64,
+}
+
+impl KernelSplice {
+    /// Loads the program and attaches it (TC ingress) to `interfaces`, or to
+    /// every interface of this network namespace but loopback when none are
+    /// given; pins `FLOWS` and `SPLICE_STATS` under `pin_dir`.
+    pub fn load(pin_dir: &Path, interfaces: &[String]) -> anyhow::Result<KernelSplice> {
+        // SAFETY: sysconf(3) only reads a constant.
+        let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as u32;
+        let mut ebpf = EbpfLoader::new().map_max_entries("AYA_LOGS", page).load(OBJECT).context("loading sockgate's eBPF object")?;
+        let program: &mut SchedClassifier =
+            ebpf.program_mut(TCP_SPLICE_PROGRAM).context("TC splice program missing from the eBPF object")?.try_into()?;
+        program.load().context("loading the TC splice program (the verifier refused it, or BPF is unavailable)")?;
+        let interfaces = if interfaces.is_empty() { node_interfaces()? } else { interfaces.to_vec() };
+        for interface in &interfaces {
+            program
+                .attach(interface, TcAttachType::Ingress)
+                .with_context(|| format!("attaching the TC splice program to {interface} (ingress)"))?;
+        }
+        let hold: &mut SchedClassifier = ebpf.program_mut(TCP_HOLD_PROGRAM).context("TC hold program missing from the eBPF object")?.try_into()?;
+        hold.load().context("loading the TC hold program")?;
+        for interface in &interfaces {
+            hold.attach(interface, TcAttachType::Egress).with_context(|| format!("attaching the TC hold program to {interface} (egress)"))?;
+        }
+        prepare_pin_dir(pin_dir, &PINNED)?;
+        for name in PINNED {
+            let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
+            map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
+        }
+        let flows = HashMap::try_from(ebpf.take_map(FLOWS_MAP).context("FLOWS map")?)?;
+        Ok(KernelSplice {
+            ebpf: Mutex::new(ebpf),
+            flows: Mutex::new(flows),
+            pin_dir: pin_dir.to_path_buf(),
+            interfaces,
+            spliced: AtomicU64::new(0),
+            refused: Refusal::ALL.iter().map(|r| (*r, AtomicU64::new(0))).collect(),
+            quiet_handovers: AtomicU64::new(0),
+            held_handovers: AtomicU64::new(0),
+        })
+    }
+
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn set(&self, key: &FlowKey, entry: &FlowEntry) -> anyhow::Result<()> {
+        self.flows.lock().unwrap().insert(key, entry, 0).context("writing a FLOWS entry")
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<FlowEntry> {
+        self.flows.lock().unwrap().get(key, 0).ok()
+    }
+
+    pub fn remove(&self, key: &FlowKey) {
+        let _ = self.flows.lock().unwrap().remove(key);
+    }
+
+    pub fn refuse(&self, reason: Refusal) {
+        self.refused[&reason].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections kept on splice(2), per reason (every reason, zeros included).
+    pub fn refusals(&self) -> BTreeMap<Refusal, u64> {
+        self.refused.iter().map(|(r, n)| (*r, n.load(Ordering::Relaxed))).collect()
+    }
+
+    /// Every entry of `FLOWS` now.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowEntry)> {
+        self.flows.lock().unwrap().iter().filter_map(Result::ok).collect()
+    }
+
+    /// Per-listener totals of what the kernel forwarded (CPUs summed).
+    pub fn stats(&self) -> anyhow::Result<BTreeMap<ListenerPort, SpliceStats>> {
+        let ebpf = self.ebpf.lock().unwrap();
+        let map: PerCpuHashMap<_, ListenerPort, SpliceStats> = PerCpuHashMap::try_from(ebpf.map(SPLICE_STATS_MAP).context("SPLICE_STATS map")?)?;
+        Ok(sum_stats(map.iter().filter_map(Result::ok).map(|(port, per_cpu)| (port, per_cpu.iter().copied().collect::<Vec<_>>()))))
+    }
+}
+
+/// A snapshot of the kernel splice's counters, for /metrics.
+#[derive(Clone, Debug, Default)]
+pub struct SpliceReport {
+    pub spliced: u64,
+    pub quiet_handovers: u64,
+    pub held_handovers: u64,
+    pub refused: BTreeMap<Refusal, u64>,
+    /// Entries in FLOWS (two per spliced connection, and those being handed over).
+    pub flow_entries: usize,
+    pub per_listener: BTreeMap<ListenerPort, SpliceStats>,
+}
+
+impl KernelSplice {
+    pub fn report(&self) -> SpliceReport {
+        SpliceReport {
+            spliced: self.spliced.load(Ordering::Relaxed),
+            quiet_handovers: self.quiet_handovers.load(Ordering::Relaxed),
+            held_handovers: self.held_handovers.load(Ordering::Relaxed),
+            refused: self.refusals(),
+            flow_entries: self.flows.lock().unwrap().keys().count(),
+            per_listener: self.stats().unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for KernelSplice {
+    fn drop(&mut self) {
+        for name in PINNED {
+            let _ = std::fs::remove_file(self.pin_dir.join(name));
+        }
+    }
+}
+
+fn sum_stats(rows: impl Iterator<Item = (ListenerPort, Vec<SpliceStats>)>) -> BTreeMap<ListenerPort, SpliceStats> {
+    rows.map(|(port, cpus)| {
+        let total = cpus.iter().fold(SpliceStats::default(), |a, s| SpliceStats {
+            packets_from_clients: a.packets_from_clients + s.packets_from_clients,
+            bytes_from_clients: a.bytes_from_clients + s.bytes_from_clients,
+            packets_to_clients: a.packets_to_clients + s.packets_to_clients,
+            bytes_to_clients: a.bytes_to_clients + s.bytes_to_clients,
+        });
+        (port, total)
+    })
+    .collect()
+}
+
+/// Reads the pinned `FLOWS` map of a running agent (for `inspect`).
+pub fn read_pinned_flows(pin_dir: &Path) -> anyhow::Result<Vec<(FlowKey, FlowEntry)>> {
+    let path = pin_dir.join(FLOWS_MAP);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let map: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(aya::maps::Map::HashMap(data))?;
+    Ok(map.iter().filter_map(Result::ok).collect())
+}
+
+/// Every interface of this network namespace but loopback: where clients'
+/// and backends' segments may arrive. From if_nameindex(3), which asks the
+/// kernel of the calling thread's namespace (/sys/class/net may show another's).
+fn node_interfaces() -> anyhow::Result<Vec<String>> {
+    // SAFETY: if_nameindex returns an array ended by a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Err(std::io::Error::last_os_error()).context("listing the network interfaces");
+    }
+    let mut names = Vec::new();
+    let mut at = list;
+    // SAFETY: walking the array up to its terminating entry.
+    unsafe {
+        while (*at).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*at).if_name).to_string_lossy().into_owned();
+            if name != "lo" {
+                names.push(name);
+            }
+            at = at.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flow_map_types_have_the_layout_the_program_uses() {
+        assert_eq!(std::mem::size_of::<gateway_common::FlowKey>(), 36);
+        assert_eq!(std::mem::size_of::<gateway_common::FlowEntry>(), 152);
+    }
+}

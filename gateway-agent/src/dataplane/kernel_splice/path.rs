@@ -1,0 +1,187 @@
+//! The kernel data path: hand each connection to the TC splice, and watch it
+//! there until it ends; a pair the kernel cannot take goes on splice(2).
+//!
+//! How a spliced flow ends:
+//! - **FIN** each way passes through the splice (half-close works: one side
+//!   done, the other still streaming). Once both FINs have passed, the entries
+//!   stay [`TIME_WAIT`] longer, so a retransmitted FIN or last ACK is still
+//!   translated, then they and the reserved socket go.
+//! - **RST** from either side passes through; the entries go [`RESET_HOLD`] later.
+//! - **Stopped** (its route left the listener, a drain deadline) and **idle**
+//!   (`ListenerPolicy.idleTimeout`): both peers get a RST. An idle flow's
+//!   close is a RST here, not the FIN the userspace paths send, because a FIN
+//!   from the node would begin a close each peer expects the other to finish,
+//!   and no socket on the node is left to take part in it.
+//! - **Takeover**: the flow stays in the kernel; the entries are pinned, and
+//!   the new agent adopts them.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::handover::{hand_over, Spliced};
+use super::craft::send_reset;
+use super::KernelSplice;
+use crate::dataplane::path::{Carried, Control, DataPath, End, Forwarding, Outcome, Transfer};
+use crate::dataplane::splice::SplicePath;
+
+/// How long both entries stay after both FINs passed.
+pub const TIME_WAIT: Duration = Duration::from_secs(2);
+/// How long they stay after a RST passed (a second RST needs translating too).
+pub const RESET_HOLD: Duration = Duration::from_millis(500);
+/// How often a spliced flow's entries are read: its counters, FIN and RST.
+const WATCH_FIRST: Duration = Duration::from_millis(20);
+const WATCH_MAX: Duration = Duration::from_millis(500);
+
+pub struct KernelPath {
+    pub kernel: Arc<KernelSplice>,
+    fallback: SplicePath,
+}
+
+impl KernelPath {
+    pub fn new(kernel: Arc<KernelSplice>) -> KernelPath {
+        KernelPath { kernel, fallback: SplicePath }
+    }
+}
+
+impl DataPath for KernelPath {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn code(&self) -> u32 {
+        gateway_common::PATH_KERNEL
+    }
+
+    /// A spliced connection keeps one socket (the reserved backend leg).
+    fn descriptors_per_connection(&self) -> u64 {
+        1
+    }
+
+    fn splice_report(&self) -> Option<super::SpliceReport> {
+        Some(self.kernel.report())
+    }
+
+    fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a> {
+        Box::pin(async move {
+            match hand_over(&self.kernel, client, backend, up, down, &control).await {
+                Ok(spliced) => {
+                    self.kernel.spliced.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client = %spliced.client, backend = %spliced.backend, held = spliced.held, "connection spliced in the kernel");
+                    Ok(Outcome::Ended(watch(&self.kernel, spliced, &control).await))
+                }
+                Err(refused) => {
+                    self.kernel.refuse(refused.reason);
+                    tracing::debug!(reason = refused.reason.name(), detail = %refused.detail, "connection kept on splice(2)");
+                    let (moved_up, moved_down) = (refused.moved_up, refused.moved_down);
+                    if refused.peer_reset {
+                        crate::dataplane::sockets::reset(refused.client);
+                        crate::dataplane::sockets::reset(refused.backend);
+                        return Ok(Outcome::Ended(Transfer { client_to_backend: moved_up, backend_to_client: moved_down, end: End::Reset }));
+                    }
+                    let outcome = self.fallback.forward(refused.client, refused.backend, refused.up, refused.down, control).await?;
+                    Ok(match outcome {
+                        Outcome::Ended(t) => Outcome::Ended(Transfer { client_to_backend: t.client_to_backend + moved_up, backend_to_client: t.backend_to_client + moved_down, end: t.end }),
+                        Outcome::Paused(mut p) => {
+                            p.client_to_backend += moved_up;
+                            p.backend_to_client += moved_down;
+                            Outcome::Paused(p)
+                        }
+                    })
+                }
+            }
+        })
+    }
+}
+
+/// Follows a spliced flow until it ends, and cleans up after it.
+async fn watch(kernel: &KernelSplice, mut spliced: Spliced, control: &Control) -> Transfer {
+    let mut every = WATCH_FIRST;
+    let mut seen_packets = 0u64;
+    let (moved_up, moved_down) = (spliced.moved_up, spliced.moved_down);
+    let transfer = move |up: u64, down: u64, end| Transfer { client_to_backend: moved_up + up, backend_to_client: moved_down + down, end };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = control.stop.cancelled() => return end_with_resets(kernel, spliced, End::Stopped),
+            _ = control.close.cancelled() => return end_with_resets(kernel, spliced, End::Idle),
+            _ = control.pause.cancelled() => {
+                // Another agent takes the listeners over: the flow stays in the
+                // kernel, its entries pinned. The reserved socket closes with
+                // this agent (silently: it is in repair mode).
+                let (up, down) = bytes(kernel, &spliced);
+                return transfer(up, down, End::Closed);
+            }
+        }
+        every = (every * 2).min(WATCH_MAX);
+        let (Some(up), Some(down)) = (kernel.get(&spliced.keys[0]), kernel.get(&spliced.keys[1])) else {
+            // Removed under us (the agent is stopping): nothing more to carry.
+            return transfer(0, 0, End::Stopped);
+        };
+        // The client acknowledged all the gateway sent it: its socket has
+        // nothing left to retransmit and can go (silently: repair mode).
+        if spliced.client_socket.is_some() && !before(up.last_ack, spliced.client_acked_at) {
+            spliced.client_socket = None;
+        }
+        let packets = up.packets + down.packets;
+        if packets != seen_packets {
+            // Kernel-forwarded bytes count as activity for the idle watchdog.
+            control.activity.fetch_add(packets - seen_packets, Ordering::Relaxed);
+            seen_packets = packets;
+            every = WATCH_FIRST;
+        }
+        let end = if up.rst != 0 || down.rst != 0 {
+            Some((End::Reset, RESET_HOLD))
+        } else if up.fin != 0 && down.fin != 0 {
+            Some((End::Closed, TIME_WAIT))
+        } else {
+            None
+        };
+        if let Some((end, hold)) = end {
+            tokio::select! {
+                _ = tokio::time::sleep(hold) => {}
+                _ = control.stop.cancelled() => {}
+            }
+            let (up, down) = bytes(kernel, &spliced);
+            release(kernel, spliced);
+            return transfer(up, down, end);
+        }
+    }
+}
+
+/// `a` comes before `b` in sequence space.
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn bytes(kernel: &KernelSplice, spliced: &Spliced) -> (u64, u64) {
+    let get = |i: usize| kernel.get(&spliced.keys[i]).map(|e| e.bytes).unwrap_or(0);
+    (get(0), get(1))
+}
+
+/// Removes the entries and closes the reserved socket (silently).
+fn release(kernel: &KernelSplice, spliced: Spliced) {
+    for key in &spliced.keys {
+        kernel.remove(key);
+    }
+    drop(spliced.reserved);
+    drop(spliced.client_socket);
+}
+
+/// Resets both peers, then forgets the flow.
+fn end_with_resets(kernel: &KernelSplice, spliced: Spliced, end: End) -> Transfer {
+    let (up, down) = (kernel.get(&spliced.keys[0]).unwrap_or_default(), kernel.get(&spliced.keys[1]).unwrap_or_default());
+    let transfer = Transfer { client_to_backend: spliced.moved_up + up.bytes, backend_to_client: spliced.moved_down + down.bytes, end };
+    let (client, client_local, backend, backend_local) = (spliced.client, spliced.client_local, spliced.backend, spliced.backend_local);
+    // First the socket and the entries go, so that whatever the peers send
+    // from now on meets the node's stack with no socket, which resets it too.
+    release(kernel, spliced);
+    if let Err(e) = send_reset(client_local, client, up.last_ack, up.next_seq) {
+        tracing::warn!(%client, error = %e, "could not reset the client of a spliced flow");
+    }
+    if let Err(e) = send_reset(backend_local, backend, down.last_ack, down.next_seq) {
+        tracing::warn!(%backend, error = %e, "could not reset the backend of a spliced flow");
+    }
+    transfer
+}
