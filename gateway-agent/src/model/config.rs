@@ -10,10 +10,15 @@ use crate::dataplane::xdp::Cidr;
 use crate::resources::policies::ProxyProtocolVersion;
 use crate::resources::ObjectKey;
 
-/// Listener port → what to do with connections arriving there.
+/// Listener port → what to do with connections (TCP) and datagrams (UDP)
+/// arriving there. TCP and UDP ports are apart: one number may be in both.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataplaneConfig {
+    /// TCP listeners (TCPRoutes).
     pub listeners: BTreeMap<u16, ListenerConfig>,
+    /// UDP listeners (UDPRoutes); `route` is a UDPRoute, and a flow stands
+    /// where a connection would (maxConnections caps flows, idleTimeout ends them).
+    pub udp_listeners: BTreeMap<u16, ListenerConfig>,
 }
 
 /// Serializable: a takeover hands it to the next agent with the listening socket.
