@@ -36,6 +36,7 @@ mod pause_tests;
 pub mod selftest;
 pub mod sockets;
 pub mod splice;
+pub mod udp;
 pub mod xdp;
 
 use std::path::Path;
