@@ -33,7 +33,13 @@ impl GatewayNode {
 
     /// As `start`, with a last word on the agent's command (e.g. a cgroup to join).
     pub fn start_with(files: &[(&str, String)], args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> Result<GatewayNode> {
-        let hosts = Topology::create()?;
+        Self::start_on(1, files, args, configure)
+    }
+
+    /// As `start_with`, on the subnets of [`Topology::create_on`]`(base)`
+    /// (`connect` and `wait_for_port` assume base 1).
+    pub fn start_on(base: u8, files: &[(&str, String)], args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> Result<GatewayNode> {
+        let hosts = Topology::create_on(base)?;
         let manifests = tempfile::tempdir()?;
         for (name, yaml) in files {
             std::fs::write(manifests.path().join(name), yaml)?;
