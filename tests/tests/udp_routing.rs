@@ -27,9 +27,16 @@ fn gateway(listeners: &[&str]) -> String {
 }
 
 /// The agent with the UDP relay's state file in `state` (read by `inspect`).
+/// `/metrics` answers on the node's loopback (each test's node its own).
 fn start(base: u8, files: &[(&str, String)], state: &Path) -> GatewayNode {
     let state_file = state.join("udp.json");
-    GatewayNode::start_on(base, files, &["--dataplane", "userspace", "--udp-state-file", state_file.to_str().unwrap()], |_| {}).unwrap()
+    let args = ["--dataplane", "userspace", "--udp-state-file", state_file.to_str().unwrap(), "--health-address", "127.0.0.1:9464"];
+    GatewayNode::start_on(base, files, &args, |_| {}).unwrap()
+}
+
+fn metrics(node: &GatewayNode) -> String {
+    let out = node.hosts.node.command("curl").args(["-s", "http://127.0.0.1:9464/metrics"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `gateway-agent inspect --output json` of the agent writing `state`.
@@ -139,6 +146,14 @@ fn dig_gets_dnsmasq_answers_through_a_udp_and_a_tcp_listener_on_one_port() {
     assert!(c["datagramsFromClients"].as_u64().unwrap() >= 20 && c["datagramsToClients"].as_u64().unwrap() >= 20, "{c}");
     let log = node.agent.logs();
     assert!(log.contains("UDP data path: userspace relay"), "the log says which path serves UDP");
+    let m = metrics(&node);
+    let series = |name: &str| -> u64 {
+        let prefix = format!("{name}{{port=\"5300\",gateway=\"default/gw\",listener=\"coredns\",route=\"default/udp-coredns\"}} ");
+        m.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{m}")).parse().unwrap()
+    };
+    assert!(series("sockgate_udp_datagrams_from_clients_total") >= 20 && series("sockgate_udp_datagrams_to_clients_total") >= 20, "{m}");
+    assert!(series("sockgate_udp_bytes_to_clients_total") > series("sockgate_udp_bytes_from_clients_total"), "answers are longer than questions");
+    assert!(m.contains("sockgate_udp_datagrams_dropped_total{port=\"5300\",gateway=\"default/gw\",listener=\"coredns\",route=\"default/udp-coredns\",reason=\"no_route\"} 0"), "{m}");
 }
 
 #[test]
