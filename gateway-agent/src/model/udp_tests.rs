@@ -374,3 +374,16 @@ fn status_objects_carry_udproutes_in_their_version_and_the_class_advertises_udpr
     assert_eq!(features, ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute"]);
     assert!(t.status.lines().iter().any(|l| l.starts_with("UDPRoute gateway-conformance-infra/new -> gw: Accepted=True/Accepted")), "{:?}", t.status.lines());
 }
+
+#[test]
+fn the_udp_routing_example_translates_to_a_udp_and_a_tcp_listener_on_port_53() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/udp-routing");
+    let loaded = crate::sources::manifests::load_dir(&dir).unwrap();
+    let t = translate(&loaded.snapshot, &Settings::default());
+    let eps = ["198.18.2.2:53".parse().unwrap(), "198.18.3.2:53".parse().unwrap()];
+    assert_eq!(t.dataplane.udp_listeners[&53].backends[0].endpoints, eps);
+    assert_eq!(t.dataplane.listeners[&53].backends[0].endpoints, eps);
+    assert_eq!(t.dataplane.udp_listeners[&53].policy.idle_timeout, Some(std::time::Duration::from_secs(10)));
+    let bad = ["Accepted=False", "ResolvedRefs=False", "Programmed=False"];
+    assert!(t.status.lines().iter().all(|l| bad.iter().all(|b| !l.contains(b))), "{:?}", t.status.lines());
+}
