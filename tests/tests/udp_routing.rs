@@ -26,12 +26,10 @@ fn gateway(listeners: &[&str]) -> String {
     y
 }
 
-/// The agent with the UDP relay's state file in `state` (read by `inspect`).
-/// `/metrics` answers on the node's loopback (each test's node its own).
-fn start(base: u8, files: &[(&str, String)], state: &Path) -> GatewayNode {
-    let state_file = state.join("udp.json");
-    let args = ["--dataplane", "userspace", "--udp-state-file", state_file.to_str().unwrap(), "--health-address", "127.0.0.1:9464"];
-    GatewayNode::start_on(base, files, &args, |_| {}).unwrap()
+/// The agent, its UDP relay state file in its `logs` directory (the harness
+/// says so), `/metrics` on the node's loopback (each test's node its own).
+fn start(base: u8, files: &[(&str, String)]) -> GatewayNode {
+    GatewayNode::start_on(base, files, &["--dataplane", "userspace", "--health-address", "127.0.0.1:9464"], |_| {}).unwrap()
 }
 
 fn metrics(node: &GatewayNode) -> String {
@@ -43,7 +41,7 @@ fn metrics(node: &GatewayNode) -> String {
 fn inspect(state: &Path) -> Value {
     let out = Command::new(workspace_bin("gateway-agent").unwrap())
         .args(["inspect", "--output", "json", "--bpf-pin-dir", "/nonexistent/sockgate-udp-test", "--udp-state-file"])
-        .arg(state.join("udp.json"))
+        .arg(state.join("udp-flows.json"))
         .output()
         .unwrap();
     assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -104,7 +102,6 @@ fn dig_gets_dnsmasq_answers_through_a_udp_and_a_tcp_listener_on_one_port() {
         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: coredns-1, labels: {kubernetes.io/service-name: coredns}}\naddressType: IPv4\n\
         ports: [{name: dns, protocol: UDP, port: 53}, {name: dns-tcp, protocol: TCP, port: 53}]\nendpoints: [{addresses: [\"198.18.42.2\"]}]\n";
     let tcp_route = "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: udp-coredns}\nspec:\n  parentRefs: [{name: gw, sectionName: coredns-tcp}]\n  rules: [{backendRefs: [{name: coredns, port: 53}]}]\n";
-    let state = tempfile::tempdir().unwrap();
     let node = start(
         41,
         &[
@@ -113,8 +110,8 @@ fn dig_gets_dnsmasq_answers_through_a_udp_and_a_tcp_listener_on_one_port() {
             ("routes.yaml", documents(&[udp_route("udp-coredns", "[{name: gw, sectionName: coredns}]", "[{name: coredns, port: 53}]"), tcp_route.to_string()])),
             ("svc.yaml", dns_service.to_string()),
         ],
-        state.path(),
     );
+    let state = node.logs.path();
     let dnsmasq = node.hosts.backend1.command("dnsmasq");
     let mut dnsmasq_cmd = dnsmasq;
     dnsmasq_cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=198.18.42.2", "--port=53", "--user=root", "--pid-file=", "--host-record=foo.bar.com,198.18.46.9", "--log-queries", "--log-facility=-"]);
@@ -142,7 +139,7 @@ fn dig_gets_dnsmasq_answers_through_a_udp_and_a_tcp_listener_on_one_port() {
         .collect();
     assert_eq!(kinds, [("coredns".into(), "UDPRoute".into(), 1), ("coredns-tcp".into(), "TCPRoute".into(), 1)]);
 
-    let c = counters_when(state.path(), 5300, "default/udp-coredns", |c| c["datagramsToClients"].as_u64() >= Some(20));
+    let c = counters_when(state, 5300, "default/udp-coredns", |c| c["datagramsToClients"].as_u64() >= Some(20));
     assert!(c["datagramsFromClients"].as_u64().unwrap() >= 20 && c["datagramsToClients"].as_u64().unwrap() >= 20, "{c}");
     let log = node.agent.logs();
     assert!(log.contains("UDP data path: userspace relay"), "the log says which path serves UDP");
@@ -162,12 +159,11 @@ fn udp_flows_split_by_weight_carry_every_datagram_intact_expire_move_and_end_wit
     let services = |one: &str, one_port: u16| documents(&[udp_service("one", 80, one_port, &[one]), udp_service("two", 80, 7000, &["198.18.46.2"]), udp_service("zero", 80, 7002, &["198.18.45.2"])]);
     let policy = "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: udp-idle}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: udp}]\n  idleTimeout: 1s\n";
     let route = udp_route("split", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80, weight: 70}, {name: two, port: 80, weight: 30}, {name: zero, port: 80, weight: 0}]");
-    let state = tempfile::tempdir().unwrap();
     let node = start(
         44,
         &[("gw.yaml", gateway(&["{name: udp, port: 5300, protocol: UDP}"])), ("route.yaml", route), ("svc.yaml", services("198.18.45.2", 7000)), ("policy.yaml", policy.to_string())],
-        state.path(),
     );
+    let state = node.logs.path();
     let hosts = &node.hosts;
     let _echoes = [
         udp_echo(&hosts.backend1, 7000, "one").unwrap(),
@@ -203,7 +199,7 @@ fn udp_flows_split_by_weight_carry_every_datagram_intact_expire_move_and_end_wit
     }
     // A datagram of 65,000 bytes each way (IP fragments on the veths).
     assert!(ask(&flows[0], node_ip, &checksummed(7, 65_000)).unwrap().is_some());
-    let c = counters_when(state.path(), 5300, "default/split", |c| c["datagramsToClients"].as_u64() >= Some(4501));
+    let c = counters_when(state, 5300, "default/split", |c| c["datagramsToClients"].as_u64() >= Some(4501));
     assert_eq!(c["flowsCreated"], 520, "{c}");
     assert_eq!((c["datagramsFromClients"].as_u64(), c["datagramsToClients"].as_u64()), (Some(4501), Some(4501)), "{c}");
 
@@ -223,26 +219,26 @@ fn udp_flows_split_by_weight_carry_every_datagram_intact_expire_move_and_end_wit
         moved += usize::from(who == "one-moved");
     }
     assert!(moved > 0, "new flows reach the new endpoint at once");
-    let c = counters_when(state.path(), 5300, "default/split", |c| reason(c, "flowsEnded", "endpoint_removed") >= moved_before as u64);
+    let c = counters_when(state, 5300, "default/split", |c| reason(c, "flowsEnded", "endpoint_removed") >= moved_before as u64);
     assert!(reason(&c, "flowsEnded", "endpoint_removed") >= moved_before as u64, "{c}");
 
     // Idle expiry (idleTimeout 1s from the ListenerPolicy): the table empties by itself.
     wait_until("idle flows expire", || {
-        let json = inspect(state.path());
+        let json = inspect(state);
         json["udpListeners"][0]["flows"].as_array().unwrap().is_empty()
     });
     let all_ended = |c: &Value| reason(c, "flowsEnded", "idle") + reason(c, "flowsEnded", "endpoint_removed") == c["flowsCreated"].as_u64().unwrap();
-    let c = counters_when(state.path(), 5300, "default/split", all_ended);
+    let c = counters_when(state, 5300, "default/split", all_ended);
     assert!(all_ended(&c), "{c}");
     // At least the 20 flows used after the change ended idle (the 500 on one's old endpoint had ended already).
     assert!(reason(&c, "flowsEnded", "idle") >= 20, "{c}");
-    assert_eq!(inspect(state.path())["udpListeners"][0]["idleTimeoutMs"], 1000);
+    assert_eq!(inspect(state)["udpListeners"][0]["idleTimeoutMs"], 1000);
 
     // clientCidrs: the client's address denied, its datagrams dropped and counted.
     rewrite(&node, "policy.yaml", &format!("{policy}  clientCidrs: {{deny: [198.18.44.1/32]}}\n"));
     let denied = client(&hosts.client, Duration::from_millis(500)).unwrap();
     assert_eq!(ask(&denied, node_ip, &checksummed(1, 64)).unwrap(), None);
-    assert_eq!(reason(&counters_when(state.path(), 5300, "default/split", |c| reason(c, "dropped", "client_denied") >= 1), "dropped", "client_denied"), 1);
+    assert_eq!(reason(&counters_when(state, 5300, "default/split", |c| reason(c, "dropped", "client_denied") >= 1), "dropped", "client_denied"), 1);
     rewrite(&node, "policy.yaml", policy);
 
     // Route removal: no answers, counted as no_route; the route's status goes.
@@ -252,9 +248,9 @@ fn udp_flows_split_by_weight_carry_every_datagram_intact_expire_move_and_end_wit
     node.remove("route.yaml").unwrap();
     wait_until("the removal is applied", || node.log_count("configuration applied") > applied);
     assert_eq!(ask(&c, node_ip, &checksummed(3, 64)).unwrap(), None, "a listener without a route answers nothing");
-    let c = counters_when(state.path(), 5300, "", |c| reason(c, "dropped", "no_route") >= 1);
+    let c = counters_when(state, 5300, "", |c| reason(c, "dropped", "no_route") >= 1);
     assert_eq!(reason(&c, "dropped", "no_route"), 1, "{c}");
-    let split = counters(state.path(), 5300, "default/split");
+    let split = counters(state, 5300, "default/split");
     assert!(reason(&split, "flowsEnded", "route_changed") >= 1, "{split}");
     let docs = status_of(node.manifests.path()).unwrap();
     assert!(docs.iter().all(|d| d["kind"] != "UDPRoute"));
