@@ -141,6 +141,15 @@ fn dig_gets_dnsmasq_answers_through_a_udp_and_a_tcp_listener_on_one_port() {
 
     let c = counters_when(state, 5300, "default/udp-coredns", |c| c["datagramsToClients"].as_u64() >= Some(20));
     assert!(c["datagramsFromClients"].as_u64().unwrap() >= 20 && c["datagramsToClients"].as_u64().unwrap() >= 20, "{c}");
+    let out = Command::new(workspace_bin("gateway-agent").unwrap())
+        .args(["inspect", "--bpf-pin-dir", "/nonexistent/sockgate-udp-test", "--udp-state-file"])
+        .arg(state.join("udp-flows.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("udp port 5300 (default/gw/coredns): UDPRoute default/udp-coredns; 20 flows"), "{text}");
+    assert_eq!(text.matches(" -> 198.18.42.2:53: 1/1 datagrams in/out").count(), 20, "{text}");
     let log = node.agent.logs();
     assert!(log.contains("UDP data path: userspace relay"), "the log says which path serves UDP");
     let m = metrics(&node);
