@@ -45,6 +45,9 @@ pub enum DropReason {
     ClientDenied,
     /// A new flow beyond the listener's maxConnections.
     FlowLimit,
+    /// A new flow while the relay holds as many flows as its share of the
+    /// open-files limit allows (each flow is a socket): old flows keep going.
+    TableFull,
     /// The socket toward the backend (or back to the client) refused it.
     SendFailed,
     /// The backend answered with ICMP port unreachable (the datagram is lost).
@@ -52,7 +55,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [DropReason::NoRoute, DropReason::InvalidBackend, DropReason::ClientDenied, DropReason::FlowLimit, DropReason::SendFailed, DropReason::BackendUnreachable];
+    pub const ALL: [DropReason; 7] =
+        [DropReason::NoRoute, DropReason::InvalidBackend, DropReason::ClientDenied, DropReason::FlowLimit, DropReason::TableFull, DropReason::SendFailed, DropReason::BackendUnreachable];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::InvalidBackend => "invalid_backend",
             DropReason::ClientDenied => "client_denied",
             DropReason::FlowLimit => "flow_limit",
+            DropReason::TableFull => "table_full",
             DropReason::SendFailed => "send_failed",
             DropReason::BackendUnreachable => "backend_unreachable",
         }

@@ -11,7 +11,7 @@
 //! the route's backends change at all, so it is picked afresh too.
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,8 @@ pub struct Flow {
     pub activity: Arc<FlowActivity>,
     /// Carries the endpoint's replies back to the client; aborted with the flow.
     pub replies: Option<JoinHandle<()>>,
+    /// Its place in the relay's flow budget, given back with the flow.
+    pub slot: Option<Slot>,
 }
 
 impl std::ops::Drop for Flow {
@@ -39,6 +41,41 @@ impl std::ops::Drop for Flow {
         if let Some(task) = &self.replies {
             task.abort();
         }
+    }
+}
+
+/// How many flows the relay may hold, all listeners together: each flow is
+/// a socket, and a flood of new client addresses must not take the
+/// descriptors TCP connections need.
+#[derive(Debug)]
+pub struct Budget {
+    pub max: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget { max, used: AtomicUsize::new(0) })
+    }
+
+    /// A slot, unless all are taken.
+    pub fn take(self: &Arc<Self>) -> Option<Slot> {
+        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).ok()?;
+        Some(Slot(Arc::clone(self)))
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// One taken slot of a [`Budget`], returned on drop.
+#[derive(Debug)]
+pub struct Slot(Arc<Budget>);
+
+impl std::ops::Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -192,7 +229,7 @@ mod tests {
     }
 
     fn flow(endpoint: Option<&str>, last_seen_ms: u64, counters: &Arc<UdpCounters>) -> Flow {
-        Flow { endpoint: endpoint.map(|e| e.parse().unwrap()), socket: None, counters: counters.clone(), activity: Arc::new(FlowActivity::new(last_seen_ms)), replies: None }
+        Flow { endpoint: endpoint.map(|e| e.parse().unwrap()), socket: None, counters: counters.clone(), activity: Arc::new(FlowActivity::new(last_seen_ms)), replies: None, slot: None }
     }
 
     fn clients(t: &FlowTable) -> Vec<u16> {
@@ -239,6 +276,17 @@ mod tests {
         // Weight 0: its endpoints take no flows, existing ones move.
         t.reconcile(&after, &config("r", &[(0, &["198.18.3.2:53"]), (1, &["198.18.2.2:53"])]));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_budget_gives_out_max_slots_and_takes_them_back() {
+        let budget = Budget::new(2);
+        let (a, b) = (budget.take().unwrap(), budget.take().unwrap());
+        assert!(budget.take().is_none());
+        drop(a);
+        assert_eq!(budget.used(), 1);
+        assert!(budget.take().is_some(), "a returned slot is free again");
+        drop(b);
     }
 
     #[test]

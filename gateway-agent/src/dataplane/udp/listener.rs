@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
 use super::counters::{DropReason, FlowEnd, UdpCounters};
-use super::flows::{Flow, FlowActivity, FlowTable, FlowView};
+use super::flows::{Budget, Flow, FlowActivity, FlowTable, FlowView};
 use crate::dataplane::balancer::{Pick, Picker};
 use crate::model::config::ListenerConfig;
 use crate::resources::ObjectKey;
@@ -36,12 +36,13 @@ pub struct UdpListener {
     /// Per route served on this listener (None: datagrams while it had no route).
     counters: Mutex<BTreeMap<Option<ObjectKey>, Arc<UdpCounters>>>,
     epoch: Instant,
+    budget: Arc<Budget>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl UdpListener {
     /// Binds `ip:port` and starts serving `config`.
-    pub fn bind(ip: IpAddr, port: u16, config: ListenerConfig, epoch: Instant) -> std::io::Result<Arc<UdpListener>> {
+    pub fn bind(ip: IpAddr, port: u16, config: ListenerConfig, epoch: Instant, budget: Arc<Budget>) -> std::io::Result<Arc<UdpListener>> {
         let socket = socket2::Socket::new(socket2::Domain::for_address(SocketAddr::new(ip, port)), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         if ip.is_ipv6() {
             socket.set_only_v6(false)?; // `::` serves IPv4 clients too, as the TCP listeners do
@@ -61,6 +62,7 @@ impl UdpListener {
             flows: Mutex::new(flows),
             counters: Mutex::new(BTreeMap::new()),
             epoch,
+            budget,
             tasks: Mutex::new(Vec::new()),
         });
         let receive = tokio::spawn(receive(Arc::clone(&listener)));
@@ -168,6 +170,9 @@ impl UdpListener {
         if config.policy.max_connections.is_some_and(|max| flows.len() >= max as usize) {
             return Err((counters, DropReason::FlowLimit));
         }
+        let Some(slot) = self.budget.take() else {
+            return Err((counters, DropReason::TableFull));
+        };
         let endpoint = match self.picker.lock().unwrap().pick(&config.backends) {
             Pick::Endpoint(e) => Some(e),
             Pick::Reject => None,
@@ -187,7 +192,7 @@ impl UdpListener {
                 (Some(socket), Some(task))
             }
         };
-        flows.insert(client, Flow { endpoint, socket: socket.clone(), counters: counters.clone(), activity: activity.clone(), replies });
+        flows.insert(client, Flow { endpoint, socket: socket.clone(), counters: counters.clone(), activity: activity.clone(), replies, slot: Some(slot) });
         tracing::debug!(port = self.port, %client, endpoint = ?endpoint, "UDP flow created");
         Ok((socket, counters, activity))
     }

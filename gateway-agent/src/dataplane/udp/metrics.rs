@@ -29,7 +29,7 @@ pub fn render(state: &RelayState, out: &mut String) {
     type List = fn(&super::counters::CounterValues) -> &[(String, u64)];
     let lists: [(&str, &str, List); 2] = [
         ("sockgate_udp_flows_ended_total", "UDP flows ended, by reason (idle, endpoint_removed, route_changed, listener_removed).", |c| &c.flows_ended),
-        ("sockgate_udp_datagrams_dropped_total", "Datagrams not forwarded, by reason (no_route, invalid_backend, client_denied, flow_limit, send_failed, backend_unreachable).", |c| &c.dropped),
+        ("sockgate_udp_datagrams_dropped_total", "Datagrams not forwarded, by reason (no_route, invalid_backend, client_denied, flow_limit, table_full, send_failed, backend_unreachable).", |c| &c.dropped),
     ];
     for (name, help, list) in lists {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -12,6 +12,9 @@
 //! (ListenerPolicy; [`listener::DEFAULT_IDLE_TIMEOUT`] without one);
 //! endpoint changes follow [`flows`]' rules. `clientCidrs` drop datagrams of
 //! clients not allowed before any flow exists; `maxConnections` caps the flows.
+//! All listeners together hold at most a quarter of the open-files limit in
+//! flows: a flood of new client addresses gets its datagrams dropped
+//! (`table_full`) while existing flows keep being served.
 //!
 //! A port that stays keeps its socket and flows; a port that goes closes its
 //! socket and ends its flows. A port that cannot be bound (in use) is retried
@@ -39,6 +42,7 @@ pub type Served = Arc<Mutex<BTreeMap<u16, Arc<UdpListener>>>>;
 
 pub struct UdpRelay {
     bind_ip: IpAddr,
+    budget: Arc<flows::Budget>,
     served: Served,
     /// Listeners whose port could not be bound yet, and why.
     unbound: BTreeMap<u16, (ListenerConfig, String)>,
@@ -47,8 +51,15 @@ pub struct UdpRelay {
 }
 
 impl UdpRelay {
+    /// A relay holding at most a quarter of the open-files limit in flows
+    /// (one socket each), leaving the rest to TCP connections and listeners.
     pub fn new(bind_ip: IpAddr) -> Self {
-        UdpRelay { bind_ip, served: Served::default(), unbound: BTreeMap::new(), epoch: Instant::now(), announced: false }
+        let soft = crate::limits::current().map(|l| l.soft).unwrap_or(1024);
+        Self::with_budget(bind_ip, (soft / 4).max(64) as usize)
+    }
+
+    pub fn with_budget(bind_ip: IpAddr, max_flows: usize) -> Self {
+        UdpRelay { bind_ip, budget: flows::Budget::new(max_flows), served: Served::default(), unbound: BTreeMap::new(), epoch: Instant::now(), announced: false }
     }
 
     /// The listeners, for `/metrics` (read live, not copied).
@@ -66,6 +77,7 @@ impl UdpRelay {
         if !wanted.is_empty() && !self.announced {
             self.announced = true;
             tracing::info!(
+                max_flows = self.budget.max,
                 "UDP data path: userspace relay (one socket per flow toward the backend); \
                  the in-kernel UDP NAT is not built yet, so every UDP listener is served here"
             );
@@ -83,7 +95,7 @@ impl UdpRelay {
         for (port, config) in wanted {
             match served.get(port) {
                 Some(listener) => listener.update(config),
-                None => match UdpListener::bind(self.bind_ip, *port, config.clone(), self.epoch) {
+                None => match UdpListener::bind(self.bind_ip, *port, config.clone(), self.epoch, Arc::clone(&self.budget)) {
                     Ok(listener) => {
                         self.unbound.remove(port);
                         tracing::info!(port, route = ?config.route.as_ref().map(ToString::to_string), "UDP listener bound");

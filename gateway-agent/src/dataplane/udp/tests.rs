@@ -150,3 +150,28 @@ async fn denied_clients_flow_limits_and_invalid_backends_drop_and_are_counted() 
     }
     assert!(free, "the port is free again");
 }
+
+#[tokio::test]
+async fn a_full_flow_table_drops_new_flows_and_keeps_serving_old_ones() {
+    let a = echo("a").await;
+    let (port, other) = (free_port(), free_port());
+    let mut relay = UdpRelay::with_budget("127.0.0.1".parse().unwrap(), 3);
+    relay.apply(&BTreeMap::from([(port, listener(&[(1, &[a])], Default::default())), (other, listener(&[(1, &[a])], Default::default()))]));
+    let old: Vec<UdpSocket> = futures::future::join_all((0..3).map(|_| UdpSocket::bind("127.0.0.1:0"))).await.into_iter().map(Result::unwrap).collect();
+    for (i, c) in old.iter().enumerate() {
+        // Two listeners, one budget.
+        assert!(ask(c, if i == 0 { other } else { port }, b"x").await.is_some());
+    }
+    let flood: Vec<UdpSocket> = futures::future::join_all((0..20).map(|_| UdpSocket::bind("127.0.0.1:0"))).await.into_iter().map(Result::unwrap).collect();
+    for c in &flood {
+        c.send_to(b"new", ("127.0.0.1", port)).await.unwrap();
+    }
+    for c in &old[1..] {
+        assert_eq!(ask(c, port, b"still here").await.as_deref(), Some("a"), "old flows keep going");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let state = relay.state();
+    let flooded = state.listeners.iter().find(|l| l.port == port).unwrap();
+    assert_eq!(count(&flooded.routes[0].counters.dropped, "table_full"), 20);
+    assert_eq!(relay.state().listeners.iter().map(|l| l.flows.len()).sum::<usize>(), 3);
+}
