@@ -37,6 +37,8 @@ pub struct UdpListener {
     counters: Mutex<BTreeMap<Option<ObjectKey>, Arc<UdpCounters>>>,
     epoch: Instant,
     budget: Arc<Budget>,
+    /// Replies name the address each client sent to as their source (see `pktinfo`).
+    pktinfo: bool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -50,6 +52,10 @@ impl UdpListener {
         socket.set_nonblocking(true)?;
         // Bursts of datagrams from many clients wait here while the task is busy.
         let _ = socket.set_recv_buffer_size(4 << 20);
+        let pktinfo = super::pktinfo::wanted(ip);
+        if pktinfo {
+            super::pktinfo::enable(&socket)?;
+        }
         socket.bind(&SocketAddr::new(ip, port).into())?;
         let socket = Arc::new(UdpSocket::from_std(socket.into())?);
         let mut flows = FlowTable::default();
@@ -63,6 +69,7 @@ impl UdpListener {
             counters: Mutex::new(BTreeMap::new()),
             epoch,
             budget,
+            pktinfo,
             tasks: Mutex::new(Vec::new()),
         });
         let receive = tokio::spawn(receive(Arc::clone(&listener)));
@@ -122,12 +129,12 @@ impl UdpListener {
     }
 
     /// One datagram from `client`: on its flow, or on a new flow when it is admitted.
-    async fn forward(self: &Arc<Self>, data: &[u8], client: SocketAddr) {
+    async fn forward(self: &Arc<Self>, data: &[u8], client: SocketAddr, local: Option<Ipv4Addr>) {
         let now = self.now_ms();
         let existing = self.flows.lock().unwrap().get(&client).map(|f| (f.socket.clone(), f.counters.clone(), f.activity.clone()));
         let (socket, counters, activity) = match existing {
             Some(flow) => flow,
-            None => match self.new_flow(client, now) {
+            None => match self.new_flow(client, local, now) {
                 Ok(flow) => flow,
                 Err((counters, why)) => {
                     counters.from_client(data.len());
@@ -153,7 +160,7 @@ impl UdpListener {
 
     /// A flow for a client seen for the first time, or why its datagram is dropped.
     #[allow(clippy::type_complexity)]
-    fn new_flow(self: &Arc<Self>, client: SocketAddr, now: u64) -> Result<(Option<Arc<UdpSocket>>, Arc<UdpCounters>, Arc<FlowActivity>), (Arc<UdpCounters>, DropReason)> {
+    fn new_flow(self: &Arc<Self>, client: SocketAddr, local: Option<Ipv4Addr>, now: u64) -> Result<(Option<Arc<UdpSocket>>, Arc<UdpCounters>, Arc<FlowActivity>), (Arc<UdpCounters>, DropReason)> {
         let config = self.config();
         let counters = self.counters_of(config.route.as_ref());
         if config.route.is_none() {
@@ -188,7 +195,8 @@ impl UdpListener {
                         return Err((counters, DropReason::SendFailed));
                     }
                 };
-                let task = tokio::spawn(replies(Arc::clone(&socket), Arc::clone(&self.socket), client, counters.clone(), activity.clone(), self.epoch));
+                let back = Back { listener: Arc::clone(&self.socket), client, from: local };
+                let task = tokio::spawn(replies(Arc::clone(&socket), back, counters.clone(), activity.clone(), self.epoch));
                 (Some(socket), Some(task))
             }
         };
@@ -212,8 +220,13 @@ fn backend_socket(endpoint: SocketAddr) -> std::io::Result<UdpSocket> {
 async fn receive(listener: Arc<UdpListener>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        match listener.socket.recv_from(&mut buf).await {
-            Ok((n, client)) => listener.forward(&buf[..n], client).await,
+        let received = if listener.pktinfo {
+            super::pktinfo::recv(&listener.socket, &mut buf).await
+        } else {
+            listener.socket.recv_from(&mut buf).await.map(|(n, client)| (n, client, None))
+        };
+        match received {
+            Ok((n, client, local)) => listener.forward(&buf[..n], client, local).await,
             Err(e) => {
                 tracing::warn!(port = listener.port, error = %e, "UDP: receiving from clients failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -222,9 +235,26 @@ async fn receive(listener: Arc<UdpListener>) {
     }
 }
 
-/// Carries one flow's replies from its endpoint back to its client, through
-/// the listener's socket (so they come from the address and port the client sent to).
-async fn replies(backend: Arc<UdpSocket>, listener: Arc<UdpSocket>, client: SocketAddr, counters: Arc<UdpCounters>, activity: Arc<FlowActivity>, epoch: Instant) {
+/// Where a flow's replies go: to the client, from the listener's socket (its
+/// port) and, when known, from the address the client sent its first datagram to.
+struct Back {
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    from: Option<Ipv4Addr>,
+}
+
+impl Back {
+    async fn send(&self, data: &[u8]) -> std::io::Result<usize> {
+        match self.from {
+            Some(from) => super::pktinfo::send(&self.listener, data, self.client, from).await,
+            None => self.listener.send_to(data, self.client).await,
+        }
+    }
+}
+
+/// Carries one flow's replies from its endpoint back to its client.
+async fn replies(backend: Arc<UdpSocket>, back: Back, counters: Arc<UdpCounters>, activity: Arc<FlowActivity>, epoch: Instant) {
+    let client = back.client;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match backend.recv(&mut buf).await {
@@ -232,7 +262,7 @@ async fn replies(backend: Arc<UdpSocket>, listener: Arc<UdpSocket>, client: Sock
                 activity.seen(epoch.elapsed().as_millis() as u64);
                 activity.datagrams_to_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 activity.bytes_to_client.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                match listener.send_to(&buf[..n], client).await {
+                match back.send(&buf[..n]).await {
                     Ok(_) => counters.to_client(n),
                     Err(_) => counters.dropped(DropReason::SendFailed),
                 }

@@ -25,6 +25,7 @@ pub mod counters;
 pub mod flows;
 pub mod listener;
 pub mod metrics;
+mod pktinfo;
 pub mod state;
 #[cfg(test)]
 mod tests;
