@@ -36,6 +36,9 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     for (port, listener) in &translation.dataplane.listeners {
         println!("port {port}: {listener}");
     }
+    for (port, listener) in &translation.dataplane.udp_listeners {
+        println!("udp port {port}: {}", crate::model::config::UdpListenerDisplay(listener));
+    }
     for line in translation.status.lines() {
         println!("{line}");
     }

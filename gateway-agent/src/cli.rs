@@ -10,7 +10,7 @@ use crate::dataplane::DataplaneMode;
 use crate::model::DEFAULT_CONTROLLER_NAME;
 
 #[derive(Parser, Debug)]
-#[command(name = "gateway-agent", version, about = "sockgate: Gateway API TCPRoute on an eBPF-accelerated L4 data plane")]
+#[command(name = "gateway-agent", version, about = "sockgate: Gateway API TCPRoute and UDPRoute on an eBPF-accelerated L4 data plane")]
 pub struct Cli {
     /// Log filter (tracing syntax, e.g. info or gateway_agent=debug); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", env = "SOCKGATE_LOG")]
@@ -100,7 +100,12 @@ pub struct RunArgs {
     /// (in a DaemonSet, so the kubelet does not restart the old container).
     #[arg(long, value_enum, default_value = "exit")]
     pub after_handover: AfterHandover,
+    /// Where the UDP relay's counters and flow table are written every tick, for `inspect`.
+    #[arg(long, default_value = DEFAULT_UDP_STATE_FILE)]
+    pub udp_state_file: PathBuf,
 }
+
+pub const DEFAULT_UDP_STATE_FILE: &str = "/run/sockgate/udp-flows.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AfterHandover {
@@ -120,6 +125,9 @@ pub struct InspectArgs {
     pub bpf_pin_dir: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// The UDP relay's state file (what `run --udp-state-file` writes).
+    #[arg(long, default_value = DEFAULT_UDP_STATE_FILE)]
+    pub udp_state_file: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

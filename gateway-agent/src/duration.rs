@@ -1,9 +1,13 @@
-//! Durations as people write them in flags and policies: `5s`, `500ms`, `2m`, `1h`.
+//! Durations as people write them in flags and policies: `5s`, `500ms`, `2m`, `1h`,
+//! and Gateway API's GEP-2257 form, up to four parts: `1h30m`, `2m30s500ms`.
 
 use std::time::Duration;
 
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if let Some(d) = gep2257(text) {
+        return Ok(d);
+    }
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
     let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
     let seconds = match unit {
@@ -14,6 +18,36 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// GEP-2257: `^([0-9]{1,5}(h|m|s|ms)){1,4}$`; None if `text` is not of that form.
+fn gep2257(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if !(1..=5).contains(&digits) {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total += unit * value as u32;
+        parts += 1;
+    }
+    (1..=4).contains(&parts).then_some(total)
 }
 
 #[cfg(test)]
@@ -28,5 +62,14 @@ mod tests {
         assert!(parse("-5s").is_err());
         assert!(parse("5 parsecs").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn gep_2257_durations_parse() {
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("2m30s500ms"), Ok(Duration::from_millis(150_500)));
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        assert!(parse("1h2m3s4ms5s").is_err(), "at most four parts");
+        assert!(parse("1d").is_err());
     }
 }

@@ -22,6 +22,8 @@ pub struct Health {
     /// XDP drops per listener port: (packets, bytes).
     xdp_drops: Mutex<BTreeMap<u16, (u64, u64)>>,
     splice: Mutex<Option<SpliceReport>>,
+    /// The UDP relay's listeners, read live on every scrape.
+    udp: Mutex<Option<crate::dataplane::udp::Served>>,
 }
 
 impl Health {
@@ -33,6 +35,11 @@ impl Health {
 
     pub fn publish_splice(&self, report: SpliceReport) {
         *self.splice.lock().unwrap() = Some(report);
+    }
+
+    /// The UDP relay's listeners (once: the handle stays live).
+    pub fn publish_udp(&self, served: crate::dataplane::udp::Served) {
+        *self.udp.lock().unwrap() = Some(served);
     }
 
     pub fn publish_xdp_drops(&self, drops: BTreeMap<u16, (u64, u64)>) {
@@ -71,6 +78,10 @@ impl Health {
             for (port, (packets, _)) in drops.iter() {
                 let _ = writeln!(out, "{name}{{port=\"{port}\"}} {packets}");
             }
+        }
+        if let Some(served) = self.udp.lock().unwrap().as_ref() {
+            let state = crate::dataplane::udp::state::RelayState::of(&served.lock().unwrap());
+            crate::dataplane::udp::metrics::render(&state, &mut out);
         }
         out
     }

@@ -7,31 +7,37 @@ use serde_json::{json, Value};
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::dataplane::kernel::{read_pinned, PinnedView};
 use crate::dataplane::kernel_splice::read_pinned_flows;
+use crate::dataplane::udp::state::RelayState;
 use crate::dataplane::xdp::read_pinned_stats;
 use gateway_common::{FlowEntry, FlowKey};
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
-    let view = read_pinned(&args.bpf_pin_dir)?;
-    // The XDP client filter's counters, when an agent runs one (--xdp-interface).
-    let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
+    // The UDP relay's listeners and flow table, when an agent serves UDP
+    // (they are in a file the agent writes, not in a map).
+    let udp = RelayState::read(&args.udp_state_file).ok();
+    let view = match (read_pinned(&args.bpf_pin_dir), &udp) {
+        (Ok(view), _) => Some(view),
+        // --dataplane userspace pins nothing, yet serves UDP.
+        (Err(_), Some(_)) => None,
+        (Err(e), None) => return Err(e),
+    };
     // Connections the kernel splice carries, when the agent runs it (--dataplane ebpf).
     let flows = read_pinned_flows(&args.bpf_pin_dir).map(|entries| flow_table(&entries)).unwrap_or_default();
     match args.output {
         OutputFormat::Json => {
-            let mut json = to_json(&view);
-            for listener in json["listeners"].as_array_mut().into_iter().flatten() {
-                if let Some(stats) = listener["port"].as_u64().and_then(|p| xdp.get(&(p as u16))) {
-                    listener["xdpDroppedPackets"] = stats.dropped_packets.into();
-                    listener["xdpDroppedBytes"] = stats.dropped_bytes.into();
-                }
+            let mut json = view.as_ref().map(|view| pinned_json(view, args)).unwrap_or_else(|| json!({}));
+            if let Some(udp) = &udp {
+                json["udpListeners"] = serde_json::to_value(&udp.listeners)?;
             }
             json["splicedConnections"] = flows.iter().map(Flow::to_json).collect();
             println!("{}", serde_json::to_string_pretty(&json)?)
         }
         OutputFormat::Text => {
-            print!("{}", to_text(&view, &args.bpf_pin_dir.display().to_string()));
-            for (port, stats) in &xdp {
-                println!("  XDP filter, port {port}: {} packets ({} bytes) from denied clients dropped, {} passed", stats.dropped_packets, stats.dropped_bytes, stats.passed_packets);
+            if let Some(view) = &view {
+                print_pinned(view, args);
+            }
+            if let Some(udp) = &udp {
+                print!("{}", udp.text());
             }
             if !flows.is_empty() {
                 println!("connections in the kernel splice ({}):", flows.len());
@@ -107,6 +113,26 @@ fn flow_table(entries: &[(FlowKey, FlowEntry)]) -> Vec<Flow> {
         .collect();
     flows.sort_by_key(|f| (f.listener, f.client));
     flows
+}
+
+fn pinned_json(view: &PinnedView, args: &InspectArgs) -> Value {
+    let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
+    let mut json = to_json(view);
+    for listener in json["listeners"].as_array_mut().into_iter().flatten() {
+        if let Some(stats) = listener["port"].as_u64().and_then(|p| xdp.get(&(p as u16))) {
+            listener["xdpDroppedPackets"] = stats.dropped_packets.into();
+            listener["xdpDroppedBytes"] = stats.dropped_bytes.into();
+        }
+    }
+    json
+}
+
+fn print_pinned(view: &PinnedView, args: &InspectArgs) {
+    let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
+    print!("{}", to_text(view, &args.bpf_pin_dir.display().to_string()));
+    for (port, stats) in &xdp {
+        println!("  XDP filter, port {port}: {} packets ({} bytes) from denied clients dropped, {} passed", stats.dropped_packets, stats.dropped_bytes, stats.passed_packets);
+    }
 }
 
 fn path_name(code: u32) -> &'static str {

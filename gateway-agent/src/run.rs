@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::{AfterHandover, RunArgs};
 use crate::dataplane::listeners::ListenerSet;
+use crate::dataplane::udp::UdpRelay;
 use crate::dataplane::xdp::{ClientCidrs, XdpFilter};
 use crate::dataplane::{kernel::KernelListeners, load_kernel, select_path, KernelSpliceSettings};
 use crate::health::Health;
@@ -55,8 +56,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let offer = Offer::bind(&args.takeover_socket)?;
     let xdp = load_xdp(&args);
+    let udp = UdpRelay::new(args.listen_address);
+    health.publish_udp(udp.served());
     let mut applier = Applier {
         listeners,
+        udp,
+        udp_state_file: args.udp_state_file.clone(),
         xdp,
         xdp_unattached: args.xdp_interfaces.clone(),
         bind_address: args.listen_address,
@@ -309,6 +314,9 @@ fn hostname() -> String {
 /// Everything after the snapshot: translate, program, remember.
 struct Applier {
     listeners: ListenerSet,
+    /// UDP listeners: the userspace relay (no in-kernel UDP path yet).
+    udp: UdpRelay,
+    udp_state_file: PathBuf,
     xdp: Option<XdpFilter>,
     /// Interfaces the filter goes on once it holds the first rules: attached
     /// empty, it would let denied clients through (or, taking over a running
@@ -335,6 +343,7 @@ impl Applier {
         let mut translation = translate(&loaded.snapshot, &self.settings);
         carry(&self.status, &mut translation.status, now);
         self.listeners.apply(&translation.dataplane);
+        self.udp.apply(&translation.dataplane.udp_listeners);
         self.program_xdp(&translation.dataplane);
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(e) = kernel.sync(&translation.dataplane) {
@@ -348,6 +357,7 @@ impl Applier {
             objects = loaded.snapshot.object_count(),
             ignored = loaded.ignored.len(),
             listeners = translation.dataplane.listeners.len(),
+            udp_listeners = translation.dataplane.udp_listeners.len(),
             "configuration applied"
         );
         for line in translation.status.lines() {
@@ -355,6 +365,9 @@ impl Applier {
         }
         for (port, why) in self.listeners.unbound() {
             tracing::error!(port, "status: listener not programmed: {why}");
+        }
+        for (port, why) in self.udp.unbound() {
+            tracing::error!(port, "status: UDP listener not programmed: {why}");
         }
         self.status = translation.status;
     }
@@ -384,6 +397,8 @@ impl Applier {
     /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
     fn tick(&mut self) {
         self.listeners.retry_unbound();
+        self.udp.retry_unbound();
+        self.write_udp_state();
         self.publish_activity();
         if let Some(report) = self.listeners.splice_report() {
             self.health.publish_splice(report);
@@ -393,6 +408,13 @@ impl Applier {
                 Ok(drops) => self.health.publish_xdp_drops(drops),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the XDP drop counters failed"),
             }
+        }
+    }
+
+    /// The relay's counters and flows, for `gateway-agent inspect` (another process).
+    fn write_udp_state(&self) {
+        if let Err(e) = self.udp.state().write(&self.udp_state_file) {
+            tracing::debug!(file = %self.udp_state_file.display(), error = %e, "writing the UDP relay state failed");
         }
     }
 
@@ -459,6 +481,8 @@ impl Applier {
 
     async fn shutdown(mut self) {
         drop(self.listeners);
+        drop(self.udp);
+        let _ = std::fs::remove_file(&self.udp_state_file);
         // A load still running would pin maps after we are gone: wait for it.
         if let Some(loading) = self.kernel_loading.take() {
             self.kernel = loading.await.ok().and_then(|(kernel, _)| kernel);

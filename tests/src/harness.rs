@@ -33,7 +33,13 @@ impl GatewayNode {
 
     /// As `start`, with a last word on the agent's command (e.g. a cgroup to join).
     pub fn start_with(files: &[(&str, String)], args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> Result<GatewayNode> {
-        let hosts = Topology::create()?;
+        Self::start_on(1, files, args, configure)
+    }
+
+    /// As `start_with`, on the subnets of [`Topology::create_on`]`(base)`
+    /// (`connect` and `wait_for_port` assume base 1).
+    pub fn start_on(base: u8, files: &[(&str, String)], args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> Result<GatewayNode> {
+        let hosts = Topology::create_on(base)?;
         let manifests = tempfile::tempdir()?;
         for (name, yaml) in files {
             std::fs::write(manifests.path().join(name), yaml)?;
@@ -136,11 +142,12 @@ impl GatewayNode {
 }
 
 /// gateway-agent on the node, logging at debug level (tests read the log),
-/// with its takeover socket in `state` so agents of different tests never meet.
+/// with its takeover socket and UDP relay state file (`udp-flows.json`) in
+/// `state` so agents of different tests never meet.
 fn agent_command(hosts: &Topology, state: &std::path::Path, run_args: &[std::ffi::OsString], kubeconfig: Option<&std::path::Path>) -> Result<std::process::Command> {
     let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
     command.env("SOCKGATE_LOG", "info,gateway_agent=debug");
-    command.arg("run").arg("--takeover-socket").arg(state.join("takeover.sock")).args(run_args);
+    command.arg("run").arg("--takeover-socket").arg(state.join("takeover.sock")).arg("--udp-state-file").arg(state.join("udp-flows.json")).args(run_args);
     if let Some(kubeconfig) = kubeconfig {
         command.env("KUBECONFIG", kubeconfig);
     }

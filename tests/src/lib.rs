@@ -15,6 +15,7 @@ pub mod status;
 pub mod netns;
 pub mod soak;
 pub mod topology;
+pub mod udp;
 
 use std::path::PathBuf;
 

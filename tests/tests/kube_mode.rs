@@ -40,7 +40,7 @@ impl std::ops::Deref for Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let kinds = "gateways.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps,listenerpolicies.sockgate.io,backendpolicies.sockgate.io";
+        let kinds = "gateways.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,udproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps,listenerpolicies.sockgate.io,backendpolicies.sockgate.io";
         let _ = kubectl(&["delete", kinds, "--all", "-n", &self.0, "--wait=false"], None);
         let _ = kubectl(&["delete", "gatewayclass", &self.0, "--ignore-not-found", "--wait=false"], None);
         let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
@@ -208,6 +208,48 @@ fn a_routes_status_keeps_another_controllers_entry_and_loses_only_ours_when_it_d
     let _ = kubectl(&["delete", "gatewayclass", &other_class, "--ignore-not-found", "--wait=false"], None);
 }
 
+/// A UDPRoute applied with kubectl: watched (discovery picks v1), served by the
+/// relay, its status and the Gateway's written by the (only, so leading) agent.
+#[test]
+fn a_udproute_applied_with_kubectl_is_served_and_its_status_written() {
+    use sockgate_tests::udp::{ask, checksummed, client, udp_echo, udp_service};
+    let ns = namespace("udp");
+    let controller = format!("sockgate.io/{}", ns.as_str());
+    let route = format!("apiVersion: gateway.networking.k8s.io/v1\nkind: UDPRoute\nmetadata:\n  name: r\n  namespace: {ns}\nspec:\n  parentRefs: [{{name: gw, sectionName: dns}}]\n  rules: [{{backendRefs: [{{name: one, port: 80}}]}}]\n", ns = ns.as_str());
+    apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {ns}\nspec:\n  controllerName: {controller}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {ns}\nspec:\n  gatewayClassName: {ns}\n  listeners:\n  - {{name: dns, port: 5300, protocol: UDP}}\n  - {{name: tcp, port: 5300, protocol: TCP}}\n---\n{route}---\n{}",
+        for_this_server(&udp_service("one", 80, 7000, &["198.18.2.2"])).replace("metadata: {name: one", &format!("metadata: {{namespace: {}, name: one", ns.as_str())),
+        ns = ns.as_str()
+    ))
+    .unwrap();
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", "node-a", "--gateway-address", "198.18.1.2"]).unwrap();
+    assert!(node.agent.logs().contains("kind=UDPRoute"), "the agent watches UDPRoutes: {}", node.agent.logs());
+    let _echo = udp_echo(&node.hosts.backend1, 7000, "one").unwrap();
+    let c = client(&node.hosts.client, Duration::from_millis(500)).unwrap();
+    let gateway = "198.18.1.2:5300".parse().unwrap();
+    let mut seq = 0;
+    let mut answer = || {
+        seq += 1;
+        ask(&c, gateway, &checksummed(seq, 512)).unwrap()
+    };
+    eventually(WAIT, "an answer through the UDP listener", || answer().filter(|who| who == "one")).unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+
+    let route_status = eventually(WAIT, "the UDPRoute's status", || get("udproute", &ns, "r").filter(|r| !entries_of(&r["status"]["parents"], &controller).is_empty()))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    assert_eq!(conditions(&entries_of(&route_status["status"]["parents"], &controller)[0]["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
+    let gw = eventually(WAIT, "the Gateway's listeners", || get("gateway", &ns, "gw").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 1)).unwrap();
+    assert_eq!(gw["status"]["listeners"][0]["supportedKinds"], json!([{ "group": "gateway.networking.k8s.io", "kind": "UDPRoute" }]));
+    assert_eq!(gw["status"]["listeners"][1]["supportedKinds"], json!([{ "group": "gateway.networking.k8s.io", "kind": "TCPRoute" }]));
+    let class = eventually(WAIT, "the GatewayClass's features", || get("gatewayclass", "", &ns).filter(|c| c["status"]["supportedFeatures"].is_array())).unwrap();
+    assert!(class["status"]["supportedFeatures"].as_array().unwrap().contains(&json!({ "name": "UDPRoute" })), "{class}");
+
+    // Deleting the route: the listener answers no more, the status follows.
+    kubectl(&["delete", "udproute", "r", "-n", &ns], None).unwrap();
+    eventually(WAIT, "attachedRoutes 0", || get("gateway", &ns, "gw").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 0)).unwrap();
+    eventually(WAIT, "no answer", || answer().is_none().then_some(())).unwrap();
+}
+
 fn identity_backend(node: &GatewayNode) {
     let _ = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| {
         let _ = s.write_all(b"one");
@@ -293,6 +335,8 @@ fn the_charts_objects_apply_to_a_real_api_server() {
     let sa = format!("system:serviceaccount:{}:sockgate-agent", ns.as_str());
     for (verb, resource, allowed) in [
         ("watch", "tcproutes.gateway.networking.k8s.io", "yes"),
+        ("watch", "udproutes.gateway.networking.k8s.io", "yes"),
+        ("patch", "udproutes.gateway.networking.k8s.io/status", "yes"),
         ("patch", "gateways.gateway.networking.k8s.io/status", "yes"),
         ("list", "endpointslices.discovery.k8s.io", "yes"),
         ("update", "leases.coordination.k8s.io", "yes"),

@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev", "clang-22", "lld-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "libxml2-dev",
     "libbpf-dev", "bpftool", "iproute2", "ethtool",
     "netcat-openbsd", "curl", "socat",
+    // UDPRoute tests: a real DNS server and client through the relay
+    "dnsmasq-base", "dnsutils",
     // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
     "golang-go",
     "g++", // libFuzzer's C++ runtime, built by cargo fuzz (cargo xtask fuzz)

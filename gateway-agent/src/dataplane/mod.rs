@@ -1,7 +1,10 @@
 //! The data plane: listener sockets, connection set-up, and the data paths that
 //! move the bytes after set-up (behind one trait, [`path::DataPath`]).
 //!
-//! # Why the in-kernel sockmap splice is not offered on this kernel (6.18)
+//! The kernel path is [`kernel_splice`]: a TC program splices the two TCP
+//! connections at the packet level after userspace set them up.
+//!
+//! # Why sockmap is not used on this kernel (6.18)
 //!
 //! Reproduced with `cargo xtask sockmap-repro` (tools/sockmap-repro/README.md
 //! has the evidence): a proxy whose sockets sit in a SOCKHASH with an sk_skb
@@ -37,6 +40,7 @@ mod pause_tests;
 pub mod selftest;
 pub mod sockets;
 pub mod splice;
+pub mod udp;
 pub mod xdp;
 
 use std::path::Path;
@@ -95,10 +99,10 @@ pub async fn select_path(mode: DataplaneMode, kernel: &KernelSpliceSettings) -> 
     }
 }
 
-/// Loads the eBPF listener maps and programs when `mode` wants them (auto);
+/// Loads the eBPF listener maps and programs when `mode` wants them (auto, ebpf);
 /// None, and why, otherwise or when BPF is unavailable (the agent serves anyway).
 pub fn load_kernel(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) -> (Option<kernel::KernelListeners>, String) {
-    if mode != DataplaneMode::Auto {
+    if !matches!(mode, DataplaneMode::Auto | DataplaneMode::Ebpf) {
         return (None, String::new());
     }
     let loaded = match cgroup {
@@ -109,8 +113,7 @@ pub fn load_kernel(mode: DataplaneMode, pin_dir: &Path, cgroup: Option<&Path>) -
     match loaded {
         Ok(k) => {
             let why = format!(
-                "the in-kernel sockmap splice is not offered (it corrupts or stalls streams on this kernel); \
-                 eBPF listener maps pinned in {} and sock_ops attached to {}",
+                "eBPF listener maps pinned in {} and sock_ops attached to {} (sockmap is not used: it corrupts or stalls streams on this kernel)",
                 k.pin_dir().display(),
                 k.cgroup().display()
             );

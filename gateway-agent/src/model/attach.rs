@@ -1,9 +1,9 @@
-//! Route attachment: which listeners a TCPRoute's parentRef binds to, and why not.
+//! Route attachment: which listeners a TCPRoute's or UDPRoute's parentRef binds to, and why not.
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::listeners::{ListenerVerdict, TCP_ROUTE_KIND};
+use super::listeners::{ListenerVerdict, RouteKind};
 use super::status::reasons;
 use crate::resources::gateway_api::{Listener, ParentReference, GROUP};
 use crate::resources::ObjectKey;
@@ -27,8 +27,12 @@ pub enum Attachment {
     Rejected { reason: &'static str, message: String },
 }
 
-/// Binds a route in `route_namespace` through `parent` to the listeners of one Gateway.
+/// Binds a route of `kind` in `route_namespace` through `parent` to the
+/// listeners of one Gateway. A listener of another protocol matches the
+/// parentRef but does not allow the kind: `NotAllowedByListeners`, as the
+/// conformance cases (a UDPRoute on a TLS listener) read the spec.
 pub fn attach(
+    kind: RouteKind,
     parent: &ParentReference,
     route_namespace: &str,
     gateway_namespace: &str,
@@ -55,7 +59,7 @@ pub fn attach(
         .filter(|&i| {
             let verdict = verdicts[i];
             verdict.valid
-                && verdict.supported_kinds.iter().any(|k| k.kind == TCP_ROUTE_KIND)
+                && verdict.supported_kinds.iter().any(|k| k.kind == kind.name())
                 && namespace_allowed(&listeners[i], route_namespace, gateway_namespace, namespace_labels)
         })
         .collect();

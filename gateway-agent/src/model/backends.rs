@@ -7,6 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::BackendGroup;
+use super::listeners::RouteKind;
 use super::status::reasons;
 use crate::resources::gateway_api::{BackendRef, GROUP};
 use crate::resources::{ObjectKey, Snapshot};
@@ -40,15 +41,17 @@ impl<'a> Backends<'a> {
     }
 
     /// See [`resolve`].
-    pub fn resolve(&self, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
-        resolve(self, route, refs)
+    pub fn resolve(&self, kind: RouteKind, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
+        resolve(self, kind, route, refs)
     }
 }
 
 /// Resolves every backendRef of every rule; problems come back beside the groups
 /// (an unresolvable ref still gets a group, without endpoints, so its share of
-/// connections is reset rather than silently given to the others).
-fn resolve(backends: &Backends, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
+/// connections is reset rather than silently given to the others). A route of
+/// `kind` needs Service ports (and EndpointSlice ports) of its protocol: a
+/// UDPRoute to port 53 of a Service with TCP and UDP port 53 goes to the UDP one.
+fn resolve(backends: &Backends, kind: RouteKind, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec<BackendGroup>, Vec<RefProblem>) {
     let mut groups = Vec::new();
     let mut problems = Vec::new();
     for backend in refs {
@@ -56,7 +59,7 @@ fn resolve(backends: &Backends, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec
         let port = backend.port.unwrap_or(0);
         let name = format!("{namespace}/{}:{port}", backend.name);
         let weight = backend.weight.unwrap_or(1).clamp(0, i32::MAX) as u32;
-        let endpoints = match resolve_one(backends, route, backend, &namespace) {
+        let endpoints = match resolve_one(backends, kind, route, backend, &namespace) {
             Ok(endpoints) => endpoints,
             Err(problem) => {
                 problems.push(problem);
@@ -69,48 +72,50 @@ fn resolve(backends: &Backends, route: &ObjectKey, refs: &[&BackendRef]) -> (Vec
     (groups, problems)
 }
 
-fn resolve_one(backends: &Backends, route: &ObjectKey, backend: &BackendRef, namespace: &str) -> Result<Vec<SocketAddr>, RefProblem> {
+fn resolve_one(backends: &Backends, kind: RouteKind, route: &ObjectKey, backend: &BackendRef, namespace: &str) -> Result<Vec<SocketAddr>, RefProblem> {
     let snapshot = backends.snapshot;
     let group = backend.group.as_deref().unwrap_or("");
-    let kind = backend.kind.as_deref().unwrap_or("Service");
-    if !group.is_empty() || kind != "Service" {
+    let backend_kind = backend.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || backend_kind != "Service" {
         return Err(RefProblem {
             reason: reasons::INVALID_KIND,
-            message: format!("backendRef {} has kind {group}/{kind}; only core Services are supported", backend.name),
+            message: format!("backendRef {} has kind {group}/{backend_kind}; only core Services are supported", backend.name),
         });
     }
-    if namespace != route.namespace && !reference_granted(snapshot, &route.namespace, namespace, &backend.name) {
+    if namespace != route.namespace && !reference_granted(snapshot, kind, &route.namespace, namespace, &backend.name) {
         return Err(RefProblem {
             reason: reasons::REF_NOT_PERMITTED,
-            message: format!("no ReferenceGrant in namespace {namespace} allows TCPRoutes from {} to Service {}", route.namespace, backend.name),
+            message: format!("no ReferenceGrant in namespace {namespace} allows {}s from {} to Service {}", kind.name(), route.namespace, backend.name),
         });
     }
     let service_key = ObjectKey::new(namespace, backend.name.clone());
     let Some(service) = snapshot.services.get(&service_key) else {
         return Err(RefProblem { reason: reasons::BACKEND_NOT_FOUND, message: format!("Service {service_key} not found") });
     };
-    let Some(port) = service_port(service, backend.port.unwrap_or(0)) else {
+    let protocol = kind.protocol();
+    let Some(port) = service_port(service, backend.port.unwrap_or(0), protocol) else {
         return Err(RefProblem {
             reason: reasons::BACKEND_NOT_FOUND,
-            message: format!("Service {service_key} has no TCP port {}", backend.port.unwrap_or(0)),
+            message: format!("Service {service_key} has no {protocol} port {}", backend.port.unwrap_or(0)),
         });
     };
     let slices = backends.slices.get(&service_key).map(Vec::as_slice).unwrap_or_default();
-    Ok(ready_endpoints(slices, port))
+    Ok(ready_endpoints(slices, port, protocol))
 }
 
-fn service_port(service: &Service, port: i32) -> Option<&ServicePort> {
+/// The Service's port `port` of `protocol` (a Service port without one is TCP).
+fn service_port<'s>(service: &'s Service, port: i32, protocol: &str) -> Option<&'s ServicePort> {
     service
         .spec
         .as_ref()?
         .ports
         .iter()
         .flatten()
-        .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == protocol)
 }
 
-/// A ReferenceGrant in `to_namespace` lets TCPRoutes of `from_namespace` refer to the Service.
-fn reference_granted(snapshot: &Snapshot, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+/// A ReferenceGrant in `to_namespace` lets routes of `kind` in `from_namespace` refer to the Service.
+fn reference_granted(snapshot: &Snapshot, kind: RouteKind, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
     snapshot
         .reference_grants
         .iter()
@@ -120,7 +125,7 @@ fn reference_granted(snapshot: &Snapshot, from_namespace: &str, to_namespace: &s
                 .spec
                 .from
                 .iter()
-                .any(|f| f.group == GROUP && f.kind == "TCPRoute" && f.namespace == from_namespace);
+                .any(|f| f.group == GROUP && f.kind == kind.name() && f.namespace == from_namespace);
             let to_ok = grant
                 .spec
                 .to
@@ -135,7 +140,7 @@ fn reference_granted(snapshot: &Snapshot, from_namespace: &str, to_namespace: &s
 /// An EndpointSlice names its ports after the Service's ports and carries the
 /// resolved target port, so a named `targetPort` works; a slice without ports
 /// falls back to a numeric targetPort. `ready` absent counts as ready (API docs).
-fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddr> {
+fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort, protocol: &str) -> Vec<SocketAddr> {
     let port_name = port.name.clone().unwrap_or_default();
     let numeric_target = match &port.target_port {
         Some(IntOrString::Int(n)) => Some(*n),
@@ -151,7 +156,7 @@ fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketA
             None | Some([]) => numeric_target,
             Some(ports) => ports
                 .iter()
-                .find(|p| p.name.clone().unwrap_or_default() == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .find(|p| p.name.clone().unwrap_or_default() == port_name && p.protocol.as_deref().unwrap_or("TCP") == protocol)
                 .and_then(|p| p.port),
         };
         let Some(target) = target.and_then(|t| u16::try_from(t).ok()).filter(|t| *t != 0) else {

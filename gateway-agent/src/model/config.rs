@@ -10,10 +10,15 @@ use crate::dataplane::xdp::Cidr;
 use crate::resources::policies::ProxyProtocolVersion;
 use crate::resources::ObjectKey;
 
-/// Listener port → what to do with connections arriving there.
+/// Listener port → what to do with connections (TCP) and datagrams (UDP)
+/// arriving there. TCP and UDP ports are apart: one number may be in both.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataplaneConfig {
+    /// TCP listeners (TCPRoutes).
     pub listeners: BTreeMap<u16, ListenerConfig>,
+    /// UDP listeners (UDPRoutes); `route` is a UDPRoute, and a flow stands
+    /// where a connection would (maxConnections caps flows, idleTimeout ends them).
+    pub udp_listeners: BTreeMap<u16, ListenerConfig>,
 }
 
 /// Serializable: a takeover hands it to the next agent with the listening socket.
@@ -101,14 +106,31 @@ pub struct BackendGroup {
 
 impl fmt::Display for ListenerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.describe(f, "TCPRoute")
+    }
+}
+
+/// A UDP listener in words (its route is a UDPRoute, its traffic datagrams).
+pub struct UdpListenerDisplay<'a>(pub &'a ListenerConfig);
+
+impl fmt::Display for UdpListenerDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.describe(f, "UDPRoute")
+    }
+}
+
+impl ListenerConfig {
+    fn describe(&self, f: &mut fmt::Formatter<'_>, route_kind: &str) -> fmt::Result {
         write!(f, "{}/{} ", self.gateway, self.listener)?;
         match &self.route {
+            None if route_kind == "UDPRoute" => write!(f, "has no route: datagrams are dropped"),
             None => write!(f, "has no route: connections are reset"),
             Some(route) => {
-                write!(f, "-> TCPRoute {route}:")?;
+                write!(f, "-> {route_kind} {route}:")?;
                 for b in &self.backends {
                     let eps: Vec<String> = b.endpoints.iter().map(ToString::to_string).collect();
-                    let eps = if eps.is_empty() { "none: reset".to_string() } else { eps.join(" ") };
+                    let none = if route_kind == "UDPRoute" { "none: dropped" } else { "none: reset" };
+                    let eps = if eps.is_empty() { none.to_string() } else { eps.join(" ") };
                     write!(f, " [{} weight {} endpoints {eps}]", b.name, b.weight)?;
                 }
                 Ok(())

@@ -1,9 +1,11 @@
 //! Which listeners of sockgate's Gateways are valid, and who owns each port.
 //!
 //! One agent serves every Gateway of its class on the node's addresses, so a
-//! port can carry one listener only: inside a Gateway two TCP listeners on one
-//! port conflict (both `Conflicted`), and across Gateways the oldest Gateway
-//! keeps the port and later ones get `Accepted=False/PortUnavailable`.
+//! (protocol, port) can carry one listener only: inside a Gateway two
+//! listeners of one protocol on one port conflict (both `Conflicted`), and
+//! across Gateways the oldest Gateway keeps the port and later ones get
+//! `Accepted=False/PortUnavailable`. TCP port 53 and UDP port 53 are two
+//! ports: a TCP and a UDP listener on one number are both served.
 use std::collections::BTreeMap;
 
 use super::status::{reasons, types, Condition};
@@ -11,74 +13,119 @@ use crate::resources::gateway_api::{Listener, RouteGroupKind, GROUP};
 use crate::resources::{Gateway, ObjectKey};
 
 pub const TCP_ROUTE_KIND: &str = "TCPRoute";
+pub const UDP_ROUTE_KIND: &str = "UDPRoute";
+
+/// The route kinds sockgate serves, one per listener protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKind {
+    Tcp,
+    Udp,
+}
+
+impl RouteKind {
+    pub const ALL: [RouteKind; 2] = [RouteKind::Tcp, RouteKind::Udp];
+
+    /// The kind a listener of `protocol` serves, if sockgate serves that protocol.
+    pub fn for_protocol(protocol: &str) -> Option<RouteKind> {
+        match protocol {
+            "TCP" => Some(RouteKind::Tcp),
+            "UDP" => Some(RouteKind::Udp),
+            _ => None,
+        }
+    }
+
+    /// `TCPRoute` or `UDPRoute`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Tcp => TCP_ROUTE_KIND,
+            RouteKind::Udp => UDP_ROUTE_KIND,
+        }
+    }
+
+    /// The listener protocol and the Service port protocol of the kind.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            RouteKind::Tcp => "TCP",
+            RouteKind::Udp => "UDP",
+        }
+    }
+
+    fn group_kind(self) -> RouteGroupKind {
+        RouteGroupKind { group: Some(GROUP.to_string()), kind: self.name().to_string() }
+    }
+}
 
 /// The verdict on one listener before routes are considered.
 #[derive(Clone, Debug)]
 pub struct ListenerVerdict {
     pub gateway: ObjectKey,
     pub index: usize,
+    /// The route kind its protocol serves; None for a protocol sockgate does not serve.
+    pub kind: Option<RouteKind>,
     /// Usable: accepted, not conflicted, with a valid route kind.
     pub valid: bool,
     pub supported_kinds: Vec<RouteGroupKind>,
     pub conditions: Vec<Condition>,
 }
 
-fn tcp_route_kind() -> RouteGroupKind {
-    RouteGroupKind { group: Some(GROUP.to_string()), kind: TCP_ROUTE_KIND.to_string() }
-}
-
-/// The route kinds a TCP listener admits: TCPRoute, or of `allowedRoutes.kinds`
-/// those that are TCPRoute. Returns (supported, had invalid kinds).
-fn supported_kinds(listener: &Listener) -> (Vec<RouteGroupKind>, bool) {
-    let Some(kinds) = listener.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) else {
-        return (vec![tcp_route_kind()], false);
+/// The route kinds a listener serving `kind` admits: that kind, or of
+/// `allowedRoutes.kinds` those that are that kind. Returns (supported, had invalid kinds).
+fn supported_kinds(listener: &Listener, kind: Option<RouteKind>) -> (Vec<RouteGroupKind>, bool) {
+    let own: Vec<RouteGroupKind> = kind.map(RouteKind::group_kind).into_iter().collect();
+    let Some(kinds) = listener.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()).filter(|k| !k.is_empty()) else {
+        return (own, false);
     };
-    if kinds.is_empty() {
-        return (vec![tcp_route_kind()], false);
-    }
-    let (ok, bad): (Vec<_>, Vec<_>) = kinds
-        .iter()
-        .partition(|k| k.kind == TCP_ROUTE_KIND && k.group.as_deref().unwrap_or(GROUP) == GROUP);
-    let supported = if ok.is_empty() { vec![] } else { vec![tcp_route_kind()] };
+    let is_own = |k: &RouteGroupKind| kind.is_some_and(|kind| k.kind == kind.name()) && k.group.as_deref().unwrap_or(GROUP) == GROUP;
+    let (ok, bad): (Vec<_>, Vec<_>) = kinds.iter().partition(|k| is_own(k));
+    let supported = if ok.is_empty() { vec![] } else { own };
     (supported, !bad.is_empty())
 }
 
 /// Judges the listeners of `gateways` (sockgate's, oldest first).
 pub fn judge(gateways: &[(&ObjectKey, &Gateway)]) -> Vec<ListenerVerdict> {
     let mut verdicts = Vec::new();
-    // port → owning Gateway (the first, i.e. oldest, to claim it).
-    let mut port_owner: BTreeMap<i32, &ObjectKey> = BTreeMap::new();
+    // (kind, port) → owning Gateway (the first, i.e. oldest, to claim it).
+    let mut port_owner: BTreeMap<(RouteKind, i32), &ObjectKey> = BTreeMap::new();
     for (key, gateway) in gateways {
         let listeners = &gateway.spec.listeners;
-        let mut tcp_ports: BTreeMap<i32, usize> = BTreeMap::new();
-        for l in listeners.iter().filter(|l| l.protocol == "TCP") {
-            *tcp_ports.entry(l.port).or_default() += 1;
+        let mut ports: BTreeMap<(RouteKind, i32), usize> = BTreeMap::new();
+        for l in listeners {
+            if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
+                *ports.entry((kind, l.port)).or_default() += 1;
+            }
         }
         for (index, l) in listeners.iter().enumerate() {
             let mut conditions = Vec::new();
             let mut valid = true;
-            let (kinds, bad_kinds) = supported_kinds(l);
-            if l.protocol != "TCP" {
-                valid = false;
-                conditions.push(Condition::new(types::ACCEPTED, false, reasons::UNSUPPORTED_PROTOCOL,
-                    format!("sockgate serves TCP listeners only, not {}", l.protocol)));
-            } else if port_owner.get(&l.port).is_some_and(|owner| owner != key) {
-                valid = false;
-                conditions.push(Condition::new(types::ACCEPTED, false, reasons::PORT_UNAVAILABLE,
-                    format!("port {} is served for Gateway {}", l.port, port_owner[&l.port])));
-            } else {
-                conditions.push(Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, ""));
+            let kind = RouteKind::for_protocol(&l.protocol);
+            let (kinds, bad_kinds) = supported_kinds(l, kind);
+            let owner = kind.and_then(|k| port_owner.get(&(k, l.port)));
+            match kind {
+                None => {
+                    valid = false;
+                    conditions.push(Condition::new(types::ACCEPTED, false, reasons::UNSUPPORTED_PROTOCOL,
+                        format!("sockgate serves TCP and UDP listeners only, not {}", l.protocol)));
+                }
+                Some(_) if owner.is_some_and(|owner| owner != key) => {
+                    valid = false;
+                    conditions.push(Condition::new(types::ACCEPTED, false, reasons::PORT_UNAVAILABLE,
+                        format!("{} port {} is served for Gateway {}", l.protocol, l.port, owner.expect("checked"))));
+                }
+                Some(_) => conditions.push(Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")),
             }
-            if l.protocol == "TCP" && tcp_ports[&l.port] > 1 {
+            if kind.is_some_and(|k| ports[&(k, l.port)] > 1) {
                 valid = false;
                 conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
-                    format!("more than one TCP listener uses port {}", l.port)));
+                    format!("more than one {} listener uses port {}", l.protocol, l.port)));
             } else {
                 conditions.push(Condition::new(types::CONFLICTED, false, reasons::NO_CONFLICTS, ""));
             }
             if bad_kinds {
-                conditions.push(Condition::new(types::RESOLVED_REFS, false, reasons::INVALID_ROUTE_KINDS,
-                    "only TCPRoute is supported on a TCP listener"));
+                let message = match kind {
+                    Some(k) => format!("only {} is supported on a {} listener", k.name(), k.protocol()),
+                    None => format!("sockgate supports no route kind on a {} listener", l.protocol),
+                };
+                conditions.push(Condition::new(types::RESOLVED_REFS, false, reasons::INVALID_ROUTE_KINDS, message));
                 valid &= !kinds.is_empty();
             } else {
                 conditions.push(Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""));
@@ -88,10 +135,12 @@ pub fn judge(gateways: &[(&ObjectKey, &Gateway)]) -> Vec<ListenerVerdict> {
             } else {
                 Condition::new(types::PROGRAMMED, false, reasons::INVALID, "the listener is not valid")
             });
-            verdicts.push(ListenerVerdict { gateway: (*key).clone(), index, valid, supported_kinds: kinds, conditions });
+            verdicts.push(ListenerVerdict { gateway: (*key).clone(), index, kind, valid, supported_kinds: kinds, conditions });
         }
-        for l in listeners.iter().filter(|l| l.protocol == "TCP") {
-            port_owner.entry(l.port).or_insert(key);
+        for l in listeners {
+            if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
+                port_owner.entry((kind, l.port)).or_insert(key);
+            }
         }
     }
     verdicts

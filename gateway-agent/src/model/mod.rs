@@ -6,6 +6,7 @@ pub mod backends;
 pub mod config;
 pub mod listeners;
 pub mod policies;
+pub mod routes;
 pub mod status;
 pub mod transitions;
 #[cfg(test)]
@@ -14,13 +15,15 @@ mod policy_tests;
 mod properties;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod udp_tests;
 
 use std::collections::BTreeMap;
 
-use attach::{attach, parent_gateway, Attachment};
 use config::{DataplaneConfig, ListenerConfig};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use status::{reasons, types, Condition, GatewayStatus, ListenerStatus, RouteParentStatus, StatusReport};
+use listeners::RouteKind;
+use status::{reasons, types, Condition, GatewayStatus, ListenerStatus, StatusReport};
 
 use crate::resources::{Gateway, ObjectKey, Snapshot};
 
@@ -84,9 +87,6 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
     let gateway_by_key: BTreeMap<&ObjectKey, &Gateway> = gateways.iter().copied().collect();
     let backends = backends::Backends::new(snapshot);
 
-    // Routes, oldest first: the first to attach to a listener gets its traffic.
-    let mut routes: Vec<_> = snapshot.tcp_routes.iter().collect();
-    routes.sort_by_key(|(k, r)| age_order(&r.route.metadata, k));
     let namespace_labels = |ns: &str| -> BTreeMap<String, String> {
         let mut labels = snapshot
             .namespaces
@@ -97,68 +97,13 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         labels.insert("kubernetes.io/metadata.name".into(), ns.to_string());
         labels
     };
-    let mut attached: BTreeMap<(ObjectKey, usize), Vec<ObjectKey>> = BTreeMap::new();
-    let mut resolved = BTreeMap::new();
-    for (route_key, versioned) in &routes {
-        let route = &versioned.route;
-        // TCPRoute rules have no matches, so nothing could choose between two
-        // of them: the first rule is the route; later ones (v1alpha2 allows 16)
-        // are dropped and the route says so with PartiallyInvalid.
-        let refs: Vec<_> = route.spec.rules.iter().take(1).flat_map(|r| r.backend_refs.iter()).collect();
-        let partially_invalid = (route.spec.rules.len() > 1).then(|| {
-            Condition::new(
-                types::PARTIALLY_INVALID,
-                true,
-                reasons::UNSUPPORTED_VALUE,
-                format!("TCPRoute rules have no matches to choose between them: rule 1 is used, rules 2 to {} are dropped", route.spec.rules.len()),
-            )
-        });
-        let (groups, problems) = backends.resolve(route_key, &refs);
-        let resolved_refs = match problems.first() {
-            None => Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""),
-            Some(first) => Condition::new(
-                types::RESOLVED_REFS,
-                false,
-                first.reason,
-                problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "),
-            ),
-        };
-        let mut parents = Vec::new();
-        for parent in &route.spec.parent_refs {
-            let Some(gateway_key) = parent_gateway(route_key, parent) else { continue };
-            let Some(gateway) = gateway_by_key.get(&gateway_key) else {
-                continue; // not a Gateway of ours: another controller's business
-            };
-            let accepted = match attach(
-                parent,
-                &route_key.namespace,
-                &gateway_key.namespace,
-                &gateway.spec.listeners,
-                &verdicts_of(&gateway_key),
-                &namespace_labels,
-            ) {
-                Attachment::Attached(indexes) => {
-                    for i in indexes {
-                        // A route attaches to a listener once, even through two of its
-                        // parentRefs ({name: gw} and {name: gw, namespace: <its own>}).
-                        let listener_routes = attached.entry((gateway_key.clone(), i)).or_default();
-                        if !listener_routes.contains(*route_key) {
-                            listener_routes.push((*route_key).clone());
-                        }
-                    }
-                    Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
-                }
-                Attachment::Rejected { reason, message } => Condition::new(types::ACCEPTED, false, reason, message),
-            };
-            let mut conditions = vec![accepted, resolved_refs.clone()];
-            conditions.extend(partially_invalid.clone());
-            parents.push(RouteParentStatus { parent_ref: parent.clone(), conditions });
-        }
-        if !parents.is_empty() {
-            status.routes.insert((*route_key).clone(), parents);
-        }
-        resolved.insert((*route_key).clone(), groups);
-    }
+    let parents = routes::Parents { gateways: &gateway_by_key, verdicts: &verdicts_of, namespace_labels: &namespace_labels };
+    let tcp = routes::route(RouteKind::Tcp, snapshot.tcp_routes.iter().map(|(k, r)| (k, &r.route.metadata, &r.route.spec)), &parents, &backends);
+    let udp = routes::route(RouteKind::Udp, snapshot.udp_routes.iter().map(|(k, r)| (k, &r.route.metadata, &r.route.spec)), &parents, &backends);
+    let routed_of = |kind: RouteKind| match kind {
+        RouteKind::Tcp => &tcp,
+        RouteKind::Udp => &udp,
+    };
 
     // Listeners: status, and the data plane entry of every valid one.
     let mut dataplane = DataplaneConfig::default();
@@ -166,23 +111,26 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         let mut listener_statuses = Vec::new();
         for verdict in verdicts_of(gateway_key) {
             let listener = &gateway.spec.listeners[verdict.index];
-            let routes = attached.get(&((*gateway_key).clone(), verdict.index)).cloned().unwrap_or_default();
+            let routed = verdict.kind.map(routed_of);
+            let routes = routed.and_then(|r| r.attached.get(&((*gateway_key).clone(), verdict.index)).cloned()).unwrap_or_default();
             listener_statuses.push(ListenerStatus {
                 name: listener.name.clone(),
                 attached_routes: routes.len() as u32,
                 supported_kinds: verdict.supported_kinds.clone(),
                 conditions: verdict.conditions.clone(),
             });
-            if !verdict.valid {
+            let (Some(kind), Some(routed), true) = (verdict.kind, routed, verdict.valid) else {
                 continue;
-            }
+            };
             // `attached` lists routes in age order: the first one wins the traffic.
             let winner = routes.first().cloned();
-            let backends = winner.as_ref().map(|r| resolved[r].clone()).unwrap_or_default();
-            dataplane.listeners.insert(
-                listener.port as u16,
-                ListenerConfig { gateway: (*gateway_key).clone(), listener: listener.name.clone(), route: winner, backends, policy: Default::default() },
-            );
+            let backends = winner.as_ref().map(|r| routed.resolved[r].clone()).unwrap_or_default();
+            let config = ListenerConfig { gateway: (*gateway_key).clone(), listener: listener.name.clone(), route: winner, backends, policy: Default::default() };
+            let by_port = match kind {
+                RouteKind::Tcp => &mut dataplane.listeners,
+                RouteKind::Udp => &mut dataplane.udp_listeners,
+            };
+            by_port.insert(listener.port as u16, config);
         }
         let all_valid = verdicts_of(gateway_key).iter().all(|v| v.valid);
         let any_valid = verdicts_of(gateway_key).iter().any(|v| v.valid);
@@ -203,6 +151,8 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
             GatewayStatus { addresses: settings.gateway_addresses.clone(), conditions: vec![accepted, programmed], listeners: listener_statuses },
         );
     }
+    status.routes = tcp.status;
+    status.udp_routes = udp.status;
     status.policies = policies::apply(snapshot, &gateways, &mut dataplane);
     set_observed_generations(snapshot, &mut status);
     Translation { dataplane, status }
@@ -222,6 +172,10 @@ fn set_observed_generations(snapshot: &Snapshot, status: &mut StatusReport) {
     }
     for (key, parents) in status.routes.iter_mut() {
         let g = generation(snapshot.tcp_routes.get(key).map(|o| &o.route.metadata));
+        parents.iter_mut().flat_map(|p| p.conditions.iter_mut()).for_each(|c| c.observed_generation = g);
+    }
+    for (key, parents) in status.udp_routes.iter_mut() {
+        let g = generation(snapshot.udp_routes.get(key).map(|o| &o.route.metadata));
         parents.iter_mut().flat_map(|p| p.conditions.iter_mut()).for_each(|c| c.observed_generation = g);
     }
     for ((kind, key), ancestors) in status.policies.iter_mut() {

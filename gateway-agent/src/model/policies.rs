@@ -215,7 +215,10 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
         .collect();
     let (claimed, judged) = judge(listener_policies);
     statuses.extend(judged.into_iter().map(|(k, v)| ((PolicyKind::Listener, k), v)));
-    for listener in dataplane.listeners.values_mut() {
+    // UDP listeners too: clientCidrs filter datagrams, maxConnections caps
+    // flows, idleTimeout ends idle flows (BackendPolicy fields are about
+    // connecting to backends, which UDP does not do: not applied there).
+    for listener in dataplane.listeners.values_mut().chain(dataplane.udp_listeners.values_mut()) {
         let mut fields = claimed.get(&Target::Gateway(listener.gateway.clone())).cloned().unwrap_or_default();
         fields.extend(claimed.get(&Target::Listener(listener.gateway.clone(), listener.listener.clone())).cloned().unwrap_or_default());
         listener.policy = listener_config(fields.values());

@@ -39,6 +39,10 @@ impl fmt::Display for Condition {
     }
 }
 
+/// The conformance features a GatewayClass of sockgate's advertises in
+/// `status.supportedFeatures` (the spec wants them sorted by name).
+pub const SUPPORTED_FEATURES: [&str; 4] = ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute"];
+
 pub mod types {
     pub const ACCEPTED: &str = "Accepted";
     pub const PROGRAMMED: &str = "Programmed";
@@ -110,7 +114,10 @@ pub struct PolicyAncestor {
 pub struct StatusReport {
     pub gateway_classes: BTreeMap<ObjectKey, Vec<Condition>>,
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
+    /// TCPRoutes' parents.
     pub routes: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
+    /// UDPRoutes' parents.
+    pub udp_routes: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
     pub policies: BTreeMap<(PolicyKind, ObjectKey), Vec<PolicyAncestor>>,
 }
 
@@ -128,10 +135,12 @@ impl StatusReport {
                 out.push(format!("  listener {} (attachedRoutes={}): {}", l.name, l.attached_routes, join(&l.conditions)));
             }
         }
-        for (k, parents) in &self.routes {
-            for p in parents {
-                let section = p.parent_ref.section_name.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
-                out.push(format!("TCPRoute {k} -> {}{section}: {}", p.parent_ref.name, join(&p.conditions)));
+        for (kind, routes) in [("TCPRoute", &self.routes), ("UDPRoute", &self.udp_routes)] {
+            for (k, parents) in routes {
+                for p in parents {
+                    let section = p.parent_ref.section_name.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
+                    out.push(format!("{kind} {k} -> {}{section}: {}", p.parent_ref.name, join(&p.conditions)));
+                }
             }
         }
         for ((kind, k), ancestors) in &self.policies {

@@ -34,12 +34,14 @@ pub fn carry(previous: &StatusReport, current: &mut StatusReport, now: Timestamp
             }
         }
     }
-    for (key, parents) in current.routes.iter_mut() {
-        let before = previous.routes.get(key);
-        for parent in parents.iter_mut() {
-            let before = before.and_then(|ps| ps.iter().find(|p| p.parent_ref == parent.parent_ref)).map(|p| &p.conditions);
-            for c in parent.conditions.iter_mut() {
-                c.last_transition_time = Some(since(before, c));
+    for (routes, previous_routes) in [(&mut current.routes, &previous.routes), (&mut current.udp_routes, &previous.udp_routes)] {
+        for (key, parents) in routes.iter_mut() {
+            let before = previous_routes.get(key);
+            for parent in parents.iter_mut() {
+                let before = before.and_then(|ps| ps.iter().find(|p| p.parent_ref == parent.parent_ref)).map(|p| &p.conditions);
+                for c in parent.conditions.iter_mut() {
+                    c.last_transition_time = Some(since(before, c));
+                }
             }
         }
     }

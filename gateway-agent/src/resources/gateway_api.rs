@@ -1,7 +1,8 @@
 //! Gateway API objects, as sockgate reads them.
 //!
-//! Own serde types rather than generated ones: one type serves TCPRoute `v1`
-//! and `v1alpha2` (same shape, different rule limits), absent fields keep the
+//! Own serde types rather than generated ones: one spec type serves TCPRoute
+//! and UDPRoute, `v1` and `v1alpha2` alike (in v1.6 all four have the same
+//! shape: parentRefs and rules of backendRefs, with different rule limits), absent fields keep the
 //! defaults the CRDs declare, and the checks a 1.20 API server cannot run (CEL)
 //! live next to the fields they guard, in `validate()`.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -89,6 +90,17 @@ pub struct TcpRoute {
     pub spec: TcpRouteSpec,
 }
 
+/// A UDPRoute: the same spec as a TCPRoute (parentRefs, rules without
+/// matches), its own kind, so that a TCPRoute and a UDPRoute may share a name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UdpRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: TcpRouteSpec,
+}
+
+/// The spec of both route kinds sockgate serves (TCPRoute, UDPRoute).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TcpRouteSpec {
@@ -177,7 +189,7 @@ pub struct ReferenceGrantTo {
     pub name: Option<String>,
 }
 
-/// TCPRoute API versions differ only in how many rules they allow.
+/// TCPRoute (and UDPRoute) API versions differ only in how many rules they allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpRouteVersion {
     /// Standard channel: exactly one rule.
@@ -229,11 +241,11 @@ impl Gateway {
     }
 }
 
-impl TcpRoute {
+impl TcpRouteSpec {
     /// The CRD's CEL rules on parentRefs: references to the same parent must all
     /// set sectionName or none, all set port or none, and differ in them.
     fn validate_parent_refs(&self) -> Result<(), String> {
-        let refs = &self.spec.parent_refs;
+        let refs = &self.parent_refs;
         let parent = |p: &ParentReference| {
             (p.group.clone().unwrap_or_else(|| GROUP.into()), p.kind.clone().unwrap_or_else(|| "Gateway".into()), p.namespace.clone().unwrap_or_default(), p.name.clone())
         };
@@ -255,18 +267,20 @@ impl TcpRoute {
         Ok(())
     }
 
-    pub fn validate(&self, version: TcpRouteVersion) -> Result<(), String> {
-        let rules = self.spec.rules.len();
+    /// What the CRD schema and its CEL rules of `kind` (TCPRoute or UDPRoute,
+    /// whose rules are the same) would have rejected at the API server.
+    pub fn validate(&self, kind: &str, version: TcpRouteVersion) -> Result<(), String> {
+        let rules = self.rules.len();
         if rules == 0 || rules > version.max_rules() {
             return Err(match version {
-                TcpRouteVersion::V1 => format!("spec.rules must have exactly 1 rule in TCPRoute v1 (v1alpha2 allows up to 16), has {rules}"),
-                TcpRouteVersion::V1Alpha2 => format!("spec.rules must have 1 to 16 rules in TCPRoute v1alpha2, has {rules}"),
+                TcpRouteVersion::V1 => format!("spec.rules must have exactly 1 rule in {kind} v1 (v1alpha2 allows up to 16), has {rules}"),
+                TcpRouteVersion::V1Alpha2 => format!("spec.rules must have 1 to 16 rules in {kind} v1alpha2, has {rules}"),
             });
         }
-        if self.spec.parent_refs.len() > 32 {
+        if self.parent_refs.len() > 32 {
             return Err("spec.parentRefs may have at most 32 items".into());
         }
-        for (i, p) in self.spec.parent_refs.iter().enumerate() {
+        for (i, p) in self.parent_refs.iter().enumerate() {
             if p.name.is_empty() {
                 return Err(format!("spec.parentRefs[{i}].name is required"));
             }
@@ -277,9 +291,9 @@ impl TcpRoute {
             }
         }
         self.validate_parent_refs()?;
-        for (r, rule) in self.spec.rules.iter().enumerate() {
+        for (r, rule) in self.rules.iter().enumerate() {
             if let Some(name) = &rule.name {
-                if self.spec.rules[..r].iter().any(|o| o.name.as_ref() == Some(name)) {
+                if self.rules[..r].iter().any(|o| o.name.as_ref() == Some(name)) {
                     return Err(format!("spec.rules[{r}].name {name:?}: rule name must be unique within the route"));
                 }
             }
@@ -306,5 +320,17 @@ impl TcpRoute {
             }
         }
         Ok(())
+    }
+}
+
+impl TcpRoute {
+    pub fn validate(&self, version: TcpRouteVersion) -> Result<(), String> {
+        self.spec.validate("TCPRoute", version)
+    }
+}
+
+impl UdpRoute {
+    pub fn validate(&self, version: TcpRouteVersion) -> Result<(), String> {
+        self.spec.validate("UDPRoute", version)
     }
 }

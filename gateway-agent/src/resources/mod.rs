@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 pub use gateway_api::{
-    Gateway, GatewayClass, ReferenceGrant, TcpRoute, TcpRouteVersion,
+    Gateway, GatewayClass, ReferenceGrant, TcpRoute, TcpRouteVersion, UdpRoute,
 };
 
 /// namespace/name of a namespaced object ("" namespace for cluster-scoped ones).
@@ -47,12 +47,20 @@ pub struct VersionedTcpRoute {
     pub route: TcpRoute,
 }
 
+/// A UDPRoute together with the API version it was written in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedUdpRoute {
+    pub version: TcpRouteVersion,
+    pub route: UdpRoute,
+}
+
 /// Every object the translator reads, keyed by (namespace, name).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub gateway_classes: BTreeMap<ObjectKey, GatewayClass>,
     pub gateways: BTreeMap<ObjectKey, Gateway>,
     pub tcp_routes: BTreeMap<ObjectKey, VersionedTcpRoute>,
+    pub udp_routes: BTreeMap<ObjectKey, VersionedUdpRoute>,
     pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
@@ -66,6 +74,7 @@ impl Snapshot {
         self.gateway_classes.len()
             + self.gateways.len()
             + self.tcp_routes.len()
+            + self.udp_routes.len()
             + self.reference_grants.len()
             + self.services.len()
             + self.endpoint_slices.len()

@@ -39,6 +39,9 @@ impl CreationClock {
         for (k, o) in snapshot.tcp_routes.iter_mut() {
             visit("TCPRoute", k, &mut o.route.metadata);
         }
+        for (k, o) in snapshot.udp_routes.iter_mut() {
+            visit("UDPRoute", k, &mut o.route.metadata);
+        }
         for (k, o) in snapshot.reference_grants.iter_mut() {
             visit("ReferenceGrant", k, &mut o.metadata);
         }

@@ -32,15 +32,21 @@ const KINDS: &[(&str, &str)] = &[
     ("discovery.k8s.io", "EndpointSlice"),
 ];
 
-/// Policy kinds: read when their CRDs are installed (the chart installs them),
-/// and without them the agent serves as before.
-const OPTIONAL_KINDS: &[(&str, &str)] = &[("sockgate.io", "ListenerPolicy"), ("sockgate.io", "BackendPolicy")];
+/// Kinds read when their CRDs are installed, and without which the agent
+/// serves the rest: UDPRoute (a cluster may have the Gateway API CRDs from
+/// before UDPRoute was there) and the policy kinds (the chart installs them).
+/// With why a missing one matters, for the log.
+const OPTIONAL_KINDS: &[(&str, &str, &str)] = &[
+    ("gateway.networking.k8s.io", "UDPRoute", "UDP listeners get no routes (install the Gateway API v1.6 CRDs: UDPRoute v1 is in the standard channel)"),
+    ("sockgate.io", "ListenerPolicy", "policies of this kind are not read (install sockgate's CRDs: gateway-agent crds)"),
+    ("sockgate.io", "BackendPolicy", "policies of this kind are not read (install sockgate's CRDs: gateway-agent crds)"),
+];
 
 /// Waits after a change before building, so a burst of events makes one snapshot.
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// The API resource of each kind at the version the server prefers (TCPRoute
-/// v1 or v1alpha2, EndpointSlice v1 or, on old servers, v1beta1).
+/// and UDPRoute v1 or v1alpha2, EndpointSlice v1 or, on old servers, v1beta1).
 pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
     let discovery = Discovery::new(client.clone())
         .filter(&["", "gateway.networking.k8s.io", "discovery.k8s.io", "sockgate.io"])
@@ -58,10 +64,10 @@ pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
             .with_context(|| format!("the API server does not serve {kind} in group {group:?}"))?;
         found.push(resource);
     }
-    for (group, kind) in OPTIONAL_KINDS {
+    for (group, kind, without) in OPTIONAL_KINDS {
         match discovery.groups().find(|g| g.name() == *group).and_then(|g| g.recommended_kind(kind)) {
             Some((resource, _)) => found.push(resource),
-            None => tracing::warn!(kind, group, "the API server does not serve {kind}: policies of this kind are not read (install sockgate's CRDs: gateway-agent crds)"),
+            None => tracing::warn!(kind, group, "the API server does not serve {kind}: {without}"),
         }
     }
     Ok(found)

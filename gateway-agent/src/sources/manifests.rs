@@ -19,7 +19,7 @@ use crate::resources::gateway_api::GROUP;
 use crate::resources::policies::{self, BackendPolicy, ListenerPolicy};
 use crate::resources::{
     Gateway, GatewayClass, ObjectKey, ReferenceGrant, Snapshot, TcpRoute, TcpRouteVersion,
-    VersionedTcpRoute,
+    UdpRoute, VersionedTcpRoute, VersionedUdpRoute,
 };
 
 /// One problem in one document of one file.
@@ -198,6 +198,14 @@ impl Loader {
                     Ok(())
                 })
             }
+            (GROUP, "UDPRoute") => {
+                let route_version = if version == "v1" { TcpRouteVersion::V1 } else { TcpRouteVersion::V1Alpha2 };
+                self.add::<UdpRoute>(version, &["v1", "v1alpha2"], true, value, file, document, move |s, k, o| {
+                    o.validate(route_version)?;
+                    s.udp_routes.insert(k, VersionedUdpRoute { version: route_version, route: o });
+                    Ok(())
+                })
+            }
             (GROUP, "ReferenceGrant") => self.add::<ReferenceGrant>(version, &["v1", "v1beta1", "v1alpha2"], true, value, file, document, |s, k, o| {
                 s.reference_grants.insert(k, o);
                 Ok(())
@@ -330,6 +338,7 @@ kind! {
     GatewayClass => "GatewayClass",
     Gateway => "Gateway",
     TcpRoute => "TCPRoute",
+    UdpRoute => "UDPRoute",
     ReferenceGrant => "ReferenceGrant",
     Service => "Service",
     Namespace => "Namespace",

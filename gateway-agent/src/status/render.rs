@@ -2,17 +2,19 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
-use crate::model::status::{Condition, StatusReport};
+use crate::model::status::{Condition, StatusReport, SUPPORTED_FEATURES};
 use crate::resources::gateway_api::{ParentReference, GROUP};
 use crate::resources::policies;
-use crate::resources::{Snapshot, TcpRouteVersion};
+use crate::resources::{ObjectKey, Snapshot, TcpRouteVersion};
 
-/// One document per GatewayClass, Gateway and TCPRoute with a status from
-/// sockgate, in the order GatewayClasses, Gateways, TCPRoutes (each by key).
+/// One document per GatewayClass, Gateway, TCPRoute and UDPRoute with a
+/// status from sockgate, in that order (each kind by key), then policies.
 pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_name: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for (key, conditions) in &report.gateway_classes {
-        out.push(object("gateway.networking.k8s.io/v1", "GatewayClass", &key.namespace, &key.name, json!({ "conditions": conditions_json(conditions) })));
+        let features: Vec<Value> = SUPPORTED_FEATURES.iter().map(|name| json!({ "name": name })).collect();
+        let status = json!({ "conditions": conditions_json(conditions), "supportedFeatures": features });
+        out.push(object("gateway.networking.k8s.io/v1", "GatewayClass", &key.namespace, &key.name, status));
     }
     for (key, gateway) in &report.gateways {
         let addresses: Vec<Value> = gateway
@@ -35,16 +37,22 @@ pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_nam
         let status = json!({ "addresses": addresses, "conditions": conditions_json(&gateway.conditions), "listeners": listeners });
         out.push(object("gateway.networking.k8s.io/v1", "Gateway", &key.namespace, &key.name, status));
     }
-    for (key, parents) in &report.routes {
-        let api_version = match snapshot.tcp_routes.get(key).map(|r| r.version) {
-            Some(TcpRouteVersion::V1) => "gateway.networking.k8s.io/v1",
-            _ => "gateway.networking.k8s.io/v1alpha2",
-        };
-        let parents: Vec<Value> = parents
-            .iter()
-            .map(|p| json!({ "parentRef": parent_ref_json(&p.parent_ref), "controllerName": controller_name, "conditions": conditions_json(&p.conditions) }))
-            .collect();
-        out.push(object(api_version, "TCPRoute", &key.namespace, &key.name, json!({ "parents": parents })));
+    let tcp_version = |key: &ObjectKey| snapshot.tcp_routes.get(key).map(|r| r.version);
+    let udp_version = |key: &ObjectKey| snapshot.udp_routes.get(key).map(|r| r.version);
+    let kinds: [(&str, _, &dyn Fn(&ObjectKey) -> Option<TcpRouteVersion>); 2] = [("TCPRoute", &report.routes, &tcp_version), ("UDPRoute", &report.udp_routes, &udp_version)];
+    for (kind, routes, version) in kinds {
+        for (key, parents) in routes {
+            // Written in the version it was read in (discovery's choice in a cluster).
+            let api_version = match version(key) {
+                Some(TcpRouteVersion::V1) => "gateway.networking.k8s.io/v1",
+                _ => "gateway.networking.k8s.io/v1alpha2",
+            };
+            let parents: Vec<Value> = parents
+                .iter()
+                .map(|p| json!({ "parentRef": parent_ref_json(&p.parent_ref), "controllerName": controller_name, "conditions": conditions_json(&p.conditions) }))
+                .collect();
+            out.push(object(api_version, kind, &key.namespace, &key.name, json!({ "parents": parents })));
+        }
     }
     for ((kind, key), ancestors) in &report.policies {
         let ancestors: Vec<Value> = ancestors

@@ -1,6 +1,6 @@
 //! Status lists that several controllers share.
 //!
-//! A TCPRoute's `status.parents` and a policy's `status.ancestors` hold one
+//! A route's (TCPRoute, UDPRoute) `status.parents` and a policy's `status.ancestors` hold one
 //! entry per (parent, controller): a route attached to a sockgate Gateway and
 //! to another implementation's Gateway carries both controllers' entries. The
 //! CRDs declare these lists atomic, so whoever writes one writes all of it: a
@@ -13,7 +13,7 @@ use serde_json::Value;
 /// The status list of `kind` whose entries carry a `controllerName`, if it has one.
 pub fn shared_list(kind: &str) -> Option<&'static str> {
     match kind {
-        "TCPRoute" => Some("parents"),
+        "TCPRoute" | "UDPRoute" => Some("parents"),
         "ListenerPolicy" | "BackendPolicy" => Some("ancestors"),
         _ => None,
     }

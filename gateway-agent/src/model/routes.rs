@@ -1,0 +1,103 @@
+//! Routes → their parents' status, the listeners they attach to, and their
+//! resolved backends. One rule set for TCPRoute and UDPRoute: in v1.6 they
+//! have the same spec and the same attachment rules; only the listener
+//! protocol they need, the Service port protocol and the ReferenceGrant
+//! `from.kind` differ, and those come from the [`RouteKind`].
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::age_order;
+use super::attach::{attach, parent_gateway, Attachment};
+use super::backends::Backends;
+use super::config::BackendGroup;
+use super::listeners::{ListenerVerdict, RouteKind};
+use super::status::{reasons, types, Condition, RouteParentStatus};
+use crate::resources::gateway_api::TcpRouteSpec;
+use crate::resources::{Gateway, ObjectKey};
+
+/// What the routes of one kind come to.
+#[derive(Default)]
+pub struct Routed {
+    /// (Gateway, listener index) → the routes attached there, oldest first.
+    pub attached: BTreeMap<(ObjectKey, usize), Vec<ObjectKey>>,
+    /// Each route's backendRefs resolved (groups of ready endpoints).
+    pub resolved: BTreeMap<ObjectKey, Vec<BackendGroup>>,
+    /// Each route's parents' status (only routes with a parent of ours).
+    pub status: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
+}
+
+/// What attachment needs to know about sockgate's Gateways.
+pub struct Parents<'a> {
+    pub gateways: &'a BTreeMap<&'a ObjectKey, &'a Gateway>,
+    pub verdicts: &'a dyn Fn(&ObjectKey) -> &'a [&'a ListenerVerdict],
+    pub namespace_labels: &'a dyn Fn(&str) -> BTreeMap<String, String>,
+}
+
+/// Attaches `routes` of `kind`, oldest first (the first to attach to a listener gets its traffic).
+pub fn route<'r>(kind: RouteKind, routes: impl Iterator<Item = (&'r ObjectKey, &'r ObjectMeta, &'r TcpRouteSpec)>, parents: &Parents, backends: &Backends) -> Routed {
+    let mut routes: Vec<_> = routes.collect();
+    routes.sort_by_key(|(k, meta, _)| age_order(meta, k));
+    let mut out = Routed::default();
+    for (route_key, _, spec) in routes {
+        // Route rules have no matches, so nothing could choose between two
+        // of them: the first rule is the route; later ones (v1alpha2 allows 16)
+        // are dropped and the route says so with PartiallyInvalid.
+        let refs: Vec<_> = spec.rules.iter().take(1).flat_map(|r| r.backend_refs.iter()).collect();
+        let partially_invalid = (spec.rules.len() > 1).then(|| {
+            Condition::new(
+                types::PARTIALLY_INVALID,
+                true,
+                reasons::UNSUPPORTED_VALUE,
+                format!("{} rules have no matches to choose between them: rule 1 is used, rules 2 to {} are dropped", kind.name(), spec.rules.len()),
+            )
+        });
+        let (groups, problems) = backends.resolve(kind, route_key, &refs);
+        let resolved_refs = match problems.first() {
+            None => Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""),
+            Some(first) => Condition::new(
+                types::RESOLVED_REFS,
+                false,
+                first.reason,
+                problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "),
+            ),
+        };
+        let mut statuses = Vec::new();
+        for parent in &spec.parent_refs {
+            let Some(gateway_key) = parent_gateway(route_key, parent) else { continue };
+            let Some(gateway) = parents.gateways.get(&gateway_key) else {
+                continue; // not a Gateway of ours: another controller's business
+            };
+            let accepted = match attach(
+                kind,
+                parent,
+                &route_key.namespace,
+                &gateway_key.namespace,
+                &gateway.spec.listeners,
+                (parents.verdicts)(&gateway_key),
+                parents.namespace_labels,
+            ) {
+                Attachment::Attached(indexes) => {
+                    for i in indexes {
+                        // A route attaches to a listener once, even through two of its
+                        // parentRefs ({name: gw} and {name: gw, namespace: <its own>}).
+                        let listener_routes = out.attached.entry((gateway_key.clone(), i)).or_default();
+                        if !listener_routes.contains(route_key) {
+                            listener_routes.push(route_key.clone());
+                        }
+                    }
+                    Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
+                }
+                Attachment::Rejected { reason, message } => Condition::new(types::ACCEPTED, false, reason, message),
+            };
+            let mut conditions = vec![accepted, resolved_refs.clone()];
+            conditions.extend(partially_invalid.clone());
+            statuses.push(RouteParentStatus { parent_ref: parent.clone(), conditions });
+        }
+        if !statuses.is_empty() {
+            out.status.insert(route_key.clone(), statuses);
+        }
+        out.resolved.insert(route_key.clone(), groups);
+    }
+    out
+}
