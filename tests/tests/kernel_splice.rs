@@ -5,7 +5,6 @@
 //! different window scales on the two legs, a smaller MTU on one leg. Every
 //! byte is checked, and the node's own TCP stack must see almost none of the
 //! spliced segments.
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -92,47 +91,6 @@ fn under_loss_duplication_and_reordering_from_both_sides_every_byte_arrives_and_
     // 512 MiB in segments of at most ~1.4 KiB: over 380,000 segments passed.
     // The node's stack takes the handshakes and the handover's few.
     assert!(seen < 200, "the node's TCP stack received {seen} segments of a spliced transfer");
-}
-
-#[test]
-fn three_hundred_connections_where_both_sides_speak_first_under_impairment_arrive_intact() {
-    let node = node();
-    impair(&node.hosts.client, "198.18.1.2");
-    impair(&node.hosts.backend1, "198.18.2.1");
-    // Each side greets first with its own seeded stream; the backend learns the seed from the client's first bytes.
-    let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
-        s.write_all(b"hello from the backend\n").unwrap();
-        let mut seed = [0u8; 8];
-        s.read_exact(&mut seed).unwrap();
-        let seed = u64::from_le_bytes(seed);
-        (seed, exchange(s, pattern(seed + 7, 64 * 1024)).unwrap())
-    })
-    .unwrap();
-    let mut workers = Vec::new();
-    for batch in 0..10u64 {
-        let streams: Vec<_> = (0..30).map(|i| (batch * 30 + i, node.connect(PORT).unwrap())).collect();
-        workers.push(std::thread::spawn(move || {
-            for (seed, mut s) in streams {
-                s.write_all(&seed.to_le_bytes()).unwrap();
-                let mut greeting = [0u8; 23];
-                s.read_exact(&mut greeting).unwrap();
-                assert_eq!(&greeting, b"hello from the backend\n");
-                let got = exchange(s, pattern(seed, 96 * 1024)).unwrap();
-                assert_eq!(got, Received::of(&pattern(seed + 7, 64 * 1024)), "connection {seed}: backend → client corrupted");
-            }
-        }));
-    }
-    for w in workers {
-        w.join().unwrap();
-    }
-    for _ in 0..300 {
-        let (seed, got) = backend.recv_timeout(Duration::from_secs(60)).unwrap();
-        assert_eq!(got, Received::of(&pattern(seed, 96 * 1024)), "connection {seed}: client → backend corrupted");
-    }
-    let (spliced, refused) = spliced_and_refused(&node);
-    let unexpected: Vec<_> = refused.iter().filter(|l| !l.contains("reason=\"closing\"")).collect();
-    assert!(unexpected.is_empty(), "{unexpected:?}");
-    assert!(spliced >= 250, "only {spliced} of 300 connections were spliced");
 }
 
 #[test]
