@@ -180,6 +180,9 @@ fn half_close_from_the_backend_keeps_the_client_direction_open(path: &str) {
     let node = node(path);
     let request = pattern(7, 8 * MIB);
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        // Settled first: through `ebpf` the FIN must cross the kernel splice,
+        // not race the handover (a FIN during it keeps the pair on splice(2)).
+        std::thread::sleep(Duration::from_millis(300));
         s.write_all(b"ready").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         receive_to_eof(&mut s).unwrap()
