@@ -108,15 +108,30 @@ fn userspace_mode_loads_no_bpf_and_pins_nothing() {
 }
 
 #[test]
-fn asking_for_the_ebpf_data_path_fails_at_start_saying_why_it_is_unsafe_on_this_kernel() {
+fn the_ebpf_data_path_refuses_to_start_on_an_interface_it_cannot_attach_to_saying_which() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(workspace_bin("gateway-agent").unwrap())
-        .args(["run", "--dataplane", "ebpf", "--manifests"])
+    let mut child = Command::new(workspace_bin("gateway-agent").unwrap())
+        .args(["run", "--dataplane", "ebpf", "--splice-interface", "sgnosuch0", "--bpf-pin-dir", "/sys/fs/bpf/sockgate-test-noif", "--manifests"])
         .arg(dir.path())
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--dataplane ebpf: the in-kernel sockmap splice is not available"), "{stderr}");
-    assert!(stderr.contains("cargo xtask sockmap-repro"), "the refusal points at the reproduction: {stderr}");
+    // It must fail at start; a bounded wait, so a regression cannot hang the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gateway-agent --dataplane ebpf on a missing interface kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/sockgate-test-noif");
+    assert!(!status.success());
+    assert!(stderr.contains("--dataplane ebpf: the kernel TCP splice cannot run here"), "{stderr}");
+    assert!(stderr.contains("sgnosuch0"), "the refusal names the interface: {stderr}");
 }
