@@ -37,8 +37,8 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Turns each case, a `fn(path: &str)`, into one test per userspace data path
-/// (`copy::case`, `splice::case`), so every path passes the same suite.
+/// Turns each case, a `fn(path: &str)`, into one test per data path
+/// (`copy::case`, `splice::case`, `ebpf::case`), so every path passes the same suite.
 #[macro_export]
 macro_rules! for_each_path {
     ($($case:ident),* $(,)?) => {

@@ -1,12 +1,13 @@
-//! Integrity torture for every data path the agent offers (`copy`, `splice`):
+//! Integrity torture for every data path the agent offers (`copy`, `splice`, `ebpf`):
 //! hundreds of concurrent connections with both sides writing at once right
 //! after connect, random sizes up to 4 MiB each way, over veth between
 //! namespaces and over loopback; 1 GiB each way in bulk, 50 times; no leaked
 //! file descriptors.
 //!
-//! The in-kernel sockmap path is not offered on this kernel (see
-//! gateway-agent/src/dataplane/mod.rs); if it ever is, it joins
-//! `for_each_path!` below and must pass the same cases.
+//! `for_each_path!` runs every case through copy, splice and the kernel TCP
+//! splice (`ebpf`; over loopback that path keeps the pairs on splice(2):
+//! a loopback peer never passes a TC ingress). Sockmap is not used on this
+//! kernel (see gateway-agent/src/dataplane/mod.rs).
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
