@@ -41,7 +41,9 @@ fn assert_kernel_carried(node: &GatewayNode, path: &str) {
 
 fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin(path: &str) {
     let node = node(path);
-    let request = pattern(1, 24 * MIB);
+    // Large enough that the stream (and so its FIN) outlasts the kernel
+    // path's handover, which starts within 20 ms of the connect.
+    let request = pattern(1, 64 * MIB);
     let reply = pattern(2, 24 * MIB);
     let reply_for_backend = reply.clone();
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, move |mut s: TcpStream| {
@@ -63,7 +65,8 @@ fn client_speaks_first_then_half_closes_and_the_backend_answers_after_the_fin(pa
 
 fn backend_speaks_first_before_the_client_sends_anything(path: &str) {
     let node = node(path);
-    let banner = pattern(3, 16 * MIB);
+    // Outlasts the handover (see above).
+    let banner = pattern(3, 64 * MIB);
     let request = pattern(4, 16 * MIB);
     let banner_for_backend = banner.clone();
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, move |mut s: TcpStream| {
