@@ -123,48 +123,36 @@ pub fn entries(client: &Leg, backend: &Leg, listener_port: u16, now_ns: u64) -> 
     } else {
         (0, 0)
     };
-    let up = FlowEntry {
-        state: FLOW_SPLICED,
-        listener_port: u32::from(listener_port),
-        out_src_addr: mapped(backend.local.ip()),
-        out_dst_addr: mapped(backend.peer.ip()),
-        out_src_port: backend.local.port(),
-        out_dst_port: backend.peer.port(),
-        seq_delta: backend.seq.write_seq.wrapping_sub(client.seq.rcv_nxt),
-        ack_delta: backend.seq.rcv_nxt.wrapping_sub(client.seq.write_seq),
-        tsval_delta: up_tsval,
-        // The client echoes TSvals the backend sent, offset by down_tsval.
-        tsecr_delta: down_tsval.wrapping_neg(),
-        // The client's windows are in its scale (the socket's snd_wscale); the
-        // backend reads the gateway's windows in the gateway's rcv_wscale.
-        window_shift_in: client.info.snd_wscale,
-        window_shift_out: backend.info.rcv_wscale,
-        ipv6: u8::from(!unmapped(client.peer.ip()).is_ipv4()),
-        out_ifindex: backend.ifindex,
-        in_ifindex: client.ifindex,
-        spliced_at_ns: now_ns,
-        ..FlowEntry::default()
-    };
-    let down = FlowEntry {
-        state: FLOW_SPLICED,
-        listener_port: u32::from(listener_port),
-        out_src_addr: mapped(client.local.ip()),
-        out_dst_addr: mapped(client.peer.ip()),
-        out_src_port: client.local.port(),
-        out_dst_port: client.peer.port(),
-        seq_delta: client.seq.write_seq.wrapping_sub(backend.seq.rcv_nxt),
-        ack_delta: client.seq.rcv_nxt.wrapping_sub(backend.seq.write_seq),
-        tsval_delta: down_tsval,
-        tsecr_delta: up_tsval.wrapping_neg(),
-        window_shift_in: backend.info.snd_wscale,
-        window_shift_out: client.info.rcv_wscale,
-        ipv6: u8::from(!unmapped(backend.peer.ip()).is_ipv4()),
-        out_ifindex: client.ifindex,
-        in_ifindex: backend.ifindex,
-        spliced_at_ns: now_ns,
-        ..FlowEntry::default()
-    };
+    let up = leg_entry(client, backend, up_tsval, down_tsval, listener_port, now_ns);
+    let down = leg_entry(backend, client, down_tsval, up_tsval, listener_port, now_ns);
     Ok([(key(client.peer, client.local), up), (key(backend.peer, backend.local), down)])
+}
+
+/// The entry for segments arriving from `from`'s peer, sent on to `to`'s
+/// peer. `tsval` offsets `from`'s peer's TSvals; that peer echoes the other
+/// peer's, which were offset by `echoed_tsval`.
+fn leg_entry(from: &Leg, to: &Leg, tsval: u32, echoed_tsval: u32, listener_port: u16, now_ns: u64) -> FlowEntry {
+    FlowEntry {
+        state: FLOW_SPLICED,
+        listener_port: u32::from(listener_port),
+        out_src_addr: mapped(to.local.ip()),
+        out_dst_addr: mapped(to.peer.ip()),
+        out_src_port: to.local.port(),
+        out_dst_port: to.peer.port(),
+        seq_delta: to.seq.write_seq.wrapping_sub(from.seq.rcv_nxt),
+        ack_delta: to.seq.rcv_nxt.wrapping_sub(from.seq.write_seq),
+        tsval_delta: tsval,
+        tsecr_delta: echoed_tsval.wrapping_neg(),
+        // The sender's windows are in its scale (this socket's snd_wscale);
+        // the other peer reads the gateway's windows in the gateway's rcv_wscale.
+        window_shift_in: from.info.snd_wscale,
+        window_shift_out: to.info.rcv_wscale,
+        ipv6: u8::from(!unmapped(from.peer.ip()).is_ipv4()),
+        out_ifindex: to.ifindex,
+        in_ifindex: from.ifindex,
+        spliced_at_ns: now_ns,
+        ..FlowEntry::default()
+    }
 }
 
 /// The key of the segments `from` sends to `to`.
