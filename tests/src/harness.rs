@@ -108,6 +108,23 @@ impl GatewayNode {
         Ok(stream)
     }
 
+    /// A connection to `port` whose receive buffer is fixed at `bytes` before
+    /// the handshake: a locked buffer clamps the window, so the client
+    /// advertises a small window scale whatever the host's sysctls say.
+    pub fn connect_with_receive_buffer(&self, port: u16, bytes: usize) -> Result<TcpStream> {
+        use socket2::{Domain, Socket, Type};
+        let addr = SocketAddr::new(GATEWAY.into(), port);
+        let stream: TcpStream = self.hosts.client.enter(move || -> std::io::Result<TcpStream> {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            socket.set_recv_buffer_size(bytes)?;
+            socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+            Ok(socket.into())
+        })??;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        Ok(stream)
+    }
+
     /// How a new connection to `port` ends when the gateway refuses to serve it.
     /// The agent accepts, then resets: the client sees the reset either on its
     /// first read or, if the RST wins the race, already as the connect's result.

@@ -56,7 +56,12 @@ pub fn receive_to_eof(stream: &mut TcpStream) -> std::io::Result<Received> {
     let mut len = 0u64;
     let mut buf = vec![0u8; 128 * 1024];
     loop {
-        let n = stream.read(&mut buf)?;
+        // A signal to this process (a child exiting, under tokio's SIGCHLD
+        // handler) interrupts a read with a timeout set: not an end of stream.
+        let n = match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
         if n == 0 {
             return Ok(Received { len, sha256: hasher.finalize().into() });
         }

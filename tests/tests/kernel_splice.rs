@@ -60,11 +60,18 @@ fn node_segments_in(node: &GatewayNode) -> u64 {
 
 /// One transfer of `size` each way at once, both sides writing immediately.
 fn transfer_both_ways(node: &GatewayNode, seed: u64, size: usize) {
+    transfer_both_ways_from(node, seed, size, || node.connect(PORT).unwrap(), || {});
+}
+
+/// As `transfer_both_ways`, the client's connection made by `connect`, and
+/// `connected` run once it is up.
+fn transfer_both_ways_from(node: &GatewayNode, seed: u64, size: usize, connect: impl FnOnce() -> TcpStream, connected: impl FnOnce()) {
     let (up, down) = (pattern(seed, size), pattern(seed + 1, size));
     let down_for_backend = down.clone();
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, move |s: TcpStream| exchange(s, down_for_backend.clone()).unwrap()).unwrap();
-    let client = node.connect(PORT).unwrap();
+    let client = connect();
     client.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    connected();
     let client_got = exchange(client, up.clone()).unwrap();
     let backend_got = backend.recv_timeout(Duration::from_secs(120)).unwrap();
     assert_eq!(backend_got, Received::of(&up), "client → backend corrupted");
@@ -107,11 +114,33 @@ fn without_timestamps_and_sack_on_either_leg_the_splice_still_carries_every_byte
 #[test]
 fn different_window_scales_on_the_two_legs_are_translated_both_ways() {
     let node = node();
-    // The client's buffers are small (window scale 2), the backend's large (scale 14 at 1 GiB).
-    sh(&node.hosts.client, "sysctl -qw net.ipv4.tcp_rmem='4096 65536 262144' net.core.rmem_max=262144");
-    sh(&node.hosts.backend1, "sysctl -qw net.ipv4.tcp_rmem='4096 131072 1073741824' net.core.rmem_max=1073741824");
-    transfer_both_ways(&node, 31, 64 * MIB);
+    // The client's receive buffer is locked small (window scale 0 to 2), the
+    // backend's may grow to 1 GiB (scale 14). net.core.rmem_max cannot be
+    // changed inside a namespace, so the client's scale comes from SO_RCVBUF.
+    sh(&node.hosts.backend1, "sysctl -qw net.ipv4.tcp_rmem='4096 131072 1073741824'");
+    let mut scales = (0, 0);
+    let connect = || node.connect_with_receive_buffer(PORT, 64 * 1024).unwrap();
+    transfer_both_ways_from(&node, 31, 64 * MIB, connect, || {
+        scales = (receive_window_scale(&node.hosts.client), receive_window_scale(&node.hosts.backend1));
+    });
+    assert!(scales.1 >= scales.0 + 8, "the legs' window scales must differ widely: client {}, backend {}", scales.0, scales.1);
     assert_eq!(spliced_and_refused(&node).0, 1, "{:?}", spliced_and_refused(&node).1);
+}
+
+/// The window scale the one established TCP connection in `ns` advertises for
+/// its own receive window (`ss` prints `wscale:<send>,<receive>`).
+fn receive_window_scale(ns: &NetNs) -> u8 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = ns.command("ss").args(["-tniH", "state", "established"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(at) = text.find("wscale:") {
+            let pair = text[at + 7..].split_whitespace().next().unwrap_or("");
+            return pair.split(',').nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("unreadable wscale in {text}"));
+        }
+        assert!(std::time::Instant::now() < deadline, "no established connection in {}: {text}", ns.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
