@@ -95,6 +95,19 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));
+        // A failing test shows what the process said (the test harness prints
+        // a failed test's captured output, and only then).
+        if std::thread::panicking() {
+            let logs = self.logs();
+            // Backtrace frames crowd out the lines that say what happened.
+            let frame = |l: &&str| {
+                let t = l.trim_start();
+                t.starts_with("at ") || t.split_once(": ").is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+            };
+            let lines: Vec<&str> = logs.lines().filter(|l| !frame(l)).collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("--- the last {} lines of {} ({}) ---\n{}", tail.len(), self.name, self.log.display(), tail.join("\n"));
+        }
     }
 }
 

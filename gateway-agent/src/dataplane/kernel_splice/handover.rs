@@ -140,7 +140,8 @@ pub async fn hand_over(kernel: &KernelSplice, client: TcpStream, backend: TcpStr
             return Err(pair.refuse(Refusal::MapFull, String::new(), false, false));
         }
     }
-    let result = switch(kernel, &mut pair, keys, [client_info, backend_info], control).await;
+    let addresses = [(client_local, client_peer), (backend_local, backend_peer)];
+    let result = switch(kernel, &mut pair, keys, addresses, [client_info, backend_info], control).await;
     match result {
         Ok((held, client_acked_at)) => {
             let Pair { client, backend, moved_up, moved_down, .. } = pair;
@@ -174,7 +175,7 @@ type Failure = (Refusal, String, bool, bool);
 const RESET_DURING_HANDOVER: &str = "a peer reset during the handover";
 
 /// Steps 1–4; Ok(whether the peers were held back, the client leg's write_seq).
-async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], infos: [TcpInfo; 2], control: &Control) -> Result<(bool, u32), Failure> {
+async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2], control: &Control) -> Result<(bool, u32), Failure> {
     let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"), false, false);
     tcp_state::prompt_ack(&pair.client).map_err(|e| io_error("prompting the client", e))?;
     tcp_state::prompt_ack(&pair.backend).map_err(|e| io_error("prompting the backend", e))?;
@@ -198,7 +199,7 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], info
                 }
                 kernel.quiet_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let client_write_seq = splice_now(kernel, pair, keys, infos).map_err(|(reason, detail)| (reason, detail, false, false))?;
+            let client_write_seq = splice_now(kernel, pair, keys, addresses, infos).map_err(|(reason, detail)| (reason, detail, false, false))?;
             return Ok((held, client_write_seq));
         }
         let waited = started.elapsed();
@@ -238,7 +239,7 @@ fn hold_back(kernel: &KernelSplice, keys: &[FlowKey; 2]) -> Result<(), Failure> 
 }
 
 /// Step 4, with every queue empty and the peers held back (or quiet).
-fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], infos: [TcpInfo; 2]) -> Result<u32, (Refusal, String)> {
+fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2]) -> Result<u32, (Refusal, String)> {
     let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"));
     tcp_state::repair_on(&pair.client).map_err(|e| io_error("TCP_REPAIR on the client socket", e))?;
     tcp_state::repair_on(&pair.backend).map_err(|e| io_error("TCP_REPAIR on the backend socket", e))?;
@@ -249,16 +250,17 @@ fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], infos: [Tc
     }
     let recorded = |key: &FlowKey| kernel.get(key).unwrap_or_default();
     let (client_rec, backend_rec) = (recorded(&keys[0]), recorded(&keys[1]));
-    let leg = |stream: &TcpStream, info: TcpInfo, seq, rec: FlowEntry| Leg {
-        local: stream.local_addr().expect("checked above"),
-        peer: stream.peer_addr().expect("checked above"),
+    // The addresses read at the start: a socket reset since then has none.
+    let leg = |(local, peer): (SocketAddr, SocketAddr), info: TcpInfo, seq, rec: FlowEntry| Leg {
+        local,
+        peer,
         info,
         seq,
         peer_tsval: (rec.ts_seen != 0).then_some(rec.peer_tsval),
         ifindex: rec.in_ifindex,
     };
-    let client = leg(&pair.client, infos[0], client_seq, client_rec);
-    let backend = leg(&pair.backend, infos[1], backend_seq, backend_rec);
+    let client = leg(addresses[0], infos[0], client_seq, client_rec);
+    let backend = leg(addresses[1], infos[1], backend_seq, backend_rec);
     let [(_, mut up), (_, mut down)] = translation::entries(&client, &backend, client.local.port(), monotonic_ns()).map_err(|r| (r, String::new()))?;
     // What a reset toward each peer must carry, until their segments update it.
     (up.next_seq, up.last_ack) = (client_seq.rcv_nxt, client_seq.write_seq);
@@ -269,6 +271,18 @@ fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], infos: [Tc
     // answer the backend entry must already translate.
     kernel.set(&keys[1], &down).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
     kernel.set(&keys[0], &up).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
+    // A FIN or RST that reached a socket after the last read but before
+    // these entries: the splice would carry a pair with one end gone and the
+    // other peer would wait for ever. From here on both pass through the
+    // splice, so this look is final. The caller removes the entries; a FIN
+    // is then read and passed on by splice(2), a reset is passed on as one.
+    for (stream, side) in [(&pair.client, "client"), (&pair.backend, "backend")] {
+        match tcp_state::tcp_info(stream).map(|i| i.state) {
+            Ok(tcp_state::TCP_ESTABLISHED) => {}
+            Ok(tcp_state::TCP_CLOSE_WAIT) => return Err((Refusal::Closing, format!("the {side} ended its direction just before the switch"))),
+            state => return Err((Refusal::Closing, format!("{RESET_DURING_HANDOVER}: the {side} socket closed just before the switch ({state:?})"))),
+        }
+    }
     // The hold showed both peers a zero window: give each the other's real
     // one now, or a peer with nothing in flight would wait for its persist timer.
     for (leg, seq, rec, other, other_rec) in [(&client, client_seq, client_rec, &backend, backend_rec), (&backend, backend_seq, backend_rec, &client, client_rec)] {

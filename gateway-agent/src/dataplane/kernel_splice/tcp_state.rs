@@ -19,6 +19,10 @@ const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 
+/// `tcpi_state` values (include/net/tcp_states.h).
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+
 /// The parts of `struct tcp_info` a handover needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpInfo {
@@ -176,7 +180,7 @@ mod tests {
         assert_eq!(after.write_seq.wrapping_sub(before.write_seq), 1000);
         assert_eq!(after.rcv_nxt.wrapping_sub(before.rcv_nxt), 300);
         let info = tcp_info(&client).unwrap();
-        assert_eq!(info.state, 1, "ESTABLISHED");
+        assert_eq!(info.state, TCP_ESTABLISHED);
         assert!(info.advmss > 0 && after.peer_mss > 0, "{info:?} {after:?}");
         assert_eq!(unread(&client).unwrap(), 0);
     }
