@@ -200,6 +200,12 @@ pub const FLOW_RECORD: u32 = 1;
 pub const FLOW_HOLD: u32 = 2;
 /// Spliced: every segment is rewritten to the other leg and forwarded.
 pub const FLOW_SPLICED: u32 = 3;
+/// The instant of the switch: as `FLOW_HOLD`, but segments carrying data,
+/// SYN or FIN are dropped (pure ACKs and RSTs still reach the stack), so the
+/// agent's last look at the queues and its reading of the sequence numbers
+/// stay true until the splice takes over. A peer that sent before it saw the
+/// zero window retransmits the dropped segment into the splice.
+pub const FLOW_FREEZE: u32 = 4;
 
 /// One leg of a spliced connection: how to translate a segment arriving on it
 /// (written by the agent) and what the program saw of it (written by the program).
@@ -245,7 +251,7 @@ pub struct FlowEntry {
     pub bytes: u64,
     /// Segments with data that arrived while in FLOW_HOLD (sent before the
     /// peer saw the zero window; the gateway delivered them).
-    pub held_drops: u64,
+    pub held_segments: u64,
     /// Segments that could not be forwarded (no route to the other leg).
     pub unroutable: u64,
     /// CLOCK_MONOTONIC nanoseconds of the last segment from this sender.
@@ -268,6 +274,8 @@ pub struct FlowEntry {
     /// program does not read (it rewrites timestamps and SACK blocks in the
     /// layout every common stack sends: NOP NOP TS, NOP NOP SACK).
     pub unreadable_options: u32,
+    /// Segments dropped in FLOW_FREEZE (their senders retransmit them).
+    pub frozen_drops: u32,
 }
 
 /// Per-listener totals of the kernel splice (`SPLICE_STATS`, per CPU; readers

@@ -106,7 +106,10 @@ impl Drop for Process {
             };
             let lines: Vec<&str> = logs.lines().filter(|l| !frame(l)).collect();
             let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!("--- the last {} lines of {} ({}) ---\n{}", tail.len(), self.name, self.log.display(), tail.join("\n"));
+            // The log's directory goes with the test: keep a copy to read whole.
+            let kept = std::env::temp_dir().join(format!("sockgate-failed-{}-{}.log", self.name, std::process::id()));
+            let _ = std::fs::write(&kept, &logs);
+            eprintln!("--- the last {} lines of {} (whole log kept in {}) ---\n{}", tail.len(), self.name, kept.display(), tail.join("\n"));
         }
     }
 }

@@ -163,3 +163,48 @@ fn a_smaller_mtu_on_the_backend_leg_keeps_the_pair_on_splice_with_every_byte_int
     assert_eq!(spliced, 0, "segments from the client would not fit the backend leg");
     assert!(refused.iter().any(|l| l.contains("reason=\"mss_mismatch\"")), "{refused:?}");
 }
+
+/// Many connections handed over at once, each with both peers speaking
+/// first (the backend greets, the client sends before reading the greeting):
+/// every handover must finish without a peer waiting on a timer, and every
+/// byte must arrive. A read timeout of 20 s turns a stalled pair into a failure.
+#[test]
+fn three_hundred_concurrent_pairs_where_both_sides_speak_first_all_arrive_intact() {
+    use std::io::{Read, Write};
+    const PAIRS: u64 = 300;
+    const GREETING: &[u8] = b"hello from the backend\n";
+    let node = node();
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        s.write_all(GREETING).unwrap();
+        let mut seed = [0u8; 8];
+        s.read_exact(&mut seed).unwrap();
+        let seed = u64::from_le_bytes(seed);
+        (seed, exchange(s, pattern(seed + 1000, 64 * 1024)).unwrap())
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..PAIRS)
+        .map(|seed| {
+            let mut stream = node.connect(PORT).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            std::thread::spawn(move || {
+                stream.write_all(&seed.to_le_bytes()).unwrap();
+                let mut greeting = vec![0u8; GREETING.len()];
+                let local = stream.local_addr().unwrap();
+                stream.read_exact(&mut greeting).unwrap_or_else(|e| panic!("pair {seed} from {local}: no greeting: {e}"));
+                assert_eq!(greeting, GREETING);
+                let got = exchange(stream, pattern(seed, 96 * 1024)).unwrap_or_else(|e| panic!("pair {seed}: {e}"));
+                assert_eq!(got, Received::of(&pattern(seed + 1000, 64 * 1024)), "pair {seed}: backend → client corrupted");
+                started.elapsed()
+            })
+        })
+        .collect();
+    let slowest = clients.into_iter().map(|c| c.join().unwrap()).max().unwrap();
+    for _ in 0..PAIRS {
+        let (seed, got) = backend.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(got, Received::of(&pattern(seed, 96 * 1024)), "pair {seed}: client → backend corrupted");
+    }
+    let (spliced, refused) = spliced_and_refused(&node);
+    eprintln!("{PAIRS} pairs in {slowest:?}: {spliced} spliced, {} kept on splice(2)", refused.len());
+    assert!(spliced > 0, "none of the pairs was spliced: {refused:?}");
+}

@@ -30,14 +30,20 @@
 //!    peers' acknowledgements open their windows. What was dropped, the peers retransmit into the
 //!    splice (a busy sender has many segments in flight: its loss probe or
 //!    SACK recovery resends them without a retransmission timeout).
-//! 4. **Switch.** With the entries in `FLOW_HOLD` and the peers' zero window
-//!    acknowledged, no new byte arrives, so a check that the receive queues
-//!    are empty and the send queues sent is final. Both
-//!    sockets enter repair mode (their close will send nothing), their
-//!    sequence numbers and timestamp clocks are read, and both entries become
-//!    `FLOW_SPLICED` with the translation computed from them. Each peer is
-//!    then sent one ACK with the other peer's last window (the zero window
-//!    would otherwise keep it waiting for its persist timer).
+//! 4. **Switch.** When nothing is owed, the entries go to `FLOW_FREEZE`:
+//!    the program now drops any segment carrying data, SYN or FIN (a zero
+//!    window does not stop what a peer sent before it saw it, and a byte a
+//!    socket took now would be acknowledged and never delivered: seen, 8
+//!    bytes lost in 1 of 300 quiet handovers). The peer retransmits a
+//!    dropped segment into the splice. One more look at the queues is now
+//!    final (anything that arrived before the freeze goes back to the hold
+//!    and is delivered). Both sockets enter repair mode (their close will
+//!    send nothing), their sequence numbers and timestamp clocks are read,
+//!    and both entries become `FLOW_SPLICED` with the translation computed
+//!    from them. A socket that left ESTABLISHED meanwhile (a RST passes the
+//!    freeze) undoes the switch. Each peer is then sent one ACK with the
+//!    other peer's last window (the zero window would otherwise keep it
+//!    waiting for its persist timer).
 //! 5. **Silence.** No segment reaches the sockets any more, their queues
 //!    are empty, and they are in repair mode: closing one sends nothing. The
 //!    client socket is closed at the first look at the flow (nothing is in
@@ -55,7 +61,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use gateway_common::{FlowEntry, FlowKey, FLOW_HOLD, FLOW_RECORD};
+use gateway_common::{FlowEntry, FlowKey, FLOW_FREEZE, FLOW_HOLD, FLOW_RECORD};
 
 use super::tcp_state::{self, TcpInfo};
 use super::translation::{self, Leg, Refusal};
@@ -185,18 +191,21 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addr
     loop {
         pair.move_bytes(control)?;
         if pair.quiet().map_err(|e| io_error("reading queue lengths", e))? && samples_ready(kernel, &keys, infos[0].timestamps) {
-            if !held {
-                // Step 3's entries make the check final: from the moment they
-                // are in, no new byte can reach the sockets.
-                hold_back(kernel, &keys)?;
-                tokio::task::yield_now().await;
-                pair.move_bytes(control)?;
-                if !pair.quiet().map_err(|e| io_error("reading queue lengths", e))? {
-                    // A segment passed just before the hold: drain it below.
+            // The freeze makes the check final: from the moment its entries
+            // are in, no new byte can reach the sockets (a zero window does
+            // not stop what a peer sent before it saw it).
+            set_state(kernel, &keys, FLOW_FREEZE)?;
+            pair.move_bytes(control)?;
+            if !pair.quiet().map_err(|e| io_error("reading queue lengths", e))? {
+                // A segment passed just before the freeze: deliver it under the hold.
+                set_state(kernel, &keys, FLOW_HOLD)?;
+                if !held {
                     held = true;
                     kernel.held_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
                 }
+                continue;
+            }
+            if !held {
                 kernel.quiet_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let client_write_seq = splice_now(kernel, pair, keys, addresses, infos).map_err(|(reason, detail)| (reason, detail, false, false))?;
@@ -206,7 +215,7 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addr
         if !held && waited >= QUIET_WAIT {
             held = true;
             kernel.held_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            hold_back(kernel, &keys)?;
+            set_state(kernel, &keys, FLOW_HOLD)?;
         }
         if waited >= QUIET_WAIT + DRAIN_LIMIT {
             return Err((Refusal::Busy, format!("queues still not empty after {waited:?}: {}", pair.describe(kernel, &keys, infos[0].timestamps)), false, false));
@@ -228,11 +237,12 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addr
     }
 }
 
-/// Step 3: the entries go to FLOW_HOLD, keeping what the program recorded.
-fn hold_back(kernel: &KernelSplice, keys: &[FlowKey; 2]) -> Result<(), Failure> {
+/// Steps 3 and 4: the entries go to FLOW_HOLD or FLOW_FREEZE, keeping what
+/// the program recorded.
+fn set_state(kernel: &KernelSplice, keys: &[FlowKey; 2], state: u32) -> Result<(), Failure> {
     for key in keys {
         let mut entry = kernel.get(key).unwrap_or_default();
-        entry.state = FLOW_HOLD;
+        entry.state = state;
         kernel.set(key, &entry).map_err(|e| (Refusal::MapFull, format!("{e:#}"), false, false))?;
     }
     Ok(())
@@ -266,11 +276,21 @@ fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], addresses:
     (up.next_seq, up.last_ack) = (client_seq.rcv_nxt, client_seq.write_seq);
     (down.next_seq, down.last_ack) = (backend_seq.rcv_nxt, backend_seq.write_seq);
     // Counters the program kept during the handover carry on.
-    (up.held_drops, down.held_drops) = (client_rec.held_drops, backend_rec.held_drops);
+    (up.held_segments, down.held_segments) = (client_rec.held_segments, backend_rec.held_segments);
+    (up.frozen_drops, down.frozen_drops) = (client_rec.frozen_drops, backend_rec.frozen_drops);
     // The backend leg first: a client segment spliced before it would draw an
     // answer the backend entry must already translate.
     kernel.set(&keys[1], &down).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
     kernel.set(&keys[0], &up).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
+    // The freeze admits nothing; a socket whose receive sequence moved anyway
+    // (a segment between the program's verdict and the socket as the freeze
+    // went in) holds bytes this translation skips: back to splice(2), which
+    // delivers them.
+    for (stream, seq, side) in [(&pair.client, client_seq, "client"), (&pair.backend, backend_seq, "backend")] {
+        if tcp_state::sequences(stream).ok().map(|now| now.rcv_nxt) != Some(seq.rcv_nxt) {
+            return Err((Refusal::Busy, format!("a segment reached the {side} socket at the switch")));
+        }
+    }
     // A FIN or RST that reached a socket after the last read but before
     // these entries: the splice would carry a pair with one end gone and the
     // other peer would wait for ever. From here on both pass through the
