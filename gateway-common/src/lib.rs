@@ -295,7 +295,7 @@ pub const TCP_SPLICE_PROGRAM: &str = "sockgate_tcp_splice";
 pub const TCP_HOLD_PROGRAM: &str = "sockgate_tcp_hold";
 /// Two entries per spliced connection: 2^18 entries hold 131,072 connections
 /// (the goal is 100,000). Not preallocated: memory follows the entries
-/// (about 180 bytes each with the hash table's overhead, 47 MiB when full).
+/// (about 200 bytes each with the key and the hash table's overhead, 50 MiB when full).
 pub const MAX_FLOW_ENTRIES: u32 = 1 << 18;
 /// `ListenerInfo::path` code of the kernel splice.
 pub const PATH_KERNEL: u32 = 3;

@@ -22,6 +22,18 @@ pub struct GatewayNode {
     run_args: Vec<std::ffi::OsString>,
     kubeconfig: Option<std::path::PathBuf>,
     agents_started: usize,
+    /// A bpffs directory of this node's own, removed at the end, when the
+    /// test gave none: agents of tests running at once must not share pins.
+    own_pin_dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for GatewayNode {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.own_pin_dir {
+            self.agent.stop(Duration::from_secs(3));
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl GatewayNode {
@@ -46,7 +58,13 @@ impl GatewayNode {
         }
         let mut run_args: Vec<std::ffi::OsString> = vec!["--reload-interval".into(), "100ms".into(), "--manifests".into(), manifests.path().into()];
         run_args.extend(args.iter().map(Into::into));
-        Self::launch(hosts, run_args, manifests, None, configure, Duration::from_secs(20))
+        let own_pin_dir = (!args.iter().any(|a| a.starts_with("--bpf-pin-dir"))).then(|| std::path::PathBuf::from(format!("/sys/fs/bpf/{}", crate::netns::unique_name("sockgate-test"))));
+        if let Some(dir) = &own_pin_dir {
+            run_args.extend(["--bpf-pin-dir".into(), dir.into()]);
+        }
+        let mut node = Self::launch(hosts, run_args, manifests, None, configure, Duration::from_secs(20))?;
+        node.own_pin_dir = own_pin_dir;
+        Ok(node)
     }
 
     /// Kubernetes mode: the agent on the node reads the test API server
@@ -72,7 +90,7 @@ impl GatewayNode {
         configure(&mut command);
         let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
         wait_for_log(&mut agent, "configuration applied", timeout)?;
-        Ok(GatewayNode { agent, hosts, manifests, logs, run_args, kubeconfig, agents_started: 1 })
+        Ok(GatewayNode { agent, hosts, manifests, logs, run_args, kubeconfig, agents_started: 1, own_pin_dir: None })
     }
 
     /// Starts a second agent on the node, as an upgrade would (same command

@@ -222,6 +222,39 @@ impl ListenerSet {
                 None => self.open(*port, listener.clone()),
             }
         }
+        // Once this agent serves its listeners, it carries on what an earlier
+        // agent left in the kernel (it took over from it, or it died).
+        self.resume_inherited();
+    }
+
+    /// Watches the connections an earlier agent left in the kernel splice as
+    /// this agent's own, under their listener's route, idle timeout and
+    /// drain; those whose listener or route is gone are reset on both sides.
+    fn resume_inherited(&self) {
+        for flow in self.path.take_inherited() {
+            let (port, peer) = (flow.listener_port, flow.client);
+            let served = self.served.get(&port);
+            let route = served.and_then(|s| s.config.borrow().route.clone());
+            let (Some(served), Some(route)) = (served, route) else {
+                tracing::info!(port, %peer, "a connection an earlier agent left in the kernel has no listener or route here: reset");
+                let control = Control::default();
+                control.stop.cancel();
+                let path = self.path.clone();
+                tokio::spawn(async move {
+                    let _ = path.resume_inherited(flow, control).await;
+                });
+                continue;
+            };
+            tracing::debug!(port, %peer, %route, "carrying on a connection an earlier agent left in the kernel");
+            let context = self.context(port, served);
+            let in_flight = context.connections.enter();
+            context.counters.open.fetch_add(1, Ordering::Relaxed);
+            let open = Open(context.counters.clone());
+            tokio::spawn(async move {
+                let _held = (in_flight, open);
+                forward(Start::Inherited(flow), route, peer, context).await;
+            });
+        }
     }
 
     /// Tries again to bind the ports that failed before.
@@ -306,7 +339,7 @@ impl ListenerSet {
             let open = Open(context.counters.clone());
             tokio::spawn(async move {
                 let _held = (in_flight, open);
-                forward(client, backend, handed.up, handed.down, handed.route, handed.peer, context).await;
+                forward(Start::Pair { client, backend, up: handed.up, down: handed.down }, handed.route, handed.peer, context).await;
             });
         }
         Ok(())
@@ -504,12 +537,20 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context
     }
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
-    forward(client, backend, up, Carried::default(), route, peer, context).await;
+    forward(Start::Pair { client, backend, up, down: Carried::default() }, route, peer, context).await;
+}
+
+/// What a forwarded connection starts from.
+enum Start {
+    /// Its two sockets, and what an earlier owner had read and not written.
+    Pair { client: TcpStream, backend: TcpStream, up: Carried, down: Carried },
+    /// A connection an earlier agent left in the kernel splice.
+    Inherited(super::kernel_splice::Inherited),
 }
 
 /// An established pair, new or handed over: forward until it ends, is
 /// stopped (its route leaves the listener, or a drain deadline), or pauses.
-async fn forward(client: TcpStream, backend: TcpStream, up: Carried, down: Carried, route: ObjectKey, peer: SocketAddr, context: Context) {
+async fn forward(start: Start, route: ObjectKey, peer: SocketAddr, context: Context) {
     let Context { port, mut config, counters, path, connections, .. } = context;
     let idle_timeout = config.borrow().policy.idle_timeout;
     let stop = CancellationToken::new();
@@ -532,7 +573,10 @@ async fn forward(client: TcpStream, backend: TcpStream, up: Carried, down: Carri
     counters.active.fetch_add(1, Ordering::Relaxed);
     let control = Control { stop: stop.clone(), pause: connections.pause.clone(), ..Control::default() };
     let idle = watch_idle(idle_timeout, control.activity.clone(), control.close.clone());
-    let mut forwarding = path.forward(client, backend, up, down, control);
+    let mut forwarding = match start {
+        Start::Pair { client, backend, up, down } => path.forward(client, backend, up, down, control),
+        Start::Inherited(flow) => path.resume_inherited(flow, control),
+    };
     let result = tokio::select! {
         result = &mut forwarding => result,
         // `stop` fired: forwarding resets both sides and ends.

@@ -96,6 +96,20 @@ pub trait DataPath: Send + Sync {
     fn splice_report(&self) -> Option<super::kernel_splice::SpliceReport> {
         None
     }
+
+    /// Connections an earlier agent on this node left for this path to carry
+    /// on without any socket of theirs (the kernel splice's pinned flow
+    /// table), taken once: call it when that agent is gone.
+    fn take_inherited(&self) -> Vec<super::kernel_splice::Inherited> {
+        Vec::new()
+    }
+
+    /// Carries on an inherited connection until it ends, as `forward` does
+    /// (`stop` resets both peers, `close` is the idle timeout).
+    fn resume_inherited<'a>(&'a self, flow: super::kernel_splice::Inherited, control: Control) -> Forwarding<'a> {
+        let _ = (flow, control);
+        Box::pin(async { Err(io::Error::other("this data path carries no connection without its sockets")) })
+    }
 }
 
 /// One direction of a connection while it is forwarded.

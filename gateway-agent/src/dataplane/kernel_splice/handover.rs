@@ -80,8 +80,10 @@ const PROMPT_EVERY: Duration = Duration::from_millis(100);
 pub struct Spliced {
     pub keys: [FlowKey; 2],
     /// The backend socket, in repair mode: it reserves the backend leg's
-    /// 4-tuple and sends nothing; closing it sends nothing either.
-    pub reserved: TcpStream,
+    /// 4-tuple and sends nothing; closing it sends nothing either. (For a
+    /// connection inherited from an earlier agent: a socket bound to the
+    /// leg's local address, which keeps connect(2) off its port; or none.)
+    pub reserved: Option<std::os::fd::OwnedFd>,
     pub client: SocketAddr,
     pub client_local: SocketAddr,
     pub backend: SocketAddr,
@@ -155,7 +157,7 @@ pub async fn hand_over(kernel: &KernelSplice, client: TcpStream, backend: TcpStr
                 client_socket: Some(client),
                 client_acked_at,
                 keys,
-                reserved: backend,
+                reserved: backend.into_std().ok().map(std::os::fd::OwnedFd::from),
                 client: client_peer,
                 client_local,
                 backend: backend_peer,

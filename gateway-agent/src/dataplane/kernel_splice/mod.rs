@@ -10,16 +10,17 @@ pub mod craft;
 pub mod tcp_state;
 pub mod translation;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Context;
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use gateway_common::{FlowEntry, FlowKey, ListenerPort, SpliceStats, FLOWS_MAP, SPLICE_STATS_MAP, TCP_HOLD_PROGRAM, TCP_SPLICE_PROGRAM};
+use gateway_common::{FlowEntry, FlowKey, ListenerPort, SpliceStats, FLOWS_MAP, FLOW_SPLICED, SPLICE_STATS_MAP, TCP_HOLD_PROGRAM, TCP_SPLICE_PROGRAM};
 
 use super::kernel::{prepare_pin_dir, OBJECT};
 use translation::Refusal;
@@ -39,6 +40,23 @@ pub struct KernelSplice {
     /// hold the peers' data segments back while queues drained.
     pub quiet_handovers: AtomicU64,
     pub held_handovers: AtomicU64,
+    /// The entries this agent wrote; any other entry in the (shared, pinned)
+    /// map was left by an agent before it.
+    own: Mutex<HashSet<FlowKey>>,
+    inherited_taken: AtomicBool,
+}
+
+/// A connection an earlier agent on this node spliced and left in the
+/// kernel (handed over, or killed): the map still carries it, and this agent
+/// watches it from here on as its own.
+#[derive(Clone, Debug)]
+pub struct Inherited {
+    pub listener_port: u16,
+    pub keys: [FlowKey; 2],
+    pub client: SocketAddr,
+    pub client_local: SocketAddr,
+    pub backend: SocketAddr,
+    pub backend_local: SocketAddr,
 }
 
 impl KernelSplice {
@@ -48,7 +66,21 @@ impl KernelSplice {
     pub fn load(pin_dir: &Path, interfaces: &[String]) -> anyhow::Result<KernelSplice> {
         // SAFETY: sysconf(3) only reads a constant.
         let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as u32;
-        let mut ebpf = EbpfLoader::new().map_max_entries("AYA_LOGS", page).load(OBJECT).context("loading sockgate's eBPF object")?;
+        // The flow table and its counters live in pins that outlast an agent:
+        // a successor (takeover) or a restarted agent (after a crash) loads
+        // its programs onto the same maps, so the kernel goes on carrying the
+        // spliced connections, and takes them over (`take_inherited`).
+        prepare_pin_dir(pin_dir, &[])?;
+        for name in PINNED {
+            discard_incompatible_pin(&pin_dir.join(name))?;
+        }
+        let (flows_pin, stats_pin) = (pin_dir.join(FLOWS_MAP), pin_dir.join(SPLICE_STATS_MAP));
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("AYA_LOGS", page)
+            .map_pin_path(FLOWS_MAP, flows_pin.as_path())
+            .map_pin_path(SPLICE_STATS_MAP, stats_pin.as_path())
+            .load(OBJECT)
+            .context("loading sockgate's eBPF object")?;
         let program: &mut SchedClassifier =
             ebpf.program_mut(TCP_SPLICE_PROGRAM).context("TC splice program missing from the eBPF object")?.try_into()?;
         program.load().context("loading the TC splice program (the verifier refused it, or BPF is unavailable)")?;
@@ -63,11 +95,6 @@ impl KernelSplice {
         for interface in &interfaces {
             hold.attach(interface, TcAttachType::Egress).with_context(|| format!("attaching the TC hold program to {interface} (egress)"))?;
         }
-        prepare_pin_dir(pin_dir, &PINNED)?;
-        for name in PINNED {
-            let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
-            map.pin(pin_dir.join(name)).with_context(|| format!("pinning map {name} in {}", pin_dir.display()))?;
-        }
         let flows = HashMap::try_from(ebpf.take_map(FLOWS_MAP).context("FLOWS map")?)?;
         Ok(KernelSplice {
             ebpf: Mutex::new(ebpf),
@@ -78,6 +105,8 @@ impl KernelSplice {
             refused: Refusal::ALL.iter().map(|r| (*r, AtomicU64::new(0))).collect(),
             quiet_handovers: AtomicU64::new(0),
             held_handovers: AtomicU64::new(0),
+            own: Mutex::default(),
+            inherited_taken: AtomicBool::new(false),
         })
     }
 
@@ -90,6 +119,7 @@ impl KernelSplice {
     }
 
     pub fn set(&self, key: &FlowKey, entry: &FlowEntry) -> anyhow::Result<()> {
+        self.own.lock().unwrap().insert(*key);
         self.flows.lock().unwrap().insert(key, entry, 0).context("writing a FLOWS entry")
     }
 
@@ -99,6 +129,47 @@ impl KernelSplice {
 
     pub fn remove(&self, key: &FlowKey) {
         let _ = self.flows.lock().unwrap().remove(key);
+        self.own.lock().unwrap().remove(key);
+    }
+
+    /// The connections an earlier agent left in the flow table, once (the
+    /// first call; later calls return none). Entries of handovers it had not
+    /// finished, and legs without their other half, are removed: no socket
+    /// is left for them. Called once the earlier agent is gone (a takeover
+    /// done) or known dead, so nothing else writes those entries any more.
+    pub fn take_inherited(&self) -> Vec<Inherited> {
+        if self.inherited_taken.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let own = self.own.lock().unwrap().clone();
+        let left: BTreeMap<FlowKey, FlowEntry> = self.flows().into_iter().filter(|(k, _)| !own.contains(k)).collect();
+        let mut taken = Vec::new();
+        let mut paired = HashSet::new();
+        for (key, entry) in &left {
+            // The client leg: its segments leave toward the backend, from a port other than the listener's.
+            let client_leg = entry.state == FLOW_SPLICED && u32::from(entry.out_src_port) != entry.listener_port;
+            if !client_leg {
+                continue;
+            }
+            let other = FlowKey { src_addr: entry.out_dst_addr, dst_addr: entry.out_src_addr, src_port: entry.out_dst_port, dst_port: entry.out_src_port };
+            if !left.get(&other).is_some_and(|e| e.state == FLOW_SPLICED) {
+                continue;
+            }
+            let (client, client_local) = translation::addresses(key);
+            let (backend, backend_local) = translation::addresses(&other);
+            paired.extend([*key, other]);
+            taken.push(Inherited { listener_port: entry.listener_port as u16, keys: [*key, other], client, client_local, backend, backend_local });
+        }
+        let stale: Vec<&FlowKey> = left.keys().filter(|k| !paired.contains(*k)).collect();
+        for key in &stale {
+            let _ = self.flows.lock().unwrap().remove(*key);
+        }
+        if !taken.is_empty() || !stale.is_empty() {
+            tracing::info!(connections = taken.len(), stale_entries = stale.len(), "took over the connections an earlier agent left in the kernel splice");
+        }
+        // From here on they are this agent's: its watch removes them.
+        self.own.lock().unwrap().extend(paired);
+        taken
     }
 
     pub fn refuse(&self, reason: Refusal) {
@@ -149,11 +220,35 @@ impl KernelSplice {
 }
 
 impl Drop for KernelSplice {
+    /// The pins go with the last flow: while the table still carries
+    /// connections (this agent handed over to a successor, which shares it),
+    /// they stay for the agent that carries on.
     fn drop(&mut self) {
-        for name in PINNED {
-            let _ = std::fs::remove_file(self.pin_dir.join(name));
+        if self.flows.lock().map(|f| f.keys().next().is_none()).unwrap_or(false) {
+            for name in PINNED {
+                let _ = std::fs::remove_file(self.pin_dir.join(name));
+            }
         }
     }
+}
+
+/// A pin of another layout (an agent of another version): this program
+/// cannot share it, so it goes, with whatever it carried (said in the log).
+fn discard_incompatible_pin(pin: &Path) -> anyhow::Result<()> {
+    if !pin.exists() {
+        return Ok(());
+    }
+    let expected = if pin.ends_with(FLOWS_MAP) {
+        (std::mem::size_of::<FlowKey>(), std::mem::size_of::<FlowEntry>())
+    } else {
+        (std::mem::size_of::<ListenerPort>(), std::mem::size_of::<SpliceStats>())
+    };
+    let found = MapData::from_pin(pin).and_then(|m| m.info()).map(|i| (i.key_size() as usize, i.value_size() as usize));
+    if found.as_ref().ok() != Some(&expected) {
+        tracing::warn!(pin = %pin.display(), ?found, ?expected, "a pinned map of another layout (an agent of another version?) is replaced; the connections it carried are lost");
+        std::fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
+    }
+    Ok(())
 }
 
 fn sum_stats(rows: impl Iterator<Item = (ListenerPort, Vec<SpliceStats>)>) -> BTreeMap<ListenerPort, SpliceStats> {
@@ -216,6 +311,6 @@ mod tests {
     #[test]
     fn flow_map_types_have_the_layout_the_program_uses() {
         assert_eq!(std::mem::size_of::<gateway_common::FlowKey>(), 36);
-        assert_eq!(std::mem::size_of::<gateway_common::FlowEntry>(), 152);
+        assert_eq!(std::mem::size_of::<gateway_common::FlowEntry>(), 160);
     }
 }

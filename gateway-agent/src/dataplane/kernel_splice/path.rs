@@ -13,7 +13,12 @@
 //!   from the node would begin a close each peer expects the other to finish,
 //!   and no socket on the node is left to take part in it.
 //! - **Takeover**: the flow stays in the kernel; the entries are pinned, and
-//!   the new agent adopts them.
+//!   the new agent, whose programs use the same pinned table, inherits them
+//!   ([`KernelSplice::take_inherited`](super::KernelSplice::take_inherited)).
+//! - **The agent killed**: its TC programs go with it (their links were its
+//!   descriptors), so until an agent starts again a segment of a spliced flow
+//!   meets the node's stack, which has no socket for it and answers with a
+//!   RST. The restarted agent inherits the flows that were quiet meanwhile.
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::handover::{hand_over, Spliced};
+use super::Inherited;
 use super::craft::send_reset;
 use super::KernelSplice;
 use crate::dataplane::path::{Carried, Control, DataPath, End, Forwarding, Outcome, Transfer};
@@ -61,6 +67,29 @@ impl DataPath for KernelPath {
 
     fn splice_report(&self) -> Option<super::SpliceReport> {
         Some(self.kernel.report())
+    }
+
+    fn take_inherited(&self) -> Vec<Inherited> {
+        self.kernel.take_inherited()
+    }
+
+    fn resume_inherited<'a>(&'a self, flow: Inherited, control: Control) -> Forwarding<'a> {
+        Box::pin(async move {
+            let spliced = Spliced {
+                keys: flow.keys,
+                reserved: reserve_port(flow.backend_local),
+                client: flow.client,
+                client_local: flow.client_local,
+                backend: flow.backend,
+                backend_local: flow.backend_local,
+                moved_up: 0,
+                moved_down: 0,
+                held: false,
+                client_socket: None,
+                client_acked_at: 0,
+            };
+            Ok(Outcome::Ended(watch(&self.kernel, spliced, &control).await))
+        })
     }
 
     fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a> {
@@ -108,7 +137,8 @@ async fn watch(kernel: &KernelSplice, mut spliced: Spliced, control: &Control) -
             _ = control.close.cancelled() => return end_with_resets(kernel, spliced, End::Idle),
             _ = control.pause.cancelled() => {
                 // Another agent takes the listeners over: the flow stays in the
-                // kernel, its entries pinned. The reserved socket closes with
+                // kernel, in the pinned table both agents' programs share, and
+                // the successor inherits it. The reserved socket closes with
                 // this agent (silently: it is in repair mode).
                 let (up, down) = bytes(kernel, &spliced);
                 return transfer(up, down, End::Closed);
@@ -146,6 +176,21 @@ async fn watch(kernel: &KernelSplice, mut spliced: Spliced, control: &Control) -
             let (up, down) = bytes(kernel, &spliced);
             release(kernel, spliced);
             return transfer(up, down, end);
+        }
+    }
+}
+
+/// A socket bound to the backend leg's local address keeps connect(2)'s
+/// port choice off it, as the earlier agent's reserved socket did (it closed
+/// with that agent). None if the port is taken meanwhile (said at debug level).
+fn reserve_port(local: std::net::SocketAddr) -> Option<std::os::fd::OwnedFd> {
+    let domain = if local.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let reserved = socket2::Socket::new(domain, socket2::Type::STREAM, None).and_then(|s| s.bind(&local.into()).map(|()| s));
+    match reserved {
+        Ok(socket) => Some(socket.into()),
+        Err(e) => {
+            tracing::debug!(%local, error = %e, "could not reserve an inherited connection's port");
+            None
         }
     }
 }

@@ -160,6 +160,12 @@ pub fn key(from: SocketAddr, to: SocketAddr) -> FlowKey {
     FlowKey { src_addr: mapped(from.ip()), dst_addr: mapped(to.ip()), src_port: from.port(), dst_port: to.port() }
 }
 
+/// The (sender, receiver) addresses of the segments `key` matches: the inverse of [`key`].
+pub fn addresses(key: &FlowKey) -> (SocketAddr, SocketAddr) {
+    let ip = |octets: [u8; 16]| unmapped(IpAddr::V6(std::net::Ipv6Addr::from(octets)));
+    (SocketAddr::new(ip(key.src_addr), key.src_port), SocketAddr::new(ip(key.dst_addr), key.dst_port))
+}
+
 pub fn mapped(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -191,6 +197,14 @@ mod tests {
             seq: Sequences { write_seq, rcv_nxt, ts_now, peer_mss: 1460 },
             peer_tsval: Some(peer_tsval),
             ifindex: 7,
+        }
+    }
+
+    #[test]
+    fn addresses_invert_key_for_ipv4_and_ipv6() {
+        for (from, to) in [("198.18.1.1:40000", "198.18.1.2:9000"), ("[2001:db8::1]:40000", "[2001:db8::2]:9000")] {
+            let (from, to): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+            assert_eq!(addresses(&key(from, to)), (from, to));
         }
     }
 
