@@ -208,3 +208,49 @@ fn three_hundred_concurrent_pairs_where_both_sides_speak_first_all_arrive_intact
     eprintln!("{PAIRS} pairs in {slowest:?}: {spliced} spliced, {} kept on splice(2)", refused.len());
     assert!(spliced > 0, "none of the pairs was spliced: {refused:?}");
 }
+
+/// What the README shows: a spliced connection's two entries, read back with
+/// bpftool from the pinned map (BTF gives the field names).
+#[test]
+fn bpftool_shows_both_entries_of_a_spliced_connection_by_field_name() {
+    use std::io::{Read, Write};
+    let pin_dir = format!("/sys/fs/bpf/{}", sockgate_tests::netns::unique_name("sockgate-test"));
+    let yaml = documents(&[gateway(&[("data", PORT)]), route("data", "data", "sink", 7001), service("sink", 7001, BACKEND_PORT, &["198.18.2.2"])]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf", "--bpf-pin-dir", &pin_dir]).unwrap();
+    let _echo = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    })
+    .unwrap();
+    node.wait_for_port(PORT).unwrap();
+    let mut client = node.connect(PORT).unwrap();
+    let local = client.local_addr().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while node.agent.logs().matches(&format!("connection spliced in the kernel client={local}")).count() == 0 {
+        client.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert!(std::time::Instant::now() < deadline, "never spliced:\n{}", node.agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..10 {
+        client.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned", &format!("{pin_dir}/FLOWS")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = dump.as_array().unwrap();
+    let spliced: Vec<_> = entries.iter().filter(|e| e["formatted"]["value"]["state"] == 3).collect();
+    let client_leg = spliced.iter().find(|e| e["formatted"]["key"]["src_port"] == local.port()).unwrap_or_else(|| panic!("no entry keyed by the client's port {}: {dump:#}", local.port()));
+    assert_eq!(client_leg["formatted"]["value"]["out_dst_port"], BACKEND_PORT, "{client_leg:#}");
+    assert!(client_leg["formatted"]["value"]["bytes"].as_u64().unwrap() >= 40, "the kernel counted the pings: {client_leg:#}");
+    assert!(spliced.iter().any(|e| e["formatted"]["key"]["src_port"] == BACKEND_PORT), "no entry for the backend leg: {dump:#}");
+    eprintln!("{}", String::from_utf8_lossy(&std::process::Command::new("bpftool").args(["map", "dump", "pinned", &format!("{pin_dir}/FLOWS")]).output().unwrap().stdout));
+}
