@@ -94,9 +94,14 @@ fn read_data(socket: &Socket, len: usize) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The running agent's side: the socket it offers its state on.
+/// The running agent's side: the socket it offers its state on. A task of
+/// its own accepts and reads each hello, so that `requested` is cancel-safe:
+/// the main loop polls it beside its other work, and an asking agent whose
+/// hello was being read when the loop turned to something else must not
+/// lose its connection (seen under load: "closed the takeover socket mid-way").
 pub struct Offer {
-    socket: AsyncFd<Socket>,
+    asked: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Socket>>,
+    listening: tokio::task::JoinHandle<()>,
     path: PathBuf,
     /// The bound file, so that only it is removed (a successor may have bound the same path since).
     inode: (u64, u64),
@@ -118,13 +123,39 @@ impl Offer {
         let inode = inode(path)?;
         // SAFETY: the Socket owns its fd, which stays open and the same for as long as the AsyncFd lives.
         let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| anyhow::anyhow!("registering the takeover socket: {e}"))?;
-        Ok(Offer { socket, path: path.to_path_buf(), inode })
+        let (tell, asked) = tokio::sync::mpsc::channel(1);
+        let listening = tokio::spawn(async move {
+            loop {
+                match accept_hello(&socket).await {
+                    Ok(conn) => {
+                        if tell.send(conn).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "takeover socket failed; no successor can take over from this agent");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Offer { asked: tokio::sync::Mutex::new(asked), listening, path: path.to_path_buf(), inode })
     }
 
-    /// Waits for an agent that asks to take over; its connection, after its hello.
+    /// Waits for an agent that asks to take over; its connection, after its
+    /// hello. Cancel-safe: a connection not yet taken waits for the next call.
     pub async fn requested(&self) -> io::Result<Socket> {
+        match self.asked.lock().await.recv().await {
+            Some(conn) => Ok(conn),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Accepts the next agent that asks, and reads its hello.
+async fn accept_hello(socket: &AsyncFd<Socket>) -> io::Result<Socket> {
         loop {
-            let mut ready = self.socket.readable().await?;
+            let mut ready = socket.readable().await?;
             let accepted = match ready.try_io(|s| s.get_ref().accept()) {
                 Ok(accepted) => accepted,
                 Err(_would_block) => continue,
@@ -144,11 +175,11 @@ impl Offer {
                 Err(e) => tracing::warn!(error = %e, "takeover socket: no hello; ignored"),
             }
         }
-    }
 }
 
 impl Drop for Offer {
     fn drop(&mut self) {
+        self.listening.abort();
         if inode(&self.path).ok() == Some(self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
