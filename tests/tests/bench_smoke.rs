@@ -37,6 +37,10 @@ fn tiny_run(out: &Path) -> std::process::Output {
             "50",
             "--many-idle-connections",
             "100",
+            "--stall-connections",
+            "20",
+            "--trickle-connections",
+            "10",
             "--out",
         ])
         .arg(out)
@@ -67,6 +71,10 @@ fn the_bench_measures_every_contender_on_every_workload_and_writes_report_and_ch
         }
     }
     assert!(report.contains("## Goals of issue 7"), "{report}");
+    assert!(report.contains("## Goals of issue 14"), "{report}");
+    // The kernel splice's counters were read around every workload of `ebpf`.
+    let splice = report.split("## Kernel splice per workload").nth(1).expect("a kernel splice section");
+    assert!(splice.contains("| sockgate `ebpf` (kernel TCP splice) | handover stall |"), "{splice}");
     let profile = report.split("## Where the time goes").nth(1).expect("a profile section");
     assert!(
         profile.contains("Samples of the whole machine by thread name") && profile.contains("The agent's own samples by symbol"),

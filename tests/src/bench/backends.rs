@@ -2,8 +2,9 @@
 //! server (sends its pattern, checksums what it receives; in the bench
 //! process), an echo server (ping-pong, connection rate, idle connections; a
 //! process of its own, `sockgate-bench --echo-server`, so that its sockets do
-//! not count against the bench's descriptor limit), `iperf3 -s` and a real
-//! `redis-server`.
+//! not count against the bench's descriptor limit), the handover-stall server
+//! (`stall`, in the bench process: one clock with the client), `iperf3 -s`
+//! and a real `redis-server`.
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -13,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::rlimit;
-use super::testbed::{wait_listening, BULK, ECHO, IPERF, REDIS};
+use super::stall::{self, StallReport};
+use super::testbed::{wait_listening, BULK, ECHO, IPERF, REDIS, STALL};
 use crate::agent::Process;
 use crate::netns::NetNs;
 use crate::topology::BACKEND1;
@@ -34,6 +36,8 @@ pub struct Backends {
     /// The bulk server; dropping it closes its sockets.
     runtime: Option<tokio::runtime::Runtime>,
     pub bulk_reports: mpsc::Receiver<BulkReport>,
+    /// What the handover-stall server saw of each connection.
+    pub stall_reports: mpsc::Receiver<StallReport>,
     _files: tempfile::TempDir,
 }
 
@@ -88,10 +92,13 @@ impl Backends {
             Ok(l)
         };
         let bulk = bind(BULK.backend)?;
+        let stall = bind(STALL.backend)?;
         let (tx, bulk_reports) = mpsc::channel();
+        let (stall_tx, stall_reports) = mpsc::channel();
         runtime.block_on(async {
             let bulk = TcpListener::from_std(bulk)?;
             tokio::spawn(serve_bulk(bulk, down, tx));
+            tokio::spawn(stall::serve(TcpListener::from_std(stall)?, stall_tx));
             anyhow::Ok(())
         })?;
         wait_listening(host, &[IPERF.backend, REDIS.backend, ECHO.backend], Duration::from_secs(10)).context("iperf3 -s, redis-server and the echo server")?;
@@ -101,6 +108,7 @@ impl Backends {
             _redis: redis,
             runtime: Some(runtime),
             bulk_reports,
+            stall_reports,
             _files: files,
         })
     }

@@ -65,6 +65,8 @@ pub struct IdleMemory {
     pub rss_mib: f64,
     /// How much that grew per connection while they were opened.
     pub kib_per_connection: f64,
+    /// How many more open descriptors the forwarder's processes held, per connection.
+    pub fds_per_connection: f64,
 }
 
 /// Opens `count` connections through the forwarder, proves each end to end
@@ -73,6 +75,7 @@ pub struct IdleMemory {
 /// answer fails the measurement, with what the forwarder logged.
 pub fn idle_memory(client: &NetNs, target: SocketAddr, count: usize, forwarder: &Forwarder) -> Result<IdleMemory> {
     let before: u64 = forwarder.pids().iter().filter_map(|p| procfs::rss_bytes(*p).ok()).sum();
+    let fds_before: usize = forwarder.pids().iter().filter_map(|p| procfs::open_fds(*p).ok()).sum();
     let opened = client.enter(move || open_idle(target, count))?;
     let streams = match opened {
         Ok(streams) => streams,
@@ -80,12 +83,13 @@ pub fn idle_memory(client: &NetNs, target: SocketAddr, count: usize, forwarder: 
     };
     std::thread::sleep(Duration::from_millis(500));
     let pids = forwarder.pids();
-    let mut rss = 0;
+    let (mut rss, mut fds) = (0, 0);
     for pid in &pids {
         rss += procfs::rss_bytes(*pid)?;
+        fds += procfs::open_fds(*pid)?;
     }
     eprintln!(
-        "    {} idle connections: forwarder RSS {:.1} MiB (was {:.1} MiB), processes {pids:?}",
+        "    {} idle connections: forwarder RSS {:.1} MiB (was {:.1} MiB), {fds} descriptors (was {fds_before}), processes {pids:?}",
         streams.len(),
         mib(rss),
         mib(before)
@@ -96,6 +100,7 @@ pub fn idle_memory(client: &NetNs, target: SocketAddr, count: usize, forwarder: 
     Ok(IdleMemory {
         rss_mib: mib(rss),
         kib_per_connection: (rss as f64 - before as f64) / 1024.0 / count as f64,
+        fds_per_connection: (fds as f64 - fds_before as f64) / count as f64,
     })
 }
 

@@ -29,6 +29,10 @@ pub enum Contender {
     Dnat,
     /// sockgate as deployed: `--dataplane auto` (splice, eBPF maps and counters).
     Auto,
+    /// sockgate with the kernel TCP splice: `--dataplane ebpf` (set-up in
+    /// userspace, then a TC program carries the segments; pairs it cannot
+    /// take stay on splice(2)).
+    Ebpf,
     /// sockgate with the splice(2) path only, no BPF.
     Splice,
     /// sockgate with the copy path only, no BPF.
@@ -45,6 +49,7 @@ impl Contender {
             Contender::Direct,
             Contender::Dnat,
             Contender::Auto,
+            Contender::Ebpf,
             Contender::Splice,
             Contender::Copy,
             Contender::Haproxy {
@@ -60,6 +65,7 @@ impl Contender {
             Contender::Direct => "direct",
             Contender::Dnat => "dnat",
             Contender::Auto => "auto",
+            Contender::Ebpf => "ebpf",
             Contender::Splice => "splice",
             Contender::Copy => "copy",
             Contender::Haproxy { splice } if *splice == HAPROXY_SPLICES_BY_DEFAULT => "haproxy",
@@ -74,6 +80,7 @@ impl Contender {
             Contender::Direct,
             Contender::Dnat,
             Contender::Auto,
+            Contender::Ebpf,
             Contender::Splice,
             Contender::Copy,
             Contender::Haproxy {
@@ -98,6 +105,7 @@ impl Contender {
             Contender::Direct => "direct (routed, no proxy)".into(),
             Contender::Dnat => "iptables DNAT".into(),
             Contender::Auto => "sockgate `auto` (default)".into(),
+            Contender::Ebpf => "sockgate `ebpf` (kernel TCP splice)".into(),
             Contender::Splice => "sockgate `splice`".into(),
             Contender::Copy => "sockgate `copy`".into(),
             Contender::Haproxy { splice: true } => "HAProxy 2.6 (splice)".into(),
@@ -107,7 +115,12 @@ impl Contender {
     }
 
     pub fn is_sockgate(&self) -> bool {
-        matches!(self, Contender::Auto | Contender::Splice | Contender::Copy)
+        matches!(self, Contender::Auto | Contender::Ebpf | Contender::Splice | Contender::Copy)
+    }
+
+    /// Whether the agent loads BPF in this mode (and so gets a cgroup of its own).
+    fn loads_bpf(&self) -> bool {
+        matches!(self, Contender::Auto | Contender::Ebpf)
     }
 
     /// Starts this way through the node of `bed` and waits until it serves.
@@ -122,7 +135,7 @@ impl Contender {
         match self {
             Contender::Direct => {}
             Contender::Dnat => dnat(bed)?,
-            Contender::Auto | Contender::Splice | Contender::Copy => forwarder.start_agent(bed)?,
+            Contender::Auto | Contender::Ebpf | Contender::Splice | Contender::Copy => forwarder.start_agent(bed)?,
             Contender::Haproxy { splice } => {
                 let conf = forwarder.files.path().join("haproxy.cfg");
                 std::fs::write(&conf, haproxy_config(*splice))?;
@@ -160,6 +173,9 @@ pub struct Forwarder {
     files: tempfile::TempDir,
 }
 
+/// Where an agent serves /metrics, inside the node's namespace.
+const METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
 impl Forwarder {
     /// Where the client connects for `service`.
     pub fn target(&self, service: &Service) -> SocketAddr {
@@ -183,6 +199,24 @@ impl Forwarder {
         let mut log = self.process.as_ref().map(Process::logs).unwrap_or_default();
         log += &std::fs::read_to_string(self.files.path().join("error.log")).unwrap_or_default();
         log
+    }
+
+    /// The agent's /metrics (sockgate only), fetched inside the node's namespace `node`.
+    pub fn metrics(&self, node: &crate::netns::NetNs) -> Result<String> {
+        if !self.contender.is_sockgate() {
+            bail!("{} serves no /metrics", self.contender.key());
+        }
+        let text = node.enter(|| -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect_timeout(&METRICS, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sockgate\r\nConnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        })??;
+        let (_, body) = text.split_once("\r\n\r\n").context("no HTTP body from /metrics")?;
+        Ok(body.to_string())
     }
 
     fn spawn(&mut self, name: &str, mut command: std::process::Command, bed: &Testbed) -> Result<()> {
@@ -210,13 +244,17 @@ impl Forwarder {
         let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", crate::netns::unique_name("sockgate-bench")));
         let mode = match self.contender {
             Contender::Auto => "auto",
+            Contender::Ebpf => "ebpf",
             Contender::Splice => "splice",
             _ => "copy",
         };
         let mut command = bed.hosts.node.command(workspace_bin("gateway-agent")?);
-        // Info level, as deployed: no log line per connection.
+        // Info level, as deployed: no log line per connection. SOCKGATE_BENCH_AGENT_LOG
+        // overrides it (e.g. `info,gateway_agent::dataplane::kernel_splice=debug`), and keeps
+        // each agent's log as /tmp/sockgate-bench-agent-KEY-PID.log, to look into a figure.
+        let level = std::env::var("SOCKGATE_BENCH_AGENT_LOG").unwrap_or_else(|_| "info".into());
         command
-            .env("SOCKGATE_LOG", "info")
+            .env("SOCKGATE_LOG", level)
             .args(["run", "--reload-interval", "1s", "--dataplane", mode, "--manifests"])
             .arg(&manifests);
         command.arg("--bpf-pin-dir").arg(&pin_dir);
@@ -225,7 +263,9 @@ impl Forwarder {
         command.arg("--takeover-socket").arg(self.files.path().join("takeover.sock"));
         // The client has closed everything by teardown; no need to wait the default 20 s for stragglers.
         command.args(["--drain-timeout", "2s"]);
-        if self.contender == Contender::Auto {
+        // Its counters (the kernel splice's: spliced, kept on splice(2) by reason) are read per workload.
+        command.arg("--health-address").arg(METRICS.to_string());
+        if self.contender.loads_bpf() {
             // A cgroup of its own, as a pod has: its programs see the agent's sockets only.
             let cgroup = Cgroup::create()?;
             command.arg("--cgroup").arg(cgroup.path());
@@ -246,6 +286,12 @@ impl Drop for Forwarder {
     fn drop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.stop(Duration::from_secs(10));
+            if self.contender.is_sockgate() && std::env::var_os("SOCKGATE_BENCH_AGENT_LOG").is_some() {
+                let kept = format!("/tmp/sockgate-bench-agent-{}-{}.log", self.contender.key(), process.pid());
+                if std::fs::write(&kept, process.logs()).is_ok() {
+                    eprintln!("    agent log kept in {kept}");
+                }
+            }
         }
         // The agent unpins on SIGTERM; a killed one leaves its pins, which go here.
         if let Some(dir) = &self.pin_dir {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::contenders::Contender;
+use super::splice_counters::SpliceCounters;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Metric {
@@ -19,13 +20,26 @@ pub enum Metric {
     RedisP50,
     RedisP99,
     ConnectionRate,
+    StallFirstP50,
+    StallFirstP99,
+    StallFirstMax,
+    StallTrickleP50,
+    StallTrickleP99,
+    StallTrickleMax,
+    StallAnswerP50,
+    StallAnswerP99,
+    StallAnswerMax,
+    StallSlow,
+    StallTimeouts,
     IdleRss,
     IdleKibPerConnection,
+    IdleFdsPerConnection,
     ManyIdleRss,
+    ManyIdleFdsPerConnection,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 29] = [
         Metric::Bulk,
         Metric::CpuPerGib,
         Metric::Iperf1Up,
@@ -39,9 +53,22 @@ impl Metric {
         Metric::RedisP50,
         Metric::RedisP99,
         Metric::ConnectionRate,
+        Metric::StallFirstP50,
+        Metric::StallFirstP99,
+        Metric::StallFirstMax,
+        Metric::StallTrickleP50,
+        Metric::StallTrickleP99,
+        Metric::StallTrickleMax,
+        Metric::StallAnswerP50,
+        Metric::StallAnswerP99,
+        Metric::StallAnswerMax,
+        Metric::StallSlow,
+        Metric::StallTimeouts,
         Metric::IdleRss,
         Metric::IdleKibPerConnection,
+        Metric::IdleFdsPerConnection,
         Metric::ManyIdleRss,
+        Metric::ManyIdleFdsPerConnection,
     ];
 
     /// The heading of its table in the report; `{idle}` and `{many}` stand for the configured connection counts.
@@ -60,9 +87,22 @@ impl Metric {
             Metric::RedisP50 => "redis-benchmark GET: p50 latency",
             Metric::RedisP99 => "redis-benchmark GET: p99 latency",
             Metric::ConnectionRate => "New connections per second, one-byte exchange each",
+            Metric::StallFirstP50 => "Handover stall, first bytes of a fresh connection (one write) to the backend's read: p50",
+            Metric::StallFirstP99 => "Handover stall, first bytes: p99",
+            Metric::StallFirstMax => "Handover stall, first bytes: max",
+            Metric::StallTrickleP50 => "Handover stall, 1 byte per ms for 50 ms on a fresh connection, worst byte per connection: p50",
+            Metric::StallTrickleP99 => "Handover stall, 1 byte per ms: p99",
+            Metric::StallTrickleMax => "Handover stall, 1 byte per ms: max",
+            Metric::StallAnswerP50 => "Handover stall, the backend's one-byte answer right after the client's last byte (backend → client, both variants): p50",
+            Metric::StallAnswerP99 => "Handover stall, the backend's answer: p99",
+            Metric::StallAnswerMax => "Handover stall, the backend's answer: max",
+            Metric::StallSlow => "Handover stall: connections (of both variants) whose bytes, either way, waited ≥ 150 ms (a loss probe or retransmission timeout)",
+            Metric::StallTimeouts => "Handover stall: retransmission timeouts and tail-loss probes of the client and backend hosts during the workload (nstat)",
             Metric::IdleRss => "Forwarder resident memory with {idle} idle connections",
             Metric::IdleKibPerConnection => "Forwarder resident memory per idle connection (growth while opening {idle})",
+            Metric::IdleFdsPerConnection => "Forwarder descriptors per idle connection (growth while opening {idle})",
             Metric::ManyIdleRss => "Forwarder resident memory with {many} idle connections",
+            Metric::ManyIdleFdsPerConnection => "Forwarder descriptors per idle connection (growth while opening {many})",
         }
     }
 
@@ -75,6 +115,10 @@ impl Metric {
             Metric::RedisRps => "requests/s",
             Metric::RedisP50 | Metric::RedisP99 => "ms",
             Metric::ConnectionRate => "connections/s",
+            Metric::StallFirstP50 | Metric::StallFirstP99 | Metric::StallFirstMax | Metric::StallTrickleP50 | Metric::StallTrickleP99 | Metric::StallTrickleMax | Metric::StallAnswerP50 | Metric::StallAnswerP99 | Metric::StallAnswerMax => "ms",
+            Metric::StallSlow => "connections",
+            Metric::StallTimeouts => "timeouts and probes",
+            Metric::IdleFdsPerConnection | Metric::ManyIdleFdsPerConnection => "descriptors",
             Metric::IdleRss | Metric::ManyIdleRss => "MiB",
             Metric::IdleKibPerConnection => "KiB",
         }
@@ -89,12 +133,18 @@ impl Metric {
 
     /// Whether the kernel-only contenders (direct, DNAT) have a value: they run no forwarder process.
     pub fn needs_forwarder(&self) -> bool {
-        matches!(self, Metric::IdleRss | Metric::IdleKibPerConnection | Metric::ManyIdleRss)
+        matches!(
+            self,
+            Metric::IdleRss | Metric::IdleKibPerConnection | Metric::IdleFdsPerConnection | Metric::ManyIdleRss | Metric::ManyIdleFdsPerConnection
+        )
     }
 
     pub fn format(&self, v: f64) -> String {
         match self {
-            Metric::RedisRps | Metric::ConnectionRate => format!("{v:.0}"),
+            Metric::RedisRps | Metric::ConnectionRate | Metric::StallSlow | Metric::StallTimeouts => format!("{v:.0}"),
+            Metric::StallFirstP50 | Metric::StallFirstP99 | Metric::StallFirstMax | Metric::StallTrickleP50 | Metric::StallTrickleP99 | Metric::StallTrickleMax | Metric::StallAnswerP50 | Metric::StallAnswerP99 | Metric::StallAnswerMax => {
+                format!("{v:.3}")
+            }
             Metric::PingPongP50 | Metric::PingPongP99 | Metric::PingPongP999 | Metric::IdleRss | Metric::ManyIdleRss | Metric::IdleKibPerConnection => {
                 format!("{v:.1}")
             }
@@ -132,6 +182,9 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
 #[derive(Default)]
 pub struct Results {
     samples: BTreeMap<(Metric, Contender), Vec<Result<f64, String>>>,
+    /// What the kernel TCP splice did during each workload (by its key), per
+    /// round, for the sockgate contenders that load it.
+    pub splice: BTreeMap<(Contender, &'static str), Vec<SpliceCounters>>,
 }
 
 impl Results {

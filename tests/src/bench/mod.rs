@@ -4,7 +4,7 @@
 //!
 //! One job per file: `testbed` (hosts and routes) and `backends` (what runs on
 //! the backend host), `contenders` (each way through the node), the workloads
-//! (`bulk`, `iperf`, `latency`, `connections`, dispatched by `workloads`),
+//! (`bulk`, `iperf`, `latency`, `connections`, `stall`, dispatched by `workloads`),
 //! `run` (rounds), `metrics` (samples and summaries), `profile` (perf during
 //! sockgate's slowest workload), `control_plane` (criterion's results),
 //! `report` and `chart`. `procfs` and `rlimit` are small helpers.
@@ -22,6 +22,8 @@ pub mod profile;
 pub mod report;
 pub mod rlimit;
 pub mod run;
+pub mod splice_counters;
+pub mod stall;
 pub mod testbed;
 pub mod workloads;
 
@@ -46,6 +48,9 @@ pub struct Config {
     pub connection_time: Duration,
     pub idle_connections: usize,
     pub many_idle_connections: usize,
+    /// Connections of the handover-stall workload's first-byte and trickle variants.
+    pub stall_connections: usize,
+    pub trickle_connections: usize,
     pub contenders: Vec<Contender>,
     /// All of `Workload::ALL` for a report; fewer to look at one thing.
     pub workloads: Vec<workloads::Workload>,

@@ -28,6 +28,8 @@ pub fn render(cx: &Context) -> String {
     header(&mut out, cx);
     method(&mut out, cx.config);
     goals(&mut out, cx);
+    goals_of_issue_14(&mut out, cx);
+    kernel_splice(&mut out, cx);
     out += "## Results\n\n";
     let _ = writeln!(
         out,
@@ -125,14 +127,18 @@ fn method(out: &mut String, config: &Config) {
          server (in the bench process), an echo server (a process of its own), `iperf3 -s` and `redis-server`.\n\
          - **Contenders**: {}. Direct: the client connects to the backend's address and the node's kernel routes it (the topology's \
          limit). DNAT: one `iptables -t nat -A PREROUTING … -j DNAT` rule per port on the node, forwarding on (what kube-proxy does: \
-         per packet, no socket termination). sockgate: the release build of `gateway-agent run --manifests` with one Gateway, four \
-         listeners and four TCPRoutes; `auto` is the default as deployed (splice(2) plus the eBPF maps and the sock_ops/cgroup_skb \
-         counters, attached to a cgroup of the agent's own, as a pod has), `splice` and `copy` each path alone without BPF. HAProxy: \
+         per packet, no socket termination). sockgate: the release build of `gateway-agent run --manifests` with one Gateway, five \
+         listeners and five TCPRoutes; `auto` is the default as deployed (splice(2) plus the eBPF maps and the sock_ops/cgroup_skb \
+         counters, attached to a cgroup of the agent's own, as a pod has); `ebpf` is `--dataplane ebpf`, the kernel TCP splice \
+         (the agent accepts, connects and hands the pair over; a TC ingress program on the node's two interfaces then rewrites every \
+         segment of one leg into the other, and pairs it cannot take stay on splice(2), counted by reason), with the same eBPF maps \
+         and a cgroup of its own; `splice` and `copy` each path alone without BPF. HAProxy: \
          TCP mode, one frontend/backend per port, its defaults of one thread per CPU and a `maxconn` sized from the descriptor limit; {}. \
          nginx: the stream module, `worker_processes auto`, one `server` with `proxy_pass` and `proxy_half_close on` per port (without \
          it nginx ends a session at the first FIN and cuts off the other direction).\n\
-         - **Not a contender**: sockgate's in-kernel sockmap splice. It is refused on this kernel (6.18): every sockmap variant \
-         corrupted or stalled TCP streams (README, \"Data paths\"; `cargo xtask sockmap-repro`).\n\
+         - **Not a contender**: a sockmap splice. It is refused on this kernel (6.18): every sockmap variant corrupted or stalled TCP \
+         streams (README, \"Data paths\"; `cargo xtask sockmap-repro`). sockgate's in-kernel path is the TC packet splice instead: \
+         the `ebpf` contender.\n\
          - **Rounds**: {} rounds; each round measures every contender once, all workloads in turn, and the order of the contenders \
          rotates from round to round. Each table gives the median with the lowest and highest sample.\n\
          - **Checksummed transfer**: {gib:.2} GiB each way at once through one connection, CRC-32 of both directions checked (a mismatch \
@@ -145,14 +151,25 @@ fn method(out: &mut String, config: &Config) {
          the contender: requests/s and the percentiles its CSV gives (p50, p99; it prints no p99.9).\n\
          - **Connection rate**: {} client threads, each connecting, sending one byte, reading it back and closing, for {:.1} s; any \
          failed connection fails the sample.\n\
+         - **Handover stall**: fresh connections one after another to a backend in the bench process (one clock for both ends). \
+         First bytes: {} connections, each sending {} bytes in one write as soon as it is connected; the time from that write to the \
+         backend's first read. Trickle: {} connections, each sending 1 byte every millisecond for {} ms, so bytes keep arriving \
+         while the forwarder sets the connection up (and `ebpf` hands it to the kernel); per connection the longest any byte took. \
+         Every byte is checked; the backend answers one byte as soon as the last one arrived (that answer crosses the handover the \
+         other way: its time from the backend's write to the client's read is the third figure), then the client closes. Maxima are \
+         over all rounds in the goals. A handover that drops a segment of a peer with little in flight costs it a loss probe or \
+         retransmission timeout (≥ 200 ms here): the count of connections whose bytes, either way, took ≥ {} ms shows it, and so \
+         do the client's and backend's own counters of retransmission timeouts and tail-loss probes (nstat, both hosts, during the \
+         workload; a proxy's legs are separate connections, so the node's own are not counted).\n\
          - **Memory**: connections opened through the contender (in batches of 250), each proven with a one-byte echo, then held idle; \
-         the resident set (VmRSS) of the forwarder's processes summed (nginx: master and workers) half a second later, and its growth \
-         per connection while they were opened. Twice: with {} connections, which every forwarder can hold under this machine's \
+         the resident set (VmRSS) of the forwarder's processes summed (nginx: master and workers) half a second later, its growth \
+         per connection while they were opened, and the growth of their open descriptors (/proc/PID/fd) per connection. Twice: with {} connections, which every forwarder can hold under this machine's \
          descriptor limit, and with the issue's {}. Direct and DNAT run no forwarder process. Every program the bench starts gets the \
          descriptor limit the machine gave the bench (here soft {soft}, hard {hard}; {}), as a deployed one would, and raises it \
          itself if its configuration says so (HAProxy sizes it from its default `maxconn`, nginx from `worker_rlimit_nofile 100000`). \
-         A forwarder needs at least two descriptors per connection (sockgate's splice path six: two sockets and two pipes), so a single \
-         process under a hard limit of {hard} cannot hold {} connections.\n\n",
+         A forwarder that keeps both sockets needs at least two descriptors per connection (sockgate's splice path six: two sockets \
+         and two pipes), so a single such process under a hard limit of {hard} cannot hold {} connections; `ebpf` keeps one socket \
+         per spliced connection (the backend leg's, reserving its 4-tuple).\n\n",
         contenders.join(", "),
         if HAPROXY_SPLICES_BY_DEFAULT {
             "with `option splice-request` and `option splice-response` (`haproxy-nosplice` runs it without)"
@@ -165,6 +182,11 @@ fn method(out: &mut String, config: &Config) {
         config.redis_requests,
         config.connection_clients,
         config.connection_time.as_secs_f64(),
+        config.stall_connections,
+        super::stall::FIRST_BYTES,
+        config.trickle_connections,
+        super::stall::TRICKLE_BYTES,
+        super::stall::SLOW.as_millis(),
         thousands(config.idle_connections),
         thousands(config.many_idle_connections),
         if rlimit::can_raise_hard_limits() {
@@ -350,6 +372,183 @@ fn goals(out: &mut String, cx: &Context) {
             );
         }
         _ => out.push_str("| translating 1,000 Gateways / 10,000 TCPRoutes / 100,000 endpoints in < 1 s with < 256 MiB | — | not measured |\n"),
+    }
+    out.push('\n');
+}
+
+/// The kernel TCP splice (`ebpf`) against issue 14's goals, verdicts from this run's medians.
+fn goals_of_issue_14(out: &mut String, cx: &Context) {
+    let r = &cx.outcome.results;
+    let ebpf = Contender::Ebpf;
+    if !cx.config.contenders.contains(&ebpf) {
+        return;
+    }
+    let hp = haproxy(cx.config);
+    let get = |m: Metric, c: Option<Contender>| c.and_then(|c| r.median(m, c));
+    let (e, direct) = (Some(ebpf), Some(Contender::Direct));
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    let show = |x: Option<f64>| x.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into());
+    let failed = |m: Metric| !r.failures(m, ebpf).is_empty();
+    let failed_note = |m: Metric| if failed(m) { " (some rounds **failed**: see the table)" } else { "" };
+    out.push_str(
+        "## Goals of issue 14, against this run\n\nThe kernel TCP splice (`ebpf`): medians of this run; the table under \"Kernel splice \
+         per workload\" below says how many of each workload's connections the kernel carried and how many stayed on splice(2).\n\n\
+         | goal | figures (sockgate `ebpf`, medians) | verdict |\n|---|---|---|\n",
+    );
+    for m in [Metric::Iperf1Up, Metric::Iperf1Down, Metric::Iperf8Up, Metric::Iperf8Down, Metric::Bulk] {
+        let (a, d, h, s) = (get(m, e), get(m, direct), get(m, hp), get(m, Some(Contender::Splice)));
+        let vs_direct = a.zip(d).map(|(a, d)| a / d);
+        let _ = writeln!(
+            out,
+            "| ≥ 0.9× direct: {} | {} {u} = {} direct ({} HAProxy, {} `splice`){} | {} |",
+            m.title(),
+            a.map(|a| m.format(a)).unwrap_or_else(|| "—".into()),
+            show(vs_direct),
+            show(a.zip(h).map(|(a, h)| a / h)),
+            show(a.zip(s).map(|(a, s)| a / s)),
+            failed_note(m),
+            verdict(if failed(m) { Some(false) } else { vs_direct.map(|x| x >= 0.9) }),
+            u = m.unit()
+        );
+    }
+    let (a, h) = (get(Metric::CpuPerGib, e), get(Metric::CpuPerGib, hp));
+    let _ = writeln!(
+        out,
+        "| CPU per GiB ≤ 0.3× HAProxy's | {} | {} |",
+        a.zip(h)
+            .map(|(a, h)| format!("{a:.2} vs {h:.2} CPU s/GiB ({:.2}×)", a / h))
+            .unwrap_or_else(|| "—".into()),
+        verdict(a.zip(h).map(|(a, h)| a <= 0.3 * h))
+    );
+    let (a, h) = (get(Metric::ConnectionRate, e), get(Metric::ConnectionRate, hp));
+    let _ = writeln!(
+        out,
+        "| connection rate ≥ HAProxy's | {}{} | {} |",
+        a.zip(h)
+            .map(|(a, h)| format!("{a:.0}/s vs {h:.0}/s ({:.2}×)", a / h))
+            .unwrap_or_else(|| "—".into()),
+        failed_note(Metric::ConnectionRate),
+        verdict(if failed(Metric::ConnectionRate) { Some(false) } else { a.zip(h).map(|(a, h)| a >= h) })
+    );
+    // Every sample counts here, not the median: one retransmission timeout in any round is one too many.
+    let worst = |m: Metric, c: Contender| r.summary(m, c).map(|s| s.max);
+    let slow_total = r.summary(Metric::StallSlow, ebpf).map(|s| s.max);
+    let stall_failed = failed(Metric::StallSlow);
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "—".into());
+    let figures = format!(
+        "`ebpf`: first bytes p99 {}, max {}; trickle p99 {}, max {}; the backend's answer p99 {}, max {}; connections at ≥ {} ms \
+         in the worst round: {}; the peers' retransmission timeouts and loss probes in the worst round: {}. `splice`: max {} / {} / {}{}",
+        ms(get(Metric::StallFirstP99, e)),
+        ms(worst(Metric::StallFirstMax, ebpf)),
+        ms(get(Metric::StallTrickleP99, e)),
+        ms(worst(Metric::StallTrickleMax, ebpf)),
+        ms(get(Metric::StallAnswerP99, e)),
+        ms(worst(Metric::StallAnswerMax, ebpf)),
+        super::stall::SLOW.as_millis(),
+        slow_total.map(|n| format!("{n:.0}")).unwrap_or_else(|| "—".into()),
+        worst(Metric::StallTimeouts, ebpf).map(|n| format!("{n:.0}")).unwrap_or_else(|| "—".into()),
+        ms(worst(Metric::StallFirstMax, Contender::Splice)),
+        ms(worst(Metric::StallTrickleMax, Contender::Splice)),
+        ms(worst(Metric::StallAnswerMax, Contender::Splice)),
+        failed_note(Metric::StallSlow)
+    );
+    let _ = writeln!(
+        out,
+        "| no handover stall: no connection's bytes wait for a retransmission timeout (none at ≥ {} ms, in any round) | {figures} | {} |",
+        super::stall::SLOW.as_millis(),
+        verdict(if stall_failed { Some(false) } else { slow_total.map(|n| n == 0.0) })
+    );
+    for m in [Metric::PingPongP99, Metric::RedisP99] {
+        let (a, d, h) = (get(m, e), get(m, direct), get(m, hp));
+        let figures = match (a, d, h) {
+            (Some(a), Some(d), Some(h)) => format!(
+                "added p99 {} {u} (`ebpf`) vs {} {u} (HAProxy)",
+                m.format(a - d),
+                m.format(h - d),
+                u = m.unit()
+            ),
+            _ => "—".into(),
+        };
+        let ok = match (a, d, h) {
+            (Some(a), Some(d), Some(h)) => Some(a - d <= 0.5 * (h - d).max(0.0)),
+            _ => None,
+        };
+        let _ = writeln!(out, "| added p99 latency vs direct ≤ ½ HAProxy's: {} | {figures} | {} |", m.title(), verdict(ok));
+    }
+    let many = thousands(cx.config.many_idle_connections);
+    let (rss, fds) = (get(Metric::ManyIdleRss, e), get(Metric::ManyIdleFdsPerConnection, e));
+    let _ = writeln!(
+        out,
+        "| {many} idle connections: agent RSS ≤ 64 MiB | {}{} | {} |",
+        rss.map(|m| format!("{m:.1} MiB")).unwrap_or_else(|| "—".into()),
+        failed_note(Metric::ManyIdleRss),
+        verdict(if failed(Metric::ManyIdleRss) { Some(false) } else { rss.map(|m| m <= 64.0) })
+    );
+    let _ = writeln!(
+        out,
+        "| {many} idle connections: ≤ 1 descriptor per connection | {}{} | {} |",
+        fds.map(|f| format!("{f:.2} per connection")).unwrap_or_else(|| "—".into()),
+        failed_note(Metric::ManyIdleFdsPerConnection),
+        verdict(if failed(Metric::ManyIdleFdsPerConnection) { Some(false) } else { fds.map(|f| f <= 1.0) })
+    );
+    out.push('\n');
+}
+
+/// A byte count in the unit that fits it.
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / MIB),
+        _ => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+    }
+}
+
+/// Per workload, what the kernel TCP splice did (summed over the rounds).
+fn kernel_splice(out: &mut String, cx: &Context) {
+    let r = &cx.outcome.results;
+    let contenders: Vec<Contender> = cx.config.contenders.iter().copied().filter(|c| r.splice.keys().any(|(k, _)| k == c)).collect();
+    if contenders.is_empty() {
+        return;
+    }
+    out.push_str(
+        "## Kernel splice per workload\n\nFrom the agent's `/metrics` (`sockgate_kernel_splice_*`) before and after each workload, summed over \
+         the rounds: connections the kernel carried after their handover, those kept on splice(2) and why, how the handovers went \
+         (quiet: nothing in flight; held: the peers were held back by a zero window while the queues drained), and the payload bytes \
+         the TC program itself forwarded. Where most connections stayed on splice(2), that contender's figures measure splice(2).\n\n\
+         | contender | workload | spliced | kept on splice(2), by reason | quiet / held handovers | payload forwarded by the kernel |\n|---|---|---|---|---|---|\n",
+    );
+    for c in contenders {
+        for w in cx.config.workloads.iter() {
+            let Some(rounds) = r.splice.get(&(c, w.key())) else { continue };
+            let mut total = super::splice_counters::SpliceCounters::default();
+            for d in rounds {
+                total.add(d);
+            }
+            let kept = if total.fallbacks.is_empty() {
+                "0".to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    total.kept(),
+                    total.fallbacks.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {kept} | {} / {} | {} |",
+                c.label(),
+                w.describe(),
+                total.spliced,
+                total.quiet_handovers,
+                total.held_handovers,
+                bytes(total.kernel_bytes)
+            );
+        }
     }
     out.push('\n');
 }

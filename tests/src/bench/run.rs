@@ -10,6 +10,7 @@ use super::contenders::Contender;
 use super::metrics::{Metric, Results};
 use super::procfs;
 use super::profile::{self, Profile};
+use super::splice_counters::SpliceCounters;
 use super::testbed::Testbed;
 use super::workloads::Workload;
 use super::Config;
@@ -49,6 +50,11 @@ pub fn run(config: &Config) -> Result<Outcome> {
     })
 }
 
+/// How long after a workload the kernel splice's counters are read: the
+/// agent publishes them at every reload tick (1 s here), and a handover
+/// gives up after 520 ms (sockgate's QUIET_WAIT + DRAIN_LIMIT).
+const SETTLE: Duration = Duration::from_millis(1600);
+
 /// Every workload through one contender on a fresh testbed.
 fn measure(config: &Config, contender: Contender, patterns: &Patterns, results: &mut Results) -> Result<()> {
     // A testbed that cannot be built is this machine's problem, not a contender's: stop.
@@ -63,7 +69,9 @@ fn measure(config: &Config, contender: Contender, patterns: &Patterns, results: 
             return Ok(());
         }
     };
+    let splice_now = || forwarder.metrics(&bed.hosts.node).ok().and_then(|m| SpliceCounters::parse(&m));
     for workload in config.workloads.iter().copied() {
+        let before = splice_now();
         let started = Instant::now();
         let values = workload.run(&bed, &forwarder, config, patterns);
         let shown: Vec<String> = values
@@ -83,6 +91,23 @@ fn measure(config: &Config, contender: Contender, patterns: &Patterns, results: 
         }
         for (metric, value) in values {
             results.record(metric, contender, value);
+        }
+        if let Some(before) = before {
+            // A handover still under way when the workload ended is counted when it ends, and published at the next tick.
+            std::thread::sleep(SETTLE);
+            if let Some(after) = splice_now() {
+                let d = after.since(&before);
+                eprintln!(
+                    "    kernel splice: {} spliced ({} quiet, {} held handovers), {} kept on splice(2) {:?}, {:.3} GiB forwarded by the kernel",
+                    d.spliced,
+                    d.quiet_handovers,
+                    d.held_handovers,
+                    d.kept(),
+                    d.fallbacks,
+                    d.kernel_bytes as f64 / (1u64 << 30) as f64
+                );
+                results.splice.entry((contender, workload.key())).or_default().push(d);
+            }
         }
     }
     Ok(())

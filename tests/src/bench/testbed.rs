@@ -29,6 +29,13 @@ pub const ECHO: Service = Service {
     listener: 9001,
     backend: 7001,
 };
+/// The handover-stall workload's backend (in the bench process, so that its
+/// receipt times and the client's send times are read from one clock).
+pub const STALL: Service = Service {
+    name: "stall",
+    listener: 9002,
+    backend: 7002,
+};
 pub const IPERF: Service = Service {
     name: "iperf",
     listener: 9201,
@@ -39,7 +46,7 @@ pub const REDIS: Service = Service {
     listener: 9379,
     backend: 6379,
 };
-pub const SERVICES: [Service; 4] = [BULK, ECHO, IPERF, REDIS];
+pub const SERVICES: [Service; 5] = [BULK, ECHO, STALL, IPERF, REDIS];
 
 pub struct Testbed {
     // Declared first: the backends stop before their namespace goes.

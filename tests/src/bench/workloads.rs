@@ -5,8 +5,8 @@ use anyhow::Result;
 use super::bulk::{self, Patterns};
 use super::contenders::Forwarder;
 use super::metrics::Metric;
-use super::testbed::{Testbed, BULK, ECHO, IPERF, REDIS};
-use super::{connections, iperf, latency, Config};
+use super::testbed::{Testbed, BULK, ECHO, IPERF, REDIS, STALL};
+use super::{connections, iperf, latency, stall, Config};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
@@ -18,6 +18,8 @@ pub enum Workload {
     PingPong,
     Redis,
     ConnectionRate,
+    /// Fresh connections one after another: how long their bytes take to reach the backend while the forwarder sets them up.
+    HandoverStall,
     /// As many idle connections as every forwarder here can hold (`--idle-connections`).
     IdleConnections,
     /// The 10,000 (`--many-idle-connections`), which a forwarder may fail to hold.
@@ -26,7 +28,7 @@ pub enum Workload {
 
 impl Workload {
     /// In the order they run; the idle connections last, as they leave the most state behind.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Bulk,
         Workload::Iperf { streams: 1, reverse: false },
         Workload::Iperf { streams: 1, reverse: true },
@@ -35,6 +37,7 @@ impl Workload {
         Workload::PingPong,
         Workload::Redis,
         Workload::ConnectionRate,
+        Workload::HandoverStall,
         Workload::IdleConnections,
         Workload::ManyIdleConnections,
     ];
@@ -49,8 +52,21 @@ impl Workload {
             Workload::PingPong => vec![Metric::PingPongP50, Metric::PingPongP99, Metric::PingPongP999],
             Workload::Redis => vec![Metric::RedisRps, Metric::RedisP50, Metric::RedisP99],
             Workload::ConnectionRate => vec![Metric::ConnectionRate],
-            Workload::IdleConnections => vec![Metric::IdleRss, Metric::IdleKibPerConnection],
-            Workload::ManyIdleConnections => vec![Metric::ManyIdleRss],
+            Workload::HandoverStall => vec![
+                Metric::StallFirstP50,
+                Metric::StallFirstP99,
+                Metric::StallFirstMax,
+                Metric::StallTrickleP50,
+                Metric::StallTrickleP99,
+                Metric::StallTrickleMax,
+                Metric::StallAnswerP50,
+                Metric::StallAnswerP99,
+                Metric::StallAnswerMax,
+                Metric::StallSlow,
+                Metric::StallTimeouts,
+            ],
+            Workload::IdleConnections => vec![Metric::IdleRss, Metric::IdleKibPerConnection, Metric::IdleFdsPerConnection],
+            Workload::ManyIdleConnections => vec![Metric::ManyIdleRss, Metric::ManyIdleFdsPerConnection],
         }
     }
 
@@ -73,6 +89,7 @@ impl Workload {
             Workload::PingPong => "pingpong",
             Workload::Redis => "redis",
             Workload::ConnectionRate => "rate",
+            Workload::HandoverStall => "stall",
             Workload::IdleConnections => "idle",
             Workload::ManyIdleConnections => "many-idle",
         }
@@ -94,6 +111,7 @@ impl Workload {
             Workload::PingPong => "ping-pong".into(),
             Workload::Redis => "redis-benchmark".into(),
             Workload::ConnectionRate => "connection rate".into(),
+            Workload::HandoverStall => "handover stall".into(),
             Workload::IdleConnections => "idle connections".into(),
             Workload::ManyIdleConnections => "many idle connections".into(),
         }
@@ -118,11 +136,28 @@ impl Workload {
                 latency::redis_benchmark(client, forwarder.target(&REDIS), config.redis_requests).map(|r| vec![r.requests_per_second, r.p50_ms, r.p99_ms])
             }
             Workload::ConnectionRate => connections::rate(client, forwarder.target(&ECHO), config.connection_clients, config.connection_time).map(|r| vec![r]),
-            Workload::IdleConnections => {
-                connections::idle_memory(client, forwarder.target(&ECHO), config.idle_connections, forwarder).map(|m| vec![m.rss_mib, m.kib_per_connection])
+            Workload::HandoverStall => {
+                stall::measure(client, &bed.hosts.backend1, forwarder.target(&STALL), config.stall_connections, config.trickle_connections, &bed.backends.stall_reports).map(|s| {
+                    let q = stall::quantile;
+                    vec![
+                        q(&s.first_byte, 0.5),
+                        q(&s.first_byte, 0.99),
+                        q(&s.first_byte, 1.0),
+                        q(&s.trickle, 0.5),
+                        q(&s.trickle, 0.99),
+                        q(&s.trickle, 1.0),
+                        q(&s.answer, 0.5),
+                        q(&s.answer, 0.99),
+                        q(&s.answer, 1.0),
+                        s.slow() as f64,
+                        s.timeouts as f64,
+                    ]
+                })
             }
+            Workload::IdleConnections => connections::idle_memory(client, forwarder.target(&ECHO), config.idle_connections, forwarder)
+                .map(|m| vec![m.rss_mib, m.kib_per_connection, m.fds_per_connection]),
             Workload::ManyIdleConnections => {
-                connections::idle_memory(client, forwarder.target(&ECHO), config.many_idle_connections, forwarder).map(|m| vec![m.rss_mib])
+                connections::idle_memory(client, forwarder.target(&ECHO), config.many_idle_connections, forwarder).map(|m| vec![m.rss_mib, m.fds_per_connection])
             }
         };
         match values {

@@ -44,14 +44,20 @@ struct Args {
     /// Idle connections of the second memory figure (issue 7's 10,000), which a forwarder may fail to hold.
     #[arg(long, default_value = "10000")]
     many_idle_connections: usize,
-    /// Contenders, comma-separated (direct, dnat, auto, splice, copy, haproxy, haproxy-splice, nginx).
-    #[arg(long, value_delimiter = ',', default_value = "direct,dnat,auto,splice,copy,haproxy,nginx")]
+    /// Fresh connections of the handover-stall workload's first-byte variant (a few bytes in one write each).
+    #[arg(long, default_value = "200")]
+    stall_connections: usize,
+    /// Fresh connections of its trickle variant (1 byte per ms for 50 ms each).
+    #[arg(long, default_value = "100")]
+    trickle_connections: usize,
+    /// Contenders, comma-separated (direct, dnat, auto, ebpf, splice, copy, haproxy, haproxy-splice, nginx).
+    #[arg(long, value_delimiter = ',', default_value = "direct,dnat,auto,ebpf,splice,copy,haproxy,nginx")]
     contenders: Vec<String>,
-    /// Workloads, comma-separated (bulk, iperf1, iperf1r, iperf8, iperf8r, pingpong, redis, rate, idle, many-idle).
+    /// Workloads, comma-separated (bulk, iperf1, iperf1r, iperf8, iperf8r, pingpong, redis, rate, stall, idle, many-idle).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "bulk,iperf1,iperf1r,iperf8,iperf8r,pingpong,redis,rate,idle,many-idle"
+        default_value = "bulk,iperf1,iperf1r,iperf8,iperf8r,pingpong,redis,rate,stall,idle,many-idle"
     )]
     workloads: Vec<String>,
     /// Where to write the report; the chart goes beside it as benchmarks.png.
@@ -80,8 +86,10 @@ fn main() -> Result<()> {
         || args.connection_clients == 0
         || args.idle_connections == 0
         || args.many_idle_connections == 0
+        || args.stall_connections == 0
+        || args.trickle_connections == 0
     {
-        bail!("--rounds, --bytes, --iperf-seconds, --round-trips, --connection-clients and the idle connection counts must be at least 1");
+        bail!("--rounds, --bytes, --iperf-seconds, --round-trips, --connection-clients, the idle and the stall connection counts must be at least 1");
     }
     if !(args.connection_seconds > 0.0) {
         bail!("--connection-seconds must be positive");
@@ -104,6 +112,8 @@ fn main() -> Result<()> {
         connection_time: Duration::from_secs_f64(args.connection_seconds),
         idle_connections: args.idle_connections,
         many_idle_connections: args.many_idle_connections,
+        stall_connections: args.stall_connections,
+        trickle_connections: args.trickle_connections,
         contenders,
         workloads,
         out: args.out,
