@@ -73,6 +73,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
         health: health.clone(),
         settle_limit: settle_limit(&args),
+        applied_once: false,
     };
     tracing::info!(elapsed = ?started.elapsed(), "serving");
     let mut stop = Stop::new()?;
@@ -215,7 +216,15 @@ async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, sto
                 for e in &errors.0 {
                     tracing::error!("{e}");
                 }
-                tracing::error!("manifests rejected ({} problems); still serving the last good configuration", errors.0.len());
+                let problems = match errors.0.len() {
+                    1 => "1 problem".to_string(),
+                    n => format!("{n} problems"),
+                };
+                if applier.applied_once {
+                    tracing::error!("manifests rejected ({problems}); still serving the last good configuration");
+                } else {
+                    tracing::error!("manifests rejected ({problems}); no configuration has been applied yet, so nothing is served until it is fixed");
+                }
             }
         }
     }
@@ -334,10 +343,13 @@ struct Applier {
     settings: Settings,
     health: Arc<Health>,
     settle_limit: Duration,
+    /// Whether any configuration was applied yet (a rejected first load serves nothing).
+    applied_once: bool,
 }
 
 impl Applier {
     fn apply(&mut self, mut loaded: Loaded) {
+        self.applied_once = true;
         let now = now();
         self.clock.stamp(&mut loaded.snapshot, now);
         let mut translation = translate(&loaded.snapshot, &self.settings);

@@ -108,7 +108,7 @@ fn a_malformed_manifest_is_reported_by_file_and_document_and_the_last_good_confi
     // A document the API server's schema would reject is refused the same way.
     let before = node.log_count("still serving the last good configuration");
     node.write("broken.yaml", "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata:\n  name: two-rules\nspec:\n  rules:\n  - backendRefs: [{name: sink, port: 7001}]\n  - backendRefs: [{name: sink, port: 7001}]\n").unwrap();
-    node.wait_for_log("broken.yaml: document 1: TCPRoute default/two-rules: spec.rules must have exactly 1 rule in TCPRoute v1").unwrap();
+    node.wait_for_log("broken.yaml: document 1: TCPRoute default/two-rules: spec.rules: may have at most 1 item, has 2 (TCPRoute v1 has exactly one rule").unwrap();
     for _ in 0..200 {
         if node.log_count("still serving the last good configuration") > before {
             break;
@@ -119,6 +119,40 @@ fn a_malformed_manifest_is_reported_by_file_and_document_and_the_last_good_confi
     // Fixed: the new configuration (listener "other" on 9005 only) applies.
     node.remove("broken.yaml").unwrap();
     node.wait_for_port(9005).unwrap();
+}
+
+/// The issue-19 mistake: `sectionNme` instead of `sectionName` once attached a
+/// route to every listener, and (its name sorting first) took port 9000 from
+/// the route meant for it. Now the directory is refused with the field named
+/// and the field meant, nothing is served from it, and the fix serves both.
+#[test]
+fn a_misspelt_section_name_is_refused_by_name_and_never_moves_a_port_to_its_route() {
+    let redis = |field: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata:\n  name: redis\nspec:\n  parentRefs:\n  - name: gw\n    {field}: redis\n  rules:\n  - backendRefs:\n    - name: redis\n      port: 6379\n---\n{}",
+            service("redis", 6379, 7002, &["198.18.2.2"])
+        )
+    };
+    let mut node = GatewayNode::start_refusing(
+        &[("gw.yaml", gateway(&[("web", 9000), ("redis", 9001)])), ("web.yaml", documents(&[route("web", "web", "sink", 7001), sink_service()])), ("redis.yaml", redis("sectionNme"))],
+        &["--dataplane", "userspace"],
+        "manifests rejected",
+    )
+    .unwrap();
+    echo_backend(&node);
+    let _redis = serve(&node.hosts.backend1, 7002, |mut s: TcpStream| {
+        let _ = s.write_all(b"+REDIS\r\n");
+    })
+    .unwrap();
+    node.wait_for_log("redis.yaml: document 1: TCPRoute default/redis: unknown field \"spec.parentRefs[0].sectionNme\" (did you mean \"sectionName\"?)").unwrap();
+    node.wait_for_log("manifests rejected (1 problem); no configuration has been applied yet, so nothing is served until it is fixed").unwrap();
+    assert_eq!(node.refusal(9000), ErrorKind::ConnectionRefused, "nothing may serve port 9000 from a rejected directory");
+    node.write("redis.yaml", &redis("sectionName")).unwrap();
+    node.wait_for_port(9001).unwrap();
+    echo_across(node.connect(9000).unwrap(), &pattern(20, MIB), || {});
+    let mut answer = String::new();
+    node.connect(9001).unwrap().read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "+REDIS\r\n");
 }
 
 #[test]

@@ -83,12 +83,10 @@ fn bad_cidrs_and_negative_or_zero_durations_make_the_policy_invalid_and_change_n
         listener_policy("cidr", 1, GW, "  clientCidrs: {allow: [10.0.0.0/33]}\n"),
         listener_policy("negative", 2, FOO, "  idleTimeout: -5s\n"),
         backend_policy("zero", 3, ROUTE, "  connectTimeout: 0s\n"),
-        backend_policy("never", 4, ROUTE, "  outlierDetection: {consecutiveConnectFailures: 0, ejectionTime: 10s}\n"),
     ]);
     assert_eq!(verdicts(&t, PolicyKind::Listener, "cidr"), ["Accepted=False/Invalid"]);
     assert_eq!(verdicts(&t, PolicyKind::Listener, "negative"), ["Accepted=False/Invalid"]);
     assert_eq!(verdicts(&t, PolicyKind::Backend, "zero"), ["Accepted=False/Invalid"]);
-    assert_eq!(verdicts(&t, PolicyKind::Backend, "never"), ["Accepted=False/Invalid"]);
     let message = &t.status.policies[&(PolicyKind::Listener, ObjectKey::new("default", "cidr"))][0].conditions[0].message;
     assert!(message.contains("10.0.0.0/33"), "the message names the bad value: {message}");
     assert!(t.dataplane.listeners.values().all(|l| l.policy == Default::default() && l.backends.iter().all(|b| b.policy == Default::default())));
