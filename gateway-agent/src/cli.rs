@@ -80,7 +80,7 @@ pub struct RunArgs {
     pub lease_namespace: String,
     /// Interfaces where an XDP program drops the packets of clients a
     /// ListenerPolicy denies, before the TCP stack sees them (e.g. eth0;
-    /// repeat or comma-separate). Without any, clientCidrs are enforced at accept.
+    /// repeat or comma-separate). Without any, clientCIDRs are enforced at accept.
     #[arg(long = "xdp-interface", env = "SOCKGATE_XDP_INTERFACES", value_delimiter = ',')]
     pub xdp_interfaces: Vec<String>,
     /// Interfaces the kernel TCP splice (`--dataplane ebpf`) attaches to, on

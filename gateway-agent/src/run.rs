@@ -113,7 +113,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// The XDP client filter on the interfaces asked for; without it (none asked
-/// for, or loading failed) clientCidrs are still enforced when accepting.
+/// for, or loading failed) clientCIDRs are still enforced when accepting.
 fn load_xdp(args: &RunArgs) -> Option<XdpFilter> {
     if args.xdp_interfaces.is_empty() {
         return None;
@@ -121,7 +121,7 @@ fn load_xdp(args: &RunArgs) -> Option<XdpFilter> {
     let filter = match XdpFilter::load(&args.bpf_pin_dir) {
         Ok(filter) => filter,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "the XDP client filter could not be loaded; clientCidrs are enforced at accept only");
+            tracing::error!(error = %format!("{e:#}"), "the XDP client filter could not be loaded; clientCIDRs are enforced at accept only");
             return None;
         }
     };
@@ -443,12 +443,12 @@ impl Applier {
             .collect();
         let result = xdp.set_node_addresses(&[self.bind_address]).and_then(|()| xdp.set_rules(&rules));
         if let Err(e) = result {
-            tracing::error!(error = %format!("{e:#}"), "updating the XDP client filter failed; clientCidrs are still enforced at accept");
+            tracing::error!(error = %format!("{e:#}"), "updating the XDP client filter failed; clientCIDRs are still enforced at accept");
         }
         for interface in std::mem::take(&mut self.xdp_unattached) {
             match xdp.attach(&interface) {
                 Ok(mode) => tracing::info!(interface, %mode, "XDP client filter attached"),
-                Err(e) => tracing::error!(interface, error = %format!("{e:#}"), "the XDP client filter could not be attached here; clientCidrs are enforced at accept"),
+                Err(e) => tracing::error!(interface, error = %format!("{e:#}"), "the XDP client filter could not be attached here; clientCIDRs are enforced at accept"),
             }
         }
     }

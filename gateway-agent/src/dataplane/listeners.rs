@@ -41,7 +41,7 @@ pub struct ListenerCounters {
     pub bytes_backend_to_client: AtomicU64,
     /// Accepted and not yet ended (set-up or forwarding): what maxConnections limits.
     pub open: AtomicU64,
-    /// Reset because the client's address is not allowed (clientCidrs).
+    /// Reset because the client's address is not allowed (clientCIDRs).
     pub denied: AtomicU64,
     /// Reset because maxConnections were already open.
     pub over_limit: AtomicU64,

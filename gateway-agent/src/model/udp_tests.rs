@@ -353,7 +353,7 @@ fn v1alpha2_udproutes_use_their_first_rule_and_v1_ones_have_exactly_one() {
 #[test]
 fn listener_policies_reach_udp_listeners() {
     let policy = format!(
-        "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: p, namespace: {INFRA}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: u}}]\n  clientCidrs: {{deny: [198.18.41.0/24]}}\n  maxConnections: 100\n  idleTimeout: 1m30s\n"
+        "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: p, namespace: {INFRA}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: u}}]\n  clientCIDRs: {{deny: [198.18.41.0/24]}}\n  maxConnections: 100\n  idleTimeout: 1m30s\n"
     );
     let t = translate_yaml(&[&gateway("gw", &[&udp("u", 5300)]), &route("r", "[{name: gw}]", "[{name: s, port: 8080}]"), &service(INFRA, "s", &["198.18.42.2"]), &policy]);
     let p = &udp_at(&t, 5300).policy;
