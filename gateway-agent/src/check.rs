@@ -7,12 +7,16 @@ use crate::model::transitions::carry;
 use crate::model::{translate, Settings};
 use crate::run::now;
 use crate::sources::creation::CreationClock;
-use crate::sources::manifests::{load_dir, Loaded};
+use crate::sources::manifests::{load_dir, manifest_files, Loaded};
 use crate::status::render::{status_objects, to_yaml};
 
 fn load(args: &CheckArgs) -> Result<(Loaded, Settings)> {
     let dir = args.source.manifests.as_ref().context("--manifests DIR is required")?;
-    let mut loaded = load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files = manifest_files(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    if files.is_empty() {
+        anyhow::bail!("{} holds no manifests (no *.yaml or *.yml file directly in it): nothing to check", dir.display());
+    }
+    let mut loaded = load_dir(dir).map_err(|e| anyhow::anyhow!("{e}\nmanifests rejected ({} problem{})", e.0.len(), if e.0.len() == 1 { "" } else { "s" }))?;
     CreationClock::default().stamp(&mut loaded.snapshot, now());
     let settings = Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() };
     Ok((loaded, settings))
@@ -27,7 +31,14 @@ pub fn status(args: &CheckArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn check(args: &CheckArgs) -> Result<()> {
+/// What `check` found: whether it should exit non-zero (see [`crate::cli::CHECK_EXIT_CODES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    FalseConditions,
+}
+
+pub fn check(args: &CheckArgs) -> Result<Verdict> {
     let (loaded, settings) = load(args)?;
     for ignored in &loaded.ignored {
         println!("ignored: {} {} {} ({}: document {})", ignored.api_version, ignored.kind, ignored.name, ignored.file.display(), ignored.document);
@@ -42,5 +53,17 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     for line in translation.status.lines() {
         println!("{line}");
     }
-    Ok(())
+    let failing = translation.status.failing_lines();
+    if failing.is_empty() {
+        return Ok(Verdict::Clean);
+    }
+    eprintln!("{} of the objects sockgate owns {} a False condition:", failing.len(), if failing.len() == 1 { "has" } else { "have" });
+    for line in &failing {
+        eprintln!("  {line}");
+    }
+    if args.allow_false_conditions {
+        eprintln!("(--allow-false-conditions: exiting 0 all the same)");
+        return Ok(Verdict::Clean);
+    }
+    Ok(Verdict::FalseConditions)
 }
