@@ -40,8 +40,14 @@ pub enum Verdict {
 
 pub fn check(args: &CheckArgs) -> Result<Verdict> {
     let (loaded, settings) = load(args)?;
-    for ignored in &loaded.ignored {
-        println!("ignored: {} {} {} ({}: document {})", ignored.api_version, ignored.kind, ignored.name, ignored.file.display(), ignored.document);
+    for line in ignored_lines(&loaded, &settings) {
+        println!("ignored: {line}");
+    }
+    for note in &loaded.notes {
+        eprintln!("warning: {note}");
+    }
+    if translate(&loaded.snapshot, &settings).status.gateway_classes.is_empty() {
+        eprintln!("warning: no GatewayClass has controllerName {:?}: sockgate owns nothing here (see --controller-name)", settings.controller_name);
     }
     let translation = translate(&loaded.snapshot, &settings);
     for (port, listener) in &translation.dataplane.listeners {
@@ -66,4 +72,16 @@ pub fn check(args: &CheckArgs) -> Result<Verdict> {
         return Ok(Verdict::Clean);
     }
     Ok(Verdict::FalseConditions)
+}
+
+/// Everything sockgate skips in `loaded`, with why: kinds it does not read,
+/// and objects that are another controller's or name what does not exist.
+pub fn ignored_lines(loaded: &Loaded, settings: &Settings) -> Vec<String> {
+    let mut out: Vec<String> = loaded
+        .ignored
+        .iter()
+        .map(|i| format!("{} {} {} ({}: document {}): a kind sockgate does not read", i.api_version, i.kind, i.name, i.file.display(), i.document))
+        .collect();
+    out.extend(crate::model::ignored::ignored(&loaded.snapshot, &settings.controller_name).iter().map(ToString::to_string));
+    out
 }

@@ -74,6 +74,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         health: health.clone(),
         settle_limit: settle_limit(&args),
         applied_once: false,
+        said: Default::default(),
     };
     tracing::info!(elapsed = ?started.elapsed(), "serving");
     let mut stop = Stop::new()?;
@@ -84,7 +85,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     match ending {
         Ok(Ending::Signalled) => {
             let drained = applier.listeners.drain(args.drain_timeout).await;
-            tracing::info!(?drained, "drained; shutting down");
+            tracing::info!(
+                "drained; shutting down: {} connection{} taken from the accept queues as the listeners closed, {} still open at the deadline and reset",
+                drained.accepted_at_close,
+                if drained.accepted_at_close == 1 { "" } else { "s" },
+                drained.reset_at_deadline
+            );
             applier.shutdown().await;
             Ok(())
         }
@@ -345,15 +351,55 @@ struct Applier {
     settle_limit: Duration,
     /// Whether any configuration was applied yet (a rejected first load serves nothing).
     applied_once: bool,
+    /// What was last said about skipped objects and notes, so each is logged once, at start and on change.
+    said: std::collections::BTreeSet<String>,
 }
 
 impl Applier {
+    /// Logs each skipped object and loader note once: when it first appears, and when it goes.
+    fn announce(&mut self, loaded: &Loaded) {
+        let mut lines = std::collections::BTreeMap::new();
+        for i in &loaded.ignored {
+            lines.insert(format!("{} {} {} ({}): a kind sockgate does not read", i.api_version, i.kind, i.name, i.file.display()), false);
+        }
+        for i in crate::model::ignored::ignored(&loaded.snapshot, &self.settings.controller_name) {
+            lines.insert(i.to_string(), i.suspicious);
+        }
+        for note in &loaded.notes {
+            lines.insert(note.clone(), true);
+        }
+        for (line, warn) in &lines {
+            if self.said.contains(line) {
+                continue;
+            }
+            if *warn {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("ignored: {line}");
+            }
+        }
+        for gone in self.said.iter().filter(|l| !lines.contains_key(*l)) {
+            tracing::info!("no longer the case: {gone}");
+        }
+        self.said = lines.into_keys().collect();
+    }
+
     fn apply(&mut self, mut loaded: Loaded) {
+        let first = !self.applied_once;
         self.applied_once = true;
+        self.announce(&loaded);
         let now = now();
         self.clock.stamp(&mut loaded.snapshot, now);
         let mut translation = translate(&loaded.snapshot, &self.settings);
         carry(&self.status, &mut translation.status, now);
+        if !first && translation.dataplane == self.dataplane && translation.status == self.status {
+            // One line, not the whole status again (an edit that changes nothing sockgate uses).
+            tracing::info!(objects = loaded.snapshot.object_count(), "configuration applied: nothing changed");
+            return;
+        }
+        for change in crate::model::changes::port_changes(&self.dataplane, &translation.dataplane) {
+            tracing::info!("{change}");
+        }
         self.listeners.apply(&translation.dataplane);
         self.udp.apply(&translation.dataplane.udp_listeners);
         self.program_xdp(&translation.dataplane);

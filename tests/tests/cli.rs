@@ -68,3 +68,23 @@ fn run_with_a_zero_reload_interval_is_refused_before_it_serves_not_a_panic() {
     assert!(said.contains("invalid value '0s' for '--reload-interval <RELOAD_INTERVAL>': \"0s\" is zero; give a duration of more than zero"), "{said}");
     assert!(!said.contains("panicked") && !said.contains("serving"), "{said}");
 }
+
+#[test]
+fn check_lists_what_it_skips_and_why() {
+    let theirs = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: envoy}\nspec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: eg}\nspec:\n  gatewayClassName: envoy\n  listeners: [{name: x, port: 9100, protocol: TCP}]\n---\n\
+        apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: backend}\nspec: {}\n".to_string();
+    let lost = route("lost", "a", "sink", 7001).replace("  - name: gw\n", "  - name: nowhere\n");
+    let dir = dir_with(&[("all.yaml", documents(&[gateway(&[("a", 9000)]), route("ra", "a", "sink", 7001), service("sink", 7001, 7000, &["198.18.2.2"]), theirs, lost]))]);
+    let out = agent(&["check"], dir.path());
+    let said = text(&out);
+    for line in [
+        "ignored: apps/v1 Deployment backend (",
+        "): a kind sockgate does not read",
+        "ignored: GatewayClass envoy: controllerName \"gateway.envoyproxy.io/gatewayclass-controller\" is another controller's",
+        "ignored: Gateway default/eg: its GatewayClass \"envoy\" belongs to controller \"gateway.envoyproxy.io/gatewayclass-controller\"",
+        "ignored: TCPRoute default/lost: parentRefs[0] names Gateway default/nowhere, which does not exist",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+}

@@ -155,6 +155,30 @@ fn a_misspelt_section_name_is_refused_by_name_and_never_moves_a_port_to_its_rout
     assert_eq!(answer, "+REDIS\r\n");
 }
 
+/// Objects sockgate skips are said once, with why; an edit that changes
+/// nothing is one line; a port that moves to another route is said as such.
+#[test]
+fn skipped_objects_are_logged_once_a_no_op_reload_is_one_line_and_a_port_changing_route_is_said() {
+    let other = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: other\nspec:\n  gatewayClassName: sockgat\n  listeners:\n  - {name: x, port: 9100, protocol: TCP}\n".to_string();
+    let lost = route("lost", "a", "sink", 7001).replace("  - name: gw\n", "  - name: gw-typo\n");
+    let mut node = GatewayNode::start(
+        &[("gw.yaml", documents(&[gateway(&[("a", 9000)]), other])), ("rest.yaml", documents(&[route("ra", "a", "sink", 7001), lost.clone(), sink_service()]))],
+        &["--dataplane", "userspace"],
+    )
+    .unwrap();
+    let missing_class = "Gateway default/other: its GatewayClass \"sockgat\" does not exist";
+    let missing_gateway = "TCPRoute default/lost: parentRefs[0] names Gateway default/gw-typo, which does not exist";
+    assert_eq!((node.log_count(missing_class), node.log_count(missing_gateway)), (1, 1), "{}", node.agent.logs());
+    // A Namespace nobody selects: nothing sockgate does changes.
+    node.write("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: unrelated\n").unwrap();
+    node.wait_for_log("configuration applied: nothing changed").unwrap();
+    assert_eq!((node.log_count(missing_class), node.log_count(missing_gateway)), (1, 1), "said once, not on every reload");
+    assert_eq!(node.log_count("status: Gateway default/gw:"), 1, "the status is not reprinted for a no-op reload");
+    // Route ra goes, rb takes listener a: the port's new route is said.
+    node.write("rest.yaml", &documents(&[route("rb", "a", "sink", 7001), lost, sink_service()])).unwrap();
+    node.wait_for_log("TCP port 9000 changes route: was TCPRoute default/ra (listener default/gw/a), now TCPRoute default/rb (listener default/gw/a)").unwrap();
+}
+
 #[test]
 fn a_route_to_a_missing_service_resets_its_connections_and_reports_backend_not_found() {
     let node = GatewayNode::start(

@@ -550,7 +550,11 @@ async fn forward(client: TcpStream, backend: TcpStream, up: Carried, down: Carri
                 tracing::debug!(%peer, %route, "connection closed: idle for the listener's idleTimeout");
             }
             if t.end == End::Stopped {
-                tracing::info!(%peer, %route, "connection stopped: its route no longer serves this listener, or the drain deadline passed");
+                if connections.abort.is_cancelled() {
+                    tracing::info!(%peer, %route, "connection reset: the drain deadline passed before it finished");
+                } else {
+                    tracing::info!(%peer, %route, port, "connection reset: its route no longer serves this listener");
+                }
             }
             tracing::debug!(%peer, %route, path = path.name(), up = t.client_to_backend, down = t.backend_to_client, end = ?t.end, "connection ended");
         }
