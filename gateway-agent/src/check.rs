@@ -17,7 +17,15 @@ fn load(args: &CheckArgs) -> Result<(Loaded, Settings)> {
         anyhow::bail!("{} holds no manifests (no *.yaml or *.yml file directly in it): nothing to check", dir.display());
     }
     let mut loaded = load_dir(dir).map_err(|e| anyhow::anyhow!("{e}\nmanifests rejected ({} problem{})", e.0.len(), if e.0.len() == 1 { "" } else { "s" }))?;
-    CreationClock::default().stamp(&mut loaded.snapshot, now());
+    // The running agent's first-seen times, so that conflicts are settled as it settles them.
+    let mut clock = match args.source.first_seen_file() {
+        Some(file) => CreationClock::load(&file).unwrap_or_else(|e| {
+            eprintln!("warning: {e}; objects count as first seen now");
+            CreationClock::default()
+        }),
+        None => CreationClock::default(),
+    };
+    clock.stamp(&mut loaded.snapshot, now());
     let settings = Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() };
     Ok((loaded, settings))
 }

@@ -46,6 +46,18 @@ pub struct SourceArgs {
     /// reported in each Gateway's status.addresses (the chart passes status.hostIP).
     #[arg(long = "gateway-address", value_name = "IP", env = "NODE_IP", value_delimiter = ',')]
     pub gateway_addresses: Vec<IpAddr>,
+    /// Standalone mode: where the time each object was first seen is kept, so that
+    /// the oldest route or policy still wins after a restart or takeover (run
+    /// writes it, check and status read it). Default: DIR/.sockgate-first-seen.json.
+    #[arg(long, value_name = "FILE")]
+    pub first_seen_file: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The first-seen file of standalone mode (None in Kubernetes mode: the API server stamps objects).
+    pub fn first_seen_file(&self) -> Option<PathBuf> {
+        self.first_seen_file.clone().or_else(|| self.manifests.as_deref().map(crate::sources::creation::default_file))
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -68,7 +68,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel: None,
         kernel_loading: Some(kernel_loading),
         dataplane: DataplaneConfig::default(),
-        clock: CreationClock::default(),
+        clock: first_seen_clock(args.source.first_seen_file().as_deref().filter(|_| args.source.manifests.is_some())),
+        first_seen_file: args.source.first_seen_file().filter(|_| args.source.manifests.is_some()),
+        first_seen_unsaved: false,
         status: StatusReport::default(),
         settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
         health: health.clone(),
@@ -132,6 +134,18 @@ fn load_xdp(args: &RunArgs) -> Option<XdpFilter> {
         }
     };
     Some(filter)
+}
+
+/// The first-seen times a previous agent kept (standalone mode), or none.
+fn first_seen_clock(file: Option<&std::path::Path>) -> CreationClock {
+    let Some(file) = file else { return CreationClock::default() };
+    match CreationClock::load(file) {
+        Ok(clock) => clock,
+        Err(e) => {
+            tracing::warn!("{e}; every object counts as first seen now, so the order that settles conflicts may differ from before the restart");
+            CreationClock::default()
+        }
+    }
 }
 
 /// A health port still held by the agent this one takes over from is retried this long.
@@ -344,6 +358,10 @@ struct Applier {
     /// The last configuration applied, for the kernel maps once they are loaded.
     dataplane: DataplaneConfig,
     clock: CreationClock,
+    /// Standalone mode: where `clock` is kept across restarts.
+    first_seen_file: Option<PathBuf>,
+    /// Saving failed (said once, until it works again).
+    first_seen_unsaved: bool,
     /// The last status, so a condition's lastTransitionTime survives changes that do not flip it.
     status: StatusReport,
     settings: Settings,
@@ -390,6 +408,16 @@ impl Applier {
         self.announce(&loaded);
         let now = now();
         self.clock.stamp(&mut loaded.snapshot, now);
+        if let Some(file) = &self.first_seen_file {
+            match self.clock.save(file) {
+                Ok(()) => self.first_seen_unsaved = false,
+                Err(e) if !self.first_seen_unsaved => {
+                    self.first_seen_unsaved = true;
+                    tracing::warn!(file = %file.display(), error = %e, "cannot save first-seen times: after a restart the oldest route or policy may no longer win its conflicts (give --first-seen-file a writable path)");
+                }
+                Err(_) => {}
+            }
+        }
         let mut translation = translate(&loaded.snapshot, &self.settings);
         carry(&self.status, &mut translation.status, now);
         if !first && translation.dataplane == self.dataplane && translation.status == self.status {
