@@ -13,7 +13,7 @@ use crate::model::DEFAULT_CONTROLLER_NAME;
 #[command(name = "gateway-agent", version, about = "sockgate: Gateway API TCPRoute and UDPRoute on an eBPF-accelerated L4 data plane")]
 pub struct Cli {
     /// Log filter (tracing syntax, e.g. info or gateway_agent=debug); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "SOCKGATE_LOG")]
+    #[arg(long, global = true, default_value = "info", env = "SOCKGATE_LOG", value_parser = parse_log_filter)]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +24,7 @@ pub enum Command {
     /// Serve the listeners of sockgate's Gateways on this node.
     Run(RunArgs),
     /// Load and translate a manifests directory, print the result, serve nothing.
+    #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Print, as YAML, the status sockgate computes for every object it owns in --manifests DIR.
     Status(CheckArgs),
@@ -45,6 +46,18 @@ pub struct SourceArgs {
     /// reported in each Gateway's status.addresses (the chart passes status.hostIP).
     #[arg(long = "gateway-address", value_name = "IP", env = "NODE_IP", value_delimiter = ',')]
     pub gateway_addresses: Vec<IpAddr>,
+    /// Standalone mode: where the time each object was first seen is kept, so that
+    /// the oldest route or policy still wins after a restart or takeover (run
+    /// writes it, check and status read it). Default: DIR/.sockgate-first-seen.json.
+    #[arg(long, value_name = "FILE")]
+    pub first_seen_file: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The first-seen file of standalone mode (None in Kubernetes mode: the API server stamps objects).
+    pub fn first_seen_file(&self) -> Option<PathBuf> {
+        self.first_seen_file.clone().or_else(|| self.manifests.as_deref().map(crate::sources::creation::default_file))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -57,13 +70,13 @@ pub struct RunArgs {
     /// Address the listener sockets bind to (`::` for dual stack).
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_address: IpAddr,
-    /// Deadline for connecting to a backend endpoint, e.g. 5s or 500ms.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// Deadline for connecting to a backend endpoint, e.g. 5s or 500ms (more than zero).
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,
-    /// How often the manifests directory is checked for changes.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How often the manifests directory is checked for changes, e.g. 1s or 250ms (more than zero).
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
     pub reload_interval: Duration,
-    /// bpffs directory where the eBPF maps are pinned.
+    /// bpffs directory where the eBPF maps are pinned (on a bpffs mount: mount -t bpf bpf /sys/fs/bpf).
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
     /// cgroup v2 directory the sock_ops program attaches to (default: the agent's own).
@@ -80,7 +93,7 @@ pub struct RunArgs {
     pub lease_namespace: String,
     /// Interfaces where an XDP program drops the packets of clients a
     /// ListenerPolicy denies, before the TCP stack sees them (e.g. eth0;
-    /// repeat or comma-separate). Without any, clientCidrs are enforced at accept.
+    /// repeat or comma-separate). Without any, clientCIDRs are enforced at accept.
     #[arg(long = "xdp-interface", env = "SOCKGATE_XDP_INTERFACES", value_delimiter = ',')]
     pub xdp_interfaces: Vec<String>,
     /// Interfaces the kernel TCP splice (`--dataplane ebpf`) attaches to, on
@@ -93,7 +106,7 @@ pub struct RunArgs {
     #[arg(long, default_value = crate::takeover::DEFAULT_SOCKET)]
     pub takeover_socket: PathBuf,
     /// On SIGTERM: how long established connections may take to finish after
-    /// the listeners close, before the rest are reset.
+    /// the listeners close, before the rest are reset (0s resets them at once).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// After handing everything to a new agent: exit, or wait for a signal
@@ -109,7 +122,9 @@ pub const DEFAULT_UDP_STATE_FILE: &str = "/run/sockgate/udp-flows.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AfterHandover {
+    /// Exit once the new agent took everything.
     Exit,
+    /// Serve nothing and wait for SIGTERM (in a DaemonSet container).
     WaitForSignal,
 }
 
@@ -117,12 +132,24 @@ pub enum AfterHandover {
 pub struct CheckArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Exit 0 even when an object sockgate owns has a False Accepted, ResolvedRefs or Programmed condition (check only).
+    #[arg(long)]
+    pub allow_false_conditions: bool,
 }
+
+/// `check`'s exit codes, for scripts and CI pipelines.
+pub const CHECK_EXIT_CODES: &str = "Exit codes:
+  0  the manifests load and every object sockgate owns is Accepted, ResolvedRefs and Programmed
+  1  the manifests are rejected (a YAML or schema error), or the directory holds no manifests
+  2  the command line is wrong
+  3  an object sockgate owns has a False Accepted, ResolvedRefs or Programmed condition (see --allow-false-conditions)";
 
 #[derive(Args, Debug, Clone)]
 pub struct InspectArgs {
+    /// bpffs directory where the running agent pinned its eBPF maps (its --bpf-pin-dir).
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
+    /// text for people, json for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
     /// The UDP relay's state file (what `run --udp-state-file` writes).
@@ -132,13 +159,28 @@ pub struct InspectArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// Lines in words.
     Text,
+    /// One JSON document.
     Json,
 }
 
 /// "5s", "500ms", "2m", or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::duration::parse(text)
+}
+
+/// A duration that must be more than zero (a zero interval or deadline has no meaning).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} is zero; give a duration of more than zero, e.g. 1s or 250ms")),
+        d => Ok(d),
+    }
+}
+
+/// A tracing filter that parses (an invalid one used to be ignored in silence).
+pub fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text).map(|_| text.to_string()).map_err(|e| format!("{text:?} is not a log filter ({e}); e.g. info, debug or gateway_agent=debug"))
 }
 
 #[cfg(test)]
@@ -153,5 +195,35 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn a_zero_reload_interval_or_connect_timeout_is_a_command_line_error_not_a_panic() {
+        use clap::Parser;
+        for flag in ["--reload-interval", "--connect-timeout"] {
+            let e = Cli::try_parse_from(["gateway-agent", "run", flag, "0s"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+            assert!(e.to_string().contains("is zero; give a duration of more than zero"), "{e}");
+        }
+        assert!(Cli::try_parse_from(["gateway-agent", "run", "--drain-timeout", "0s"]).is_ok(), "no drain at all is a choice");
+        let e = Cli::try_parse_from(["gateway-agent", "check", "--log-level", "gateway_agent=loud"]).unwrap_err();
+        assert!(e.to_string().contains("is not a log filter"), "{e}");
+    }
+
+    #[test]
+    fn every_flag_of_every_command_has_help_text() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                assert!(!help.is_empty(), "{} --{} has no help", command.get_name(), arg.get_id());
+                assert!(!help.contains("see above"), "{} --{}: {help}", command.get_name(), arg.get_id());
+                let is_switch = matches!(arg.get_action(), clap::ArgAction::SetTrue | clap::ArgAction::SetFalse | clap::ArgAction::Help | clap::ArgAction::Version);
+                for value in arg.get_possible_values().into_iter().filter(|_| !is_switch) {
+                    assert!(value.get_help().is_some(), "{} --{} {} has no help", command.get_name(), arg.get_id(), value.get_name());
+                }
+            }
+        }
     }
 }

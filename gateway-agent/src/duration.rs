@@ -20,6 +20,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// The Gateway API duration format only (GEP-2257, what policies take): `1m30s`
+/// is a duration, a bare number or `1.5s` is not.
+pub fn parse_gep2257(text: &str) -> Result<Duration, String> {
+    gep2257(text).ok_or_else(|| format!("{text:?} is not a Gateway API duration (GEP-2257): one to four parts of up to 5 digits and a unit h, m, s or ms, e.g. 30s, 1m30s, 500ms"))
+}
+
 /// GEP-2257: `^([0-9]{1,5}(h|m|s|ms)){1,4}$`; None if `text` is not of that form.
 fn gep2257(text: &str) -> Option<Duration> {
     let mut rest = text;
@@ -71,5 +77,14 @@ mod tests {
         assert_eq!(parse("0s"), Ok(Duration::ZERO));
         assert!(parse("1h2m3s4ms5s").is_err(), "at most four parts");
         assert!(parse("1d").is_err());
+    }
+
+    #[test]
+    fn policies_take_only_the_gateway_api_format() {
+        assert_eq!(parse_gep2257("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_gep2257("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["30", "1.5s", "-5s", "5 s", "123456s", ""] {
+            assert!(parse_gep2257(bad).unwrap_err().contains("is not a Gateway API duration (GEP-2257)"), "{bad}");
+        }
     }
 }

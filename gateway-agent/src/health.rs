@@ -54,7 +54,7 @@ impl Health {
             ("sockgate_connections_active", "gauge", "Connections being forwarded now.", |c| c.active.load(Ordering::Relaxed)),
             ("sockgate_connections_open", "gauge", "Connections accepted and not yet ended (what maxConnections limits).", |c| c.open.load(Ordering::Relaxed)),
             ("sockgate_connections_rejected_total", "counter", "Connections reset: no route, or no backend could take them.", |c| c.rejected.load(Ordering::Relaxed)),
-            ("sockgate_connections_denied_total", "counter", "Connections reset in userspace because the client address is not allowed (clientCidrs).", |c| c.denied.load(Ordering::Relaxed)),
+            ("sockgate_connections_denied_total", "counter", "Connections reset in userspace because the client address is not allowed (clientCIDRs).", |c| c.denied.load(Ordering::Relaxed)),
             ("sockgate_connections_over_limit_total", "counter", "Connections reset because maxConnections were open.", |c| c.over_limit.load(Ordering::Relaxed)),
             ("sockgate_connections_idle_closed_total", "counter", "Connections closed after idleTimeout without a byte either way.", |c| c.idle_closed.load(Ordering::Relaxed)),
             ("sockgate_backend_connect_failures_total", "counter", "Failed connects to backend endpoints.", |c| c.connect_failures.load(Ordering::Relaxed)),

@@ -4,7 +4,7 @@ use clap::Parser;
 
 use gateway_agent::cli::{Cli, Command};
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -18,14 +18,16 @@ fn main() -> Result<()> {
         Command::Run(args) => {
             // Before anything opens a descriptor: one connection holds six.
             gateway_agent::limits::raise_and_log();
-            tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args))
+            tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args))?
         }
-        Command::Check(args) => gateway_agent::check::check(&args),
-        Command::Status(args) => gateway_agent::check::status(&args),
-        Command::Inspect(args) => gateway_agent::inspect::inspect(&args),
-        Command::Crds => {
-            print!("{}", gateway_agent::resources::policies::crds_yaml());
-            Ok(())
+        Command::Check(args) => {
+            if gateway_agent::check::check(&args)? == gateway_agent::check::Verdict::FalseConditions {
+                return Ok(std::process::ExitCode::from(3));
+            }
         }
+        Command::Status(args) => gateway_agent::check::status(&args)?,
+        Command::Inspect(args) => gateway_agent::inspect::inspect(&args)?,
+        Command::Crds => print!("{}", gateway_agent::resources::policies::crds_yaml()),
     }
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -68,11 +68,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel: None,
         kernel_loading: Some(kernel_loading),
         dataplane: DataplaneConfig::default(),
-        clock: CreationClock::default(),
+        clock: first_seen_clock(args.source.first_seen_file().as_deref().filter(|_| args.source.manifests.is_some())),
+        first_seen_file: args.source.first_seen_file().filter(|_| args.source.manifests.is_some()),
+        first_seen_unsaved: false,
         status: StatusReport::default(),
         settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
         health: health.clone(),
         settle_limit: settle_limit(&args),
+        applied_once: false,
+        said: Default::default(),
     };
     tracing::info!(elapsed = ?started.elapsed(), "serving");
     let mut stop = Stop::new()?;
@@ -83,7 +87,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     match ending {
         Ok(Ending::Signalled) => {
             let drained = applier.listeners.drain(args.drain_timeout).await;
-            tracing::info!(?drained, "drained; shutting down");
+            tracing::info!(
+                "drained; shutting down: {} connection{} taken from the accept queues as the listeners closed, {} still open at the deadline and reset",
+                drained.accepted_at_close,
+                if drained.accepted_at_close == 1 { "" } else { "s" },
+                drained.reset_at_deadline
+            );
             applier.shutdown().await;
             Ok(())
         }
@@ -112,7 +121,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// The XDP client filter on the interfaces asked for; without it (none asked
-/// for, or loading failed) clientCidrs are still enforced when accepting.
+/// for, or loading failed) clientCIDRs are still enforced when accepting.
 fn load_xdp(args: &RunArgs) -> Option<XdpFilter> {
     if args.xdp_interfaces.is_empty() {
         return None;
@@ -120,11 +129,23 @@ fn load_xdp(args: &RunArgs) -> Option<XdpFilter> {
     let filter = match XdpFilter::load(&args.bpf_pin_dir) {
         Ok(filter) => filter,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "the XDP client filter could not be loaded; clientCidrs are enforced at accept only");
+            tracing::error!(error = %format!("{e:#}"), "the XDP client filter could not be loaded; clientCIDRs are enforced at accept only");
             return None;
         }
     };
     Some(filter)
+}
+
+/// The first-seen times a previous agent kept (standalone mode), or none.
+fn first_seen_clock(file: Option<&std::path::Path>) -> CreationClock {
+    let Some(file) = file else { return CreationClock::default() };
+    match CreationClock::load(file) {
+        Ok(clock) => clock,
+        Err(e) => {
+            tracing::warn!("{e}; every object counts as first seen now, so the order that settles conflicts may differ from before the restart");
+            CreationClock::default()
+        }
+    }
 }
 
 /// A health port still held by the agent this one takes over from is retried this long.
@@ -215,7 +236,15 @@ async fn standalone(dir: PathBuf, interval: Duration, applier: &mut Applier, sto
                 for e in &errors.0 {
                     tracing::error!("{e}");
                 }
-                tracing::error!("manifests rejected ({} problems); still serving the last good configuration", errors.0.len());
+                let problems = match errors.0.len() {
+                    1 => "1 problem".to_string(),
+                    n => format!("{n} problems"),
+                };
+                if applier.applied_once {
+                    tracing::error!("manifests rejected ({problems}); still serving the last good configuration");
+                } else {
+                    tracing::error!("manifests rejected ({problems}); no configuration has been applied yet, so nothing is served until it is fixed");
+                }
             }
         }
     }
@@ -329,19 +358,76 @@ struct Applier {
     /// The last configuration applied, for the kernel maps once they are loaded.
     dataplane: DataplaneConfig,
     clock: CreationClock,
+    /// Standalone mode: where `clock` is kept across restarts.
+    first_seen_file: Option<PathBuf>,
+    /// Saving failed (said once, until it works again).
+    first_seen_unsaved: bool,
     /// The last status, so a condition's lastTransitionTime survives changes that do not flip it.
     status: StatusReport,
     settings: Settings,
     health: Arc<Health>,
     settle_limit: Duration,
+    /// Whether any configuration was applied yet (a rejected first load serves nothing).
+    applied_once: bool,
+    /// What was last said about skipped objects and notes, so each is logged once, at start and on change.
+    said: std::collections::BTreeSet<String>,
 }
 
 impl Applier {
+    /// Logs each skipped object and loader note once: when it first appears, and when it goes.
+    fn announce(&mut self, loaded: &Loaded) {
+        let mut lines = std::collections::BTreeMap::new();
+        for i in &loaded.ignored {
+            lines.insert(format!("{} {} {} ({}): a kind sockgate does not read", i.api_version, i.kind, i.name, i.file.display()), false);
+        }
+        for i in crate::model::ignored::ignored(&loaded.snapshot, &self.settings.controller_name) {
+            lines.insert(i.to_string(), i.suspicious);
+        }
+        for note in &loaded.notes {
+            lines.insert(note.clone(), true);
+        }
+        for (line, warn) in &lines {
+            if self.said.contains(line) {
+                continue;
+            }
+            if *warn {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("ignored: {line}");
+            }
+        }
+        for gone in self.said.iter().filter(|l| !lines.contains_key(*l)) {
+            tracing::info!("no longer the case: {gone}");
+        }
+        self.said = lines.into_keys().collect();
+    }
+
     fn apply(&mut self, mut loaded: Loaded) {
+        let first = !self.applied_once;
+        self.applied_once = true;
+        self.announce(&loaded);
         let now = now();
         self.clock.stamp(&mut loaded.snapshot, now);
+        if let Some(file) = &self.first_seen_file {
+            match self.clock.save(file) {
+                Ok(()) => self.first_seen_unsaved = false,
+                Err(e) if !self.first_seen_unsaved => {
+                    self.first_seen_unsaved = true;
+                    tracing::warn!(file = %file.display(), error = %e, "cannot save first-seen times: after a restart the oldest route or policy may no longer win its conflicts (give --first-seen-file a writable path)");
+                }
+                Err(_) => {}
+            }
+        }
         let mut translation = translate(&loaded.snapshot, &self.settings);
         carry(&self.status, &mut translation.status, now);
+        if !first && translation.dataplane == self.dataplane && translation.status == self.status {
+            // One line, not the whole status again (an edit that changes nothing sockgate uses).
+            tracing::info!(objects = loaded.snapshot.object_count(), "configuration applied: nothing changed");
+            return;
+        }
+        for change in crate::model::changes::port_changes(&self.dataplane, &translation.dataplane) {
+            tracing::info!("{change}");
+        }
         self.listeners.apply(&translation.dataplane);
         self.udp.apply(&translation.dataplane.udp_listeners);
         self.program_xdp(&translation.dataplane);
@@ -431,12 +517,12 @@ impl Applier {
             .collect();
         let result = xdp.set_node_addresses(&[self.bind_address]).and_then(|()| xdp.set_rules(&rules));
         if let Err(e) = result {
-            tracing::error!(error = %format!("{e:#}"), "updating the XDP client filter failed; clientCidrs are still enforced at accept");
+            tracing::error!(error = %format!("{e:#}"), "updating the XDP client filter failed; clientCIDRs are still enforced at accept");
         }
         for interface in std::mem::take(&mut self.xdp_unattached) {
             match xdp.attach(&interface) {
                 Ok(mode) => tracing::info!(interface, %mode, "XDP client filter attached"),
-                Err(e) => tracing::error!(interface, error = %format!("{e:#}"), "the XDP client filter could not be attached here; clientCidrs are enforced at accept"),
+                Err(e) => tracing::error!(interface, error = %format!("{e:#}"), "the XDP client filter could not be attached here; clientCIDRs are enforced at accept"),
             }
         }
     }

@@ -62,9 +62,21 @@ impl GatewayNode {
         if let Some(dir) = &own_pin_dir {
             run_args.extend(["--bpf-pin-dir".into(), dir.into()]);
         }
-        let mut node = Self::launch(hosts, run_args, manifests, None, configure, Duration::from_secs(20))?;
+        let mut node = Self::launch(hosts, run_args, manifests, None, configure, Duration::from_secs(20), "configuration applied")?;
         node.own_pin_dir = own_pin_dir;
         Ok(node)
+    }
+
+    /// As `start`, for manifests the agent must refuse: waits until it logs `needle` instead.
+    pub fn start_refusing(files: &[(&str, String)], args: &[&str], needle: &str) -> Result<GatewayNode> {
+        let hosts = Topology::create()?;
+        let manifests = tempfile::tempdir()?;
+        for (name, yaml) in files {
+            std::fs::write(manifests.path().join(name), yaml)?;
+        }
+        let mut run_args: Vec<std::ffi::OsString> = vec!["--reload-interval".into(), "100ms".into(), "--manifests".into(), manifests.path().into()];
+        run_args.extend(args.iter().map(Into::into));
+        Self::launch(hosts, run_args, manifests, None, |_| {}, Duration::from_secs(20), needle)
     }
 
     /// Kubernetes mode: the agent on the node reads the test API server
@@ -73,7 +85,7 @@ impl GatewayNode {
         let hosts = Topology::create()?;
         crate::bridge::bridge_port(&hosts.node, crate::cluster::api_port()?)?;
         let run_args = args.iter().map(Into::into).collect();
-        Self::launch(hosts, run_args, tempfile::tempdir()?, Some(crate::cluster::kubeconfig()), |_| {}, Duration::from_secs(30))
+        Self::launch(hosts, run_args, tempfile::tempdir()?, Some(crate::cluster::kubeconfig()), |_| {}, Duration::from_secs(30), "configuration applied")
     }
 
     /// Starts the agent and waits until it applied its first configuration.
@@ -84,12 +96,13 @@ impl GatewayNode {
         kubeconfig: Option<std::path::PathBuf>,
         configure: impl FnOnce(&mut std::process::Command),
         timeout: Duration,
+        ready: &str,
     ) -> Result<GatewayNode> {
         let logs = tempfile::tempdir()?;
         let mut command = agent_command(&hosts, logs.path(), &run_args, kubeconfig.as_deref())?;
         configure(&mut command);
         let mut agent = Process::spawn("gateway-agent", command, logs.path())?;
-        wait_for_log(&mut agent, "configuration applied", timeout)?;
+        wait_for_log(&mut agent, ready, timeout)?;
         Ok(GatewayNode { agent, hosts, manifests, logs, run_args, kubeconfig, agents_started: 1, own_pin_dir: None })
     }
 

@@ -115,8 +115,8 @@ fn proxy_protocol_v1_and_v2_tell_the_backend_the_clients_real_address_and_port_a
         route("two", "two", "two", 7003),
         service("one", 7001, 7000, &["198.18.2.2"]),
         service("two", 7003, 7002, &["198.18.2.2"]),
-        backend_policy("v1", "one", "  proxyProtocol: {version: v1}\n"),
-        backend_policy("v2", "two", "  proxyProtocol: {version: v2}\n"),
+        backend_policy("v1", "one", "  proxyProtocol: {version: V1}\n"),
+        backend_policy("v2", "two", "  proxyProtocol: {version: V2}\n"),
     ]);
     let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
     let backends = [proxy_backend(&node, 7000), proxy_backend(&node, 7002)];
@@ -140,8 +140,8 @@ fn a_listener_behind_a_proxy_protocol_balancer_judges_and_forwards_the_address_f
         gateway(&[("lb", 9000)]),
         route("lb", "lb", "app", 7001),
         service("app", 7001, 7000, &["198.18.2.2"]),
-        listener_policy("from-lb", Some("lb"), "  proxyProtocol: {accept: true}\n  clientCidrs: {deny: [198.18.9.0/24]}\n"),
-        backend_policy("to-app", "app", "  proxyProtocol: {version: v2}\n"),
+        listener_policy("from-lb", Some("lb"), "  proxyProtocol: {accept: true}\n  clientCIDRs: {deny: [198.18.9.0/24]}\n"),
+        backend_policy("to-app", "app", "  proxyProtocol: {version: V2}\n"),
     ]);
     let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
     let backend = proxy_backend(&node, 7000);
@@ -191,7 +191,7 @@ fn xdp_drops_a_denied_clients_packets_counts_them_and_a_policy_change_applies_wi
         ])
     };
     let mut node = GatewayNode::start(
-        &[("all.yaml", deny("  clientCidrs: {deny: [198.18.1.1/32]}\n"))],
+        &[("all.yaml", deny("  clientCIDRs: {deny: [198.18.1.1/32]}\n"))],
         &["--xdp-interface", "to-client", "--bpf-pin-dir", &pin_dir, "--health-address", HEALTH],
     )
     .unwrap();
@@ -229,7 +229,7 @@ fn xdp_drops_a_denied_clients_packets_counts_them_and_a_policy_change_applies_wi
     assert!(guarded["xdpDroppedPackets"].as_u64().unwrap_or(0) >= drops, "inspect shows the XDP drops: {view}");
 
     // Allowing the client: the next connection passes, no restart.
-    node.write("all.yaml", &deny("  clientCidrs: {allow: [198.18.1.0/24]}\n")).unwrap();
+    node.write("all.yaml", &deny("  clientCIDRs: {allow: [198.18.1.0/24]}\n")).unwrap();
     let started = Instant::now();
     let passed = loop {
         if let Ok(got) = try_connect(9000) {
@@ -239,7 +239,7 @@ fn xdp_drops_a_denied_clients_packets_counts_them_and_a_policy_change_applies_wi
     };
     assert_eq!(passed, Received::of(&reply));
     // An allow list without the client: dropped again.
-    node.write("all.yaml", &deny("  clientCidrs: {allow: [198.18.7.0/24]}\n")).unwrap();
+    node.write("all.yaml", &deny("  clientCIDRs: {allow: [198.18.7.0/24]}\n")).unwrap();
     // The accept-time check may reset a connection before the XDP rules are
     // rewritten (both apply the same change, a moment apart): what must come
     // is the drop in XDP, a connect that times out.
@@ -371,8 +371,8 @@ fn invalid_policies_get_a_status_condition_and_change_nothing_else() {
         gateway(&[("app", 9000)]),
         route("app", "app", "app", 7001),
         service("app", 7001, 7000, &["198.18.2.2"]),
-        listener_policy("bad-cidr", None, "  clientCidrs: {deny: [198.18.1.1/40]}\n"),
-        listener_policy("negative", None, "  idleTimeout: -5s\n"),
+        listener_policy("bad-cidr", None, "  clientCIDRs: {deny: [198.18.1.1/40]}\n"),
+        listener_policy("negative", None, "  idleTimeout: 0s\n"),
         "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: ghost}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: nowhere}]\n  maxConnections: 1\n".to_string(),
     ]);
     let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();

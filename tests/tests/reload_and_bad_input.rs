@@ -108,7 +108,7 @@ fn a_malformed_manifest_is_reported_by_file_and_document_and_the_last_good_confi
     // A document the API server's schema would reject is refused the same way.
     let before = node.log_count("still serving the last good configuration");
     node.write("broken.yaml", "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata:\n  name: two-rules\nspec:\n  rules:\n  - backendRefs: [{name: sink, port: 7001}]\n  - backendRefs: [{name: sink, port: 7001}]\n").unwrap();
-    node.wait_for_log("broken.yaml: document 1: TCPRoute default/two-rules: spec.rules must have exactly 1 rule in TCPRoute v1").unwrap();
+    node.wait_for_log("broken.yaml: document 1: TCPRoute default/two-rules: spec.rules: may have at most 1 item, has 2 (TCPRoute v1 has exactly one rule").unwrap();
     for _ in 0..200 {
         if node.log_count("still serving the last good configuration") > before {
             break;
@@ -119,6 +119,64 @@ fn a_malformed_manifest_is_reported_by_file_and_document_and_the_last_good_confi
     // Fixed: the new configuration (listener "other" on 9005 only) applies.
     node.remove("broken.yaml").unwrap();
     node.wait_for_port(9005).unwrap();
+}
+
+/// The issue-19 mistake: `sectionNme` instead of `sectionName` once attached a
+/// route to every listener, and (its name sorting first) took port 9000 from
+/// the route meant for it. Now the directory is refused with the field named
+/// and the field meant, nothing is served from it, and the fix serves both.
+#[test]
+fn a_misspelt_section_name_is_refused_by_name_and_never_moves_a_port_to_its_route() {
+    let redis = |field: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata:\n  name: redis\nspec:\n  parentRefs:\n  - name: gw\n    {field}: redis\n  rules:\n  - backendRefs:\n    - name: redis\n      port: 6379\n---\n{}",
+            service("redis", 6379, 7002, &["198.18.2.2"])
+        )
+    };
+    let mut node = GatewayNode::start_refusing(
+        &[("gw.yaml", gateway(&[("web", 9000), ("redis", 9001)])), ("web.yaml", documents(&[route("web", "web", "sink", 7001), sink_service()])), ("redis.yaml", redis("sectionNme"))],
+        &["--dataplane", "userspace"],
+        "manifests rejected",
+    )
+    .unwrap();
+    echo_backend(&node);
+    let _redis = serve(&node.hosts.backend1, 7002, |mut s: TcpStream| {
+        let _ = s.write_all(b"+REDIS\r\n");
+    })
+    .unwrap();
+    node.wait_for_log("redis.yaml: document 1: TCPRoute default/redis: unknown field \"spec.parentRefs[0].sectionNme\" (did you mean \"sectionName\"?)").unwrap();
+    node.wait_for_log("manifests rejected (1 problem); no configuration has been applied yet, so nothing is served until it is fixed").unwrap();
+    assert_eq!(node.refusal(9000), ErrorKind::ConnectionRefused, "nothing may serve port 9000 from a rejected directory");
+    node.write("redis.yaml", &redis("sectionName")).unwrap();
+    node.wait_for_port(9001).unwrap();
+    echo_across(node.connect(9000).unwrap(), &pattern(20, MIB), || {});
+    let mut answer = String::new();
+    node.connect(9001).unwrap().read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "+REDIS\r\n");
+}
+
+/// Objects sockgate skips are said once, with why; an edit that changes
+/// nothing is one line; a port that moves to another route is said as such.
+#[test]
+fn skipped_objects_are_logged_once_a_no_op_reload_is_one_line_and_a_port_changing_route_is_said() {
+    let other = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: other\nspec:\n  gatewayClassName: sockgat\n  listeners:\n  - {name: x, port: 9100, protocol: TCP}\n".to_string();
+    let lost = route("lost", "a", "sink", 7001).replace("  - name: gw\n", "  - name: gw-typo\n");
+    let mut node = GatewayNode::start(
+        &[("gw.yaml", documents(&[gateway(&[("a", 9000)]), other])), ("rest.yaml", documents(&[route("ra", "a", "sink", 7001), lost.clone(), sink_service()]))],
+        &["--dataplane", "userspace"],
+    )
+    .unwrap();
+    let missing_class = "Gateway default/other: its GatewayClass \"sockgat\" does not exist";
+    let missing_gateway = "TCPRoute default/lost: parentRefs[0] names Gateway default/gw-typo, which does not exist";
+    assert_eq!((node.log_count(missing_class), node.log_count(missing_gateway)), (1, 1), "{}", node.agent.logs());
+    // A Namespace nobody selects: nothing sockgate does changes.
+    node.write("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: unrelated\n").unwrap();
+    node.wait_for_log("configuration applied: nothing changed").unwrap();
+    assert_eq!((node.log_count(missing_class), node.log_count(missing_gateway)), (1, 1), "said once, not on every reload");
+    assert_eq!(node.log_count("status: Gateway default/gw:"), 1, "the status is not reprinted for a no-op reload");
+    // Route ra goes, rb takes listener a: the port's new route is said.
+    node.write("rest.yaml", &documents(&[route("rb", "a", "sink", 7001), lost, sink_service()])).unwrap();
+    node.wait_for_log("TCP port 9000 changes route: was TCPRoute default/ra (listener default/gw/a), now TCPRoute default/rb (listener default/gw/a)").unwrap();
 }
 
 #[test]

@@ -247,8 +247,8 @@ fn udp_flows_split_by_weight_carry_every_datagram_intact_expire_move_and_end_wit
     assert!(reason(&c, "flowsEnded", "idle") >= 20, "{c}");
     assert_eq!(inspect(state)["udpListeners"][0]["idleTimeoutMs"], 1000);
 
-    // clientCidrs: the client's address denied, its datagrams dropped and counted.
-    rewrite(&node, "policy.yaml", &format!("{policy}  clientCidrs: {{deny: [198.18.44.1/32]}}\n"));
+    // clientCIDRs: the client's address denied, its datagrams dropped and counted.
+    rewrite(&node, "policy.yaml", &format!("{policy}  clientCIDRs: {{deny: [198.18.44.1/32]}}\n"));
     let denied = client(&hosts.client, Duration::from_millis(500)).unwrap();
     assert_eq!(ask(&denied, node_ip, &checksummed(1, 64)).unwrap(), None);
     assert_eq!(reason(&counters_when(state, 5300, "default/split", |c| reason(c, "dropped", "client_denied") >= 1), "dropped", "client_denied"), 1);

@@ -41,7 +41,7 @@ pub struct ListenerCounters {
     pub bytes_backend_to_client: AtomicU64,
     /// Accepted and not yet ended (set-up or forwarding): what maxConnections limits.
     pub open: AtomicU64,
-    /// Reset because the client's address is not allowed (clientCidrs).
+    /// Reset because the client's address is not allowed (clientCIDRs).
     pub denied: AtomicU64,
     /// Reset because maxConnections were already open.
     pub over_limit: AtomicU64,
@@ -594,7 +594,11 @@ async fn forward(start: Start, route: ObjectKey, peer: SocketAddr, context: Cont
                 tracing::debug!(%peer, %route, "connection closed: idle for the listener's idleTimeout");
             }
             if t.end == End::Stopped {
-                tracing::info!(%peer, %route, "connection stopped: its route no longer serves this listener, or the drain deadline passed");
+                if connections.abort.is_cancelled() {
+                    tracing::info!(%peer, %route, "connection reset: the drain deadline passed before it finished");
+                } else {
+                    tracing::info!(%peer, %route, port, "connection reset: its route no longer serves this listener");
+                }
             }
             tracing::debug!(%peer, %route, path = path.name(), up = t.client_to_backend, down = t.backend_to_client, end = ?t.end, "connection ended");
         }

@@ -50,7 +50,16 @@ pub fn attach(
     if matching.is_empty() {
         return Attachment::Rejected {
             reason: reasons::NO_MATCHING_PARENT,
-            message: "no listener matches the parentRef's sectionName/port".into(),
+            message: {
+                let wanted = match (&parent.section_name, parent.port) {
+                    (Some(s), Some(p)) => format!("sectionName {s:?} and port {p}"),
+                    (Some(s), None) => format!("sectionName {s:?}"),
+                    (None, Some(p)) => format!("port {p}"),
+                    (None, None) => "the parentRef".into(),
+                };
+                let have = listeners.iter().map(|l| format!("{} (port {})", l.name, l.port)).collect::<Vec<_>>().join(", ");
+                format!("no listener matches {wanted}; the Gateway's listeners are: {have}")
+            },
         };
     }
     let allowed: Vec<usize> = matching

@@ -3,7 +3,9 @@
 //! clock (creation times come in the snapshot), deterministic output.
 pub mod attach;
 pub mod backends;
+pub mod changes;
 pub mod config;
+pub mod ignored;
 pub mod listeners;
 pub mod policies;
 pub mod routes;

@@ -2,8 +2,10 @@
 //! apply to which listener and backend, and every policy's status.
 //!
 //! Rules:
-//! - A policy whose fields do not parse (a bad CIDR, a negative or zero
-//!   duration) is Accepted=False/Invalid and changes nothing.
+//! - A policy whose fields do not parse (a bad CIDR, a zero duration, both
+//!   clientCIDRs and its deprecated spelling clientCidrs) is
+//!   Accepted=False/Invalid and changes nothing. One using only the deprecated
+//!   clientCidrs is applied, and its Accepted condition says to rename it.
 //! - Each targetRef is one target: a Gateway, or one listener of it
 //!   (`sectionName`); a TCPRoute; a Service. A target that does not exist,
 //!   or of a kind the policy cannot attach to, gets
@@ -58,23 +60,28 @@ enum BackendField {
 }
 
 fn positive(text: &str, field: &str) -> Result<Duration, String> {
-    match crate::duration::parse(text) {
+    match crate::duration::parse_gep2257(text) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{field} must be longer than zero")),
         Err(e) => Err(format!("{field}: {e}")),
     }
 }
 
+/// The Accepted message of a policy that still spells clientCIDRs the old way.
+pub const DEPRECATED_CLIENT_CIDRS: &str = "spec.clientCidrs is deprecated: rename it to spec.clientCIDRs (the old spelling is read in v1alpha1 only)";
+
 fn listener_fields(spec: &ListenerPolicySpec) -> Result<Fields<ListenerField>, String> {
     let mut fields = Fields::new();
-    if let Some(lists) = &spec.client_cidrs {
-        let parse = |list: &[String]| list.iter().map(|c| c.parse::<Cidr>().map_err(|e| format!("clientCidrs: {e}"))).collect::<Result<Vec<_>, _>>();
-        fields.insert("clientCidrs", ListenerField::Cidrs(parse(&lists.allow)?, parse(&lists.deny)?));
+    let lists = match (&spec.client_cidrs, &spec.deprecated_client_cidrs) {
+        (Some(_), Some(_)) => return Err("set clientCIDRs only: clientCidrs is its deprecated spelling, and both are set".into()),
+        (lists, None) | (None, lists) => lists,
+    };
+    if let Some(lists) = lists {
+        let parse = |list: &[String]| list.iter().map(|c| c.parse::<Cidr>().map_err(|e| format!("clientCIDRs: {e}"))).collect::<Result<Vec<_>, _>>();
+        fields.insert("clientCIDRs", ListenerField::Cidrs(parse(&lists.allow)?, parse(&lists.deny)?));
     }
     if let Some(max) = spec.max_connections {
-        if max == 0 {
-            return Err("maxConnections must be at least 1".into());
-        }
+        let max = u32::try_from(max).ok().filter(|m| *m >= 1).ok_or_else(|| format!("maxConnections must be at least 1, is {max}"))?;
         fields.insert("maxConnections", ListenerField::MaxConnections(max));
     }
     if let Some(idle) = &spec.idle_timeout {
@@ -95,14 +102,14 @@ fn backend_fields(spec: &BackendPolicySpec) -> Result<Fields<BackendField>, Stri
         fields.insert("connectTimeout", BackendField::ConnectTimeout(positive(timeout, "connectTimeout")?));
     }
     if let Some(retries) = &spec.retries {
-        fields.insert("retries", BackendField::Retries(retries.attempts));
+        let attempts = u32::try_from(retries.attempts).ok().filter(|a| *a <= 16).ok_or_else(|| format!("retries.attempts must be 0 to 16, is {}", retries.attempts))?;
+        fields.insert("retries", BackendField::Retries(attempts));
     }
     if let Some(outlier) = &spec.outlier_detection {
-        if outlier.consecutive_connect_failures == 0 {
-            return Err("outlierDetection.consecutiveConnectFailures must be at least 1".into());
-        }
+        let failures = outlier.consecutive_connect_failures;
+        let failures = u32::try_from(failures).ok().filter(|f| *f >= 1).ok_or_else(|| format!("outlierDetection.consecutiveConnectFailures must be at least 1, is {failures}"))?;
         let ejection = positive(&outlier.ejection_time, "outlierDetection.ejectionTime")?;
-        fields.insert("outlierDetection", BackendField::Outlier(OutlierConfig { consecutive_failures: outlier.consecutive_connect_failures, ejection }));
+        fields.insert("outlierDetection", BackendField::Outlier(OutlierConfig { consecutive_failures: failures, ejection }));
     }
     Ok(fields)
 }
@@ -129,14 +136,15 @@ struct Judged<V> {
 /// Judges every (policy, target) pair, oldest policy first, and returns the
 /// fields each target ends up with plus every policy's ancestor statuses.
 fn judge<V: Clone>(
-    policies: Vec<(ObjectKey, &ObjectMeta, Result<Fields<V>, String>, Vec<Result<Target, (AncestorRef, String)>>)>,
+    policies: Vec<(ObjectKey, &ObjectMeta, Result<Fields<V>, String>, Vec<Result<Target, (AncestorRef, String)>>, String)>,
 ) -> (BTreeMap<Target, Fields<V>>, BTreeMap<ObjectKey, Vec<PolicyAncestor>>) {
     let mut policies = policies;
-    policies.sort_by_key(|(key, meta, _, _)| age_order(meta, key));
+    policies.sort_by_key(|(key, meta, _, _, _)| age_order(meta, key));
     let mut claimed: BTreeMap<Target, Fields<V>> = BTreeMap::new();
     let mut owners: BTreeMap<(Target, &'static str), ObjectKey> = BTreeMap::new();
     let mut statuses: BTreeMap<ObjectKey, Vec<PolicyAncestor>> = BTreeMap::new();
-    for (key, _, fields, targets) in policies {
+    // `accepted` is the Accepted=True message (a deprecation notice, or empty).
+    for (key, _, fields, targets, accepted) in policies {
         for target in targets {
             let judged = match (&fields, target) {
                 (_, Err((ancestor_ref, why))) => {
@@ -153,7 +161,7 @@ fn judge<V: Clone>(
                         .filter_map(|f| owners.get(&(target.clone(), *f)).map(|owner| format!("{f} (set by the older policy {owner})")))
                         .collect();
                     if taken.is_empty() {
-                        Judged { policy: key.clone(), target, fields: Some(fields.clone()), condition: Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "") }
+                        Judged { policy: key.clone(), target, fields: Some(fields.clone()), condition: Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, accepted.clone()) }
                     } else {
                         let message = format!("conflicts on {}", taken.join(", "));
                         Judged { policy: key.clone(), target, fields: None, condition: Condition::new(types::ACCEPTED, false, reasons::CONFLICTED, message) }
@@ -210,12 +218,13 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                     }
                 })
                 .collect();
-            (key.clone(), &policy.metadata, listener_fields(&policy.spec), targets)
+            let accepted = if policy.spec.deprecated_client_cidrs.is_some() { DEPRECATED_CLIENT_CIDRS.to_string() } else { String::new() };
+            (key.clone(), &policy.metadata, listener_fields(&policy.spec), targets, accepted)
         })
         .collect();
     let (claimed, judged) = judge(listener_policies);
     statuses.extend(judged.into_iter().map(|(k, v)| ((PolicyKind::Listener, k), v)));
-    // UDP listeners too: clientCidrs filter datagrams, maxConnections caps
+    // UDP listeners too: clientCIDRs filter datagrams, maxConnections caps
     // flows, idleTimeout ends idle flows (BackendPolicy fields are about
     // connecting to backends, which UDP does not do: not applied there).
     for listener in dataplane.listeners.values_mut().chain(dataplane.udp_listeners.values_mut()) {
@@ -251,7 +260,7 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                     })
                 })
                 .collect();
-            (key.clone(), &policy.metadata, backend_fields(&policy.spec), targets)
+            (key.clone(), &policy.metadata, backend_fields(&policy.spec), targets, String::new())
         })
         .collect();
     let (claimed, judged) = judge(backend_policies);

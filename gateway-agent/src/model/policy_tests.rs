@@ -51,7 +51,7 @@ fn verdicts(t: &Translation, kind: PolicyKind, name: &str) -> Vec<String> {
 fn a_gateway_policy_applies_to_every_listener_and_a_listener_policy_overrides_it_field_by_field() {
     let t = translate_with(&[
         listener_policy("wide", 1, GW, "  maxConnections: 100\n  idleTimeout: 30s\n"),
-        listener_policy("narrow", 2, FOO, "  maxConnections: 5\n  clientCidrs: {deny: [198.18.9.0/24]}\n"),
+        listener_policy("narrow", 2, FOO, "  maxConnections: 5\n  clientCIDRs: {deny: [198.18.9.0/24]}\n"),
     ]);
     assert_eq!(verdicts(&t, PolicyKind::Listener, "wide"), ["Accepted=True/Accepted"]);
     assert_eq!(verdicts(&t, PolicyKind::Listener, "narrow"), ["Accepted=True/Accepted"]);
@@ -80,15 +80,13 @@ fn a_policy_for_a_missing_gateway_or_listener_is_target_not_found_and_changes_no
 #[test]
 fn bad_cidrs_and_negative_or_zero_durations_make_the_policy_invalid_and_change_nothing() {
     let t = translate_with(&[
-        listener_policy("cidr", 1, GW, "  clientCidrs: {allow: [10.0.0.0/33]}\n"),
-        listener_policy("negative", 2, FOO, "  idleTimeout: -5s\n"),
+        listener_policy("cidr", 1, GW, "  clientCIDRs: {allow: [10.0.0.0/33]}\n"),
+        listener_policy("negative", 2, FOO, "  idleTimeout: 0ms\n"),
         backend_policy("zero", 3, ROUTE, "  connectTimeout: 0s\n"),
-        backend_policy("never", 4, ROUTE, "  outlierDetection: {consecutiveConnectFailures: 0, ejectionTime: 10s}\n"),
     ]);
     assert_eq!(verdicts(&t, PolicyKind::Listener, "cidr"), ["Accepted=False/Invalid"]);
     assert_eq!(verdicts(&t, PolicyKind::Listener, "negative"), ["Accepted=False/Invalid"]);
     assert_eq!(verdicts(&t, PolicyKind::Backend, "zero"), ["Accepted=False/Invalid"]);
-    assert_eq!(verdicts(&t, PolicyKind::Backend, "never"), ["Accepted=False/Invalid"]);
     let message = &t.status.policies[&(PolicyKind::Listener, ObjectKey::new("default", "cidr"))][0].conditions[0].message;
     assert!(message.contains("10.0.0.0/33"), "the message names the bad value: {message}");
     assert!(t.dataplane.listeners.values().all(|l| l.policy == Default::default() && l.backends.iter().all(|b| b.policy == Default::default())));
@@ -110,8 +108,8 @@ fn two_policies_setting_one_field_on_one_target_conflict_and_the_older_wins_whol
 #[test]
 fn a_route_policy_covers_every_backend_and_a_service_policy_overrides_it_for_its_service() {
     let t = translate_with(&[
-        backend_policy("route", 1, ROUTE, "  proxyProtocol: {version: v1}\n  connectTimeout: 2s\n  retries: {attempts: 1}\n"),
-        backend_policy("svc", 2, SERVICE_B, "  proxyProtocol: {version: v2}\n  outlierDetection: {consecutiveConnectFailures: 2, ejectionTime: 10s}\n"),
+        backend_policy("route", 1, ROUTE, "  proxyProtocol: {version: V1}\n  connectTimeout: 2s\n  retries: {attempts: 1}\n"),
+        backend_policy("svc", 2, SERVICE_B, "  proxyProtocol: {version: V2}\n  outlierDetection: {consecutiveConnectFailures: 2, ejectionTime: 10s}\n"),
     ]);
     assert_eq!(verdicts(&t, PolicyKind::Backend, "route"), ["Accepted=True/Accepted"]);
     assert_eq!(verdicts(&t, PolicyKind::Backend, "svc"), ["Accepted=True/Accepted"]);
@@ -146,4 +144,26 @@ apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name:
     assert_eq!(verdicts(&t, PolicyKind::Listener, "both"), ["Accepted=True/Accepted"], "only the target of sockgate's is judged");
     assert_eq!(t.dataplane.listeners[&8088].policy.max_connections, None);
     assert!(t.dataplane.listeners[&8088].backends.iter().all(|b| b.policy.retries.is_none()));
+}
+
+#[test]
+fn the_old_client_cidrs_spelling_still_applies_with_a_deprecation_message_and_both_spellings_are_invalid() {
+    let t = translate_with(&[listener_policy("old", 1, FOO, "  clientCidrs: {deny: [198.18.9.0/24]}\n")]);
+    let condition = &t.status.policies[&(PolicyKind::Listener, ObjectKey::new("default", "old"))][0].conditions[0];
+    assert!(condition.status, "{condition:?}");
+    assert_eq!(condition.message, "spec.clientCidrs is deprecated: rename it to spec.clientCIDRs (the old spelling is read in v1alpha1 only)");
+    assert!(!t.dataplane.listeners[&8088].policy.admits("198.18.9.7".parse().unwrap()), "the deny list still applies");
+    let t = translate_with(&[listener_policy("both", 1, FOO, "  clientCidrs: {deny: [198.18.9.0/24]}\n  clientCIDRs: {deny: [198.18.8.0/24]}\n")]);
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "both"), ["Accepted=False/Invalid"]);
+}
+
+#[test]
+fn policy_durations_are_gateway_api_durations_and_a_bare_number_is_refused_by_the_schema() {
+    let t = translate_with(&[listener_policy("gep", 1, FOO, "  idleTimeout: 1m30s\n")]);
+    assert_eq!(t.dataplane.listeners[&8088].policy.idle_timeout, Some(Duration::from_secs(90)));
+    for bad in ["\"30\"", "1.5s", "-5s"] {
+        let text = format!("{BASE}---\n{}", listener_policy("bare", 1, FOO, &format!("  idleTimeout: {bad}\n")));
+        let e = load_text(Path::new("t.yaml"), &text).unwrap_err().to_string();
+        assert!(e.contains("ListenerPolicy default/bare: spec.idleTimeout: ") && e.contains("does not match the pattern ^([0-9]{1,5}(h|m|s|ms)){1,4}$"), "{e}");
+    }
 }

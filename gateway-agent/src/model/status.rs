@@ -122,6 +122,44 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// The lines of [`lines`](Self::lines) that carry a False Accepted,
+    /// ResolvedRefs or Programmed condition: what makes `check` fail.
+    pub fn failing_lines(&self) -> Vec<String> {
+        let gate = [types::ACCEPTED, types::RESOLVED_REFS, types::PROGRAMMED];
+        let failing = |c: &[Condition]| c.iter().any(|c| !c.status && gate.contains(&c.type_));
+        let mut out = Vec::new();
+        let mut lines = self.lines().into_iter();
+        // lines() walks the report in this same order, one line per condition list.
+        let mut take = |bad: bool| {
+            let line = lines.next().unwrap_or_default();
+            if bad {
+                out.push(line.trim_start().to_string());
+            }
+        };
+        for c in self.gateway_classes.values() {
+            take(failing(c));
+        }
+        for g in self.gateways.values() {
+            take(failing(&g.conditions));
+            for l in &g.listeners {
+                take(failing(&l.conditions));
+            }
+        }
+        for routes in [&self.routes, &self.udp_routes] {
+            for parents in routes.values() {
+                for p in parents {
+                    take(failing(&p.conditions));
+                }
+            }
+        }
+        for ancestors in self.policies.values() {
+            for a in ancestors {
+                take(failing(&a.conditions));
+            }
+        }
+        out
+    }
+
     /// Human-readable lines, for logs and `gateway-agent check`.
     pub fn lines(&self) -> Vec<String> {
         let join = |c: &[Condition]| c.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");

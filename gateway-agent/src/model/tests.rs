@@ -87,6 +87,8 @@ fn port_attaches_by_port_and_both_must_match_when_both_are_given() {
     let t = translate_yaml(&[&two_listeners(), &route("r", "[{name: gw, sectionName: foo, port: 8089}]", "[{name: s, port: 1}]"), &svc]);
     assert_eq!(route_conditions(&t, "r"), [["Accepted=False/NoMatchingParent", "ResolvedRefs=True/ResolvedRefs"]]);
     assert_eq!((routed_to(&t, 8088), routed_to(&t, 8089)), (None, None));
+    let accepted = &t.status.routes[&ObjectKey::new("default", "r")][0].conditions[0];
+    assert_eq!(accepted.message, "no listener matches sectionName \"foo\" and port 8089; the Gateway's listeners are: foo (port 8088), bar (port 8089)");
 }
 
 #[test]

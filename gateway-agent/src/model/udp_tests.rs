@@ -347,13 +347,13 @@ fn v1alpha2_udproutes_use_their_first_rule_and_v1_ones_have_exactly_one() {
     assert_eq!(endpoints(&t, 5300), ["198.18.42.2:8080"]);
     let v1 = r.replace("v1alpha2", "v1");
     let e = load_text(Path::new("t.yaml"), &v1).unwrap_err().to_string();
-    assert!(e.contains("UDPRoute gateway-conformance-infra/r: spec.rules must have exactly 1 rule in UDPRoute v1"), "{e}");
+    assert!(e.contains("UDPRoute gateway-conformance-infra/r: spec.rules: may have at most 1 item, has 2 (UDPRoute v1 has exactly one rule"), "{e}");
 }
 
 #[test]
 fn listener_policies_reach_udp_listeners() {
     let policy = format!(
-        "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: p, namespace: {INFRA}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: u}}]\n  clientCidrs: {{deny: [198.18.41.0/24]}}\n  maxConnections: 100\n  idleTimeout: 1m30s\n"
+        "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: p, namespace: {INFRA}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: u}}]\n  clientCIDRs: {{deny: [198.18.41.0/24]}}\n  maxConnections: 100\n  idleTimeout: 1m30s\n"
     );
     let t = translate_yaml(&[&gateway("gw", &[&udp("u", 5300)]), &route("r", "[{name: gw}]", "[{name: s, port: 8080}]"), &service(INFRA, "s", &["198.18.42.2"]), &policy]);
     let p = &udp_at(&t, 5300).policy;
@@ -364,7 +364,7 @@ fn listener_policies_reach_udp_listeners() {
 #[test]
 fn status_objects_carry_udproutes_in_their_version_and_the_class_advertises_udproute() {
     let t = translate_yaml(&[&gateway("gw", &[&udp("u", 5300)]), &udp_route("v1alpha2", "old", "[{name: gw}]", "[{name: s, port: 8080}]"), &route("new", "[{name: gw}]", "[{name: s, port: 8080}]")]);
-    let snapshot = load_text(Path::new("t.yaml"), &[CLASS, &udp_route("v1alpha2", "old", "[{name: gw}]", "[]"), &route("new", "[{name: gw}]", "[]")].join("---\n")).unwrap().snapshot;
+    let snapshot = load_text(Path::new("t.yaml"), &[CLASS, &udp_route("v1alpha2", "old", "[{name: gw}]", "[{name: s, port: 8080}]"), &route("new", "[{name: gw}]", "[{name: s, port: 8080}]")].join("---\n")).unwrap().snapshot;
     let docs = crate::status::render::status_objects(&snapshot, &t.status, DEFAULT_CONTROLLER_NAME);
     let find = |kind: &str, name: &str| docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name}"));
     assert_eq!(find("UDPRoute", "old")["apiVersion"], "gateway.networking.k8s.io/v1alpha2");

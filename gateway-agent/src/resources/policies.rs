@@ -10,43 +10,64 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "sockgate.io";
 pub const VERSION: &str = "v1alpha1";
 
-/// Policy for the connections arriving at a Gateway's listeners.
+/// The Gateway API duration format (GEP-2257): one to four parts of up to
+/// five digits and a unit (h, m, s, ms), e.g. `30s`, `1m30s`, `500ms`. A bare number is not a duration.
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+
+/// ListenerPolicy: how sockgate accepts connections on a Gateway's listeners: which
+/// clients may connect, how many connections a listener takes, when an idle
+/// connection is closed, and whether clients arrive through a PROXY-protocol load balancer.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(group = "sockgate.io", version = "v1alpha1", kind = "ListenerPolicy", namespaced, status = "PolicyStatus", derive = "PartialEq")]
-#[kube(shortname = "lpol", printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
+#[kube(doc = "ListenerPolicy sets how sockgate accepts connections on a Gateway's listeners (GEP-713 Direct policy attached to a Gateway or one of its listeners).")]
+#[kube(label("gateway.networking.k8s.io/policy", "Direct"))]
+#[kube(shortname = "lpol")]
+#[kube(printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.ancestors[0].conditions[?(@.type==\"Accepted\")].status","description":"Whether sockgate applies the policy to its first target"}"#)]
+#[kube(printcolumn = r#"{"name":"Targets","type":"string","jsonPath":".spec.targetRefs[*].name","description":"The Gateways the policy attaches to"}"#)]
+#[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerPolicySpec {
-    /// Gateways (in the policy's namespace) and optionally one listener of each, by sectionName.
+    /// The Gateways (in the policy's namespace) this policy applies to, each optionally narrowed to one listener by sectionName.
     #[schemars(length(min = 1, max = 16))]
     pub target_refs: Vec<ListenerTargetRef>,
-    /// Client source addresses allowed or denied, dropped in XDP before the TCP stack. Deny wins.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Client source addresses allowed or denied. With XDP interfaces configured they are dropped before the TCP stack; otherwise they are reset at accept. Deny wins over allow.
+    #[serde(default, rename = "clientCIDRs", skip_serializing_if = "Option::is_none")]
     pub client_cidrs: Option<ClientCidrLists>,
-    /// New connections beyond this many open ones on the listener are reset.
+    /// Deprecated: renamed clientCIDRs (Kubernetes spells initialisms in one case). Still read in v1alpha1, with a warning; removed in the next API version. Setting both is an error.
+    #[serde(default, rename = "clientCidrs", skip_serializing_if = "Option::is_none")]
+    pub deprecated_client_cidrs: Option<ClientCidrLists>,
+    /// The most connections open at once on the listener; new connections beyond it are reset. At least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_connections: Option<u32>,
-    /// A connection with no byte in either direction for this long (e.g. "30s", "5m") is closed on both sides.
+    pub max_connections: Option<i32>,
+    /// A connection with no byte in either direction for this long is closed on both sides. Gateway API duration format (GEP-2257), e.g. 30s, 5m, 1m30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     pub idle_timeout: Option<String>,
-    /// Accept a PROXY protocol (v1 or v2) header from an outer load balancer and use its client address.
+    /// Accept a PROXY protocol (v1 or v2) header from an outer load balancer and use the client address it carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<AcceptProxyProtocol>,
 }
 
+/// A Gateway, or one listener of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerTargetRef {
+    /// gateway.networking.k8s.io
     pub group: String,
+    /// Gateway
     pub kind: String,
+    /// The Gateway's name, in the policy's namespace.
     pub name: String,
+    /// One listener of the Gateway, by name; absent for all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
 }
 
+/// Client address lists (IPv4 or IPv6 CIDRs, or bare addresses).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientCidrLists {
-    /// When not empty, only these clients may connect (IPv4 or IPv6 CIDRs, or bare addresses).
+    /// When not empty, only these clients may connect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
     /// These clients may never connect, even when also allowed.
@@ -54,15 +75,24 @@ pub struct ClientCidrLists {
     pub deny: Vec<String>,
 }
 
+/// Whether clients arrive through a load balancer that sends a PROXY protocol header.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AcceptProxyProtocol {
+    /// true: every connection must start with a PROXY header (v1 or v2), and its client address is the one used.
     pub accept: bool,
 }
 
-/// Policy for the connections sockgate opens to backends.
+/// BackendPolicy: how sockgate connects to the backends of a TCPRoute or a
+/// Service: connect deadline, retries on other endpoints, outlier ejection, and
+/// a PROXY-protocol header carrying the client's address.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(group = "sockgate.io", version = "v1alpha1", kind = "BackendPolicy", namespaced, status = "PolicyStatus", derive = "PartialEq")]
-#[kube(shortname = "bpol", printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
+#[kube(doc = "BackendPolicy sets how sockgate connects to the backends of a TCPRoute or a Service (GEP-713 Direct policy).")]
+#[kube(label("gateway.networking.k8s.io/policy", "Direct"))]
+#[kube(shortname = "bpol")]
+#[kube(printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.ancestors[0].conditions[?(@.type==\"Accepted\")].status","description":"Whether sockgate applies the policy for its first ancestor"}"#)]
+#[kube(printcolumn = r#"{"name":"Targets","type":"string","jsonPath":".spec.targetRefs[*].name","description":"The TCPRoutes and Services the policy attaches to"}"#)]
+#[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendPolicySpec {
     /// TCPRoutes (every backend of the route) or Services, in the policy's namespace.
@@ -71,8 +101,9 @@ pub struct BackendPolicySpec {
     /// Send a PROXY protocol header with the client's address before the first byte.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<SendProxyProtocol>,
-    /// Deadline for connecting to one endpoint (e.g. "2s", "500ms").
+    /// Deadline for connecting to one endpoint. Gateway API duration format (GEP-2257), e.g. 2s, 500ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     pub connect_timeout: Option<String>,
     /// Further endpoints tried when connecting fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,82 +113,136 @@ pub struct BackendPolicySpec {
     pub outlier_detection: Option<OutlierDetection>,
 }
 
+/// A TCPRoute or a Service in the policy's namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BackendTargetRef {
     /// "" (or absent) for a Service, gateway.networking.k8s.io for a TCPRoute.
     /// Optional and nullable: kubectl sends the core group's "" as null.
     #[serde(default)]
     pub group: Option<String>,
+    /// Service or TCPRoute
     pub kind: String,
+    /// The object's name, in the policy's namespace.
     pub name: String,
 }
 
+/// A PROXY protocol version. `v1` and `v2` are deprecated spellings of V1 and V2
+/// (enum values are CamelCase in Kubernetes APIs), read in v1alpha1 with a warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ProxyProtocolVersion {
-    #[serde(rename = "v1")]
+    /// The text header.
+    #[serde(rename = "V1", alias = "v1")]
     V1,
-    #[serde(rename = "v2")]
+    /// The binary header.
+    #[serde(rename = "V2", alias = "v2")]
     V2,
 }
 
+/// The PROXY header sent to backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SendProxyProtocol {
+    /// V1 (text) or V2 (binary); v1 and v2 are deprecated spellings, read in v1alpha1 only.
+    #[schemars(with = "String", extend("enum" = ["V1", "V2", "v1", "v2"]))]
     pub version: ProxyProtocolVersion,
 }
 
+/// Retries on other endpoints.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Retries {
-    #[schemars(range(max = 16))]
-    pub attempts: u32,
+    /// How many more endpoints are tried after the first fails to connect, 0 to 16.
+    #[schemars(range(min = 0, max = 16))]
+    pub attempts: i32,
 }
 
+/// Passive outlier detection on connect failures.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
+    /// Failed connects in a row that eject an endpoint. At least 1.
     #[schemars(range(min = 1))]
-    pub consecutive_connect_failures: u32,
+    pub consecutive_connect_failures: i32,
+    /// How long an ejected endpoint gets no new connections. Gateway API duration format (GEP-2257), e.g. 30s.
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     pub ejection_time: String,
 }
 
-/// GEP-713 policy status: one entry per ancestor the policy was evaluated for.
+/// GEP-713 policy status: one entry per ancestor the policy was evaluated for, at most 16.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyStatus {
+    /// The policy's status for each ancestor (the Gateway a listener policy applies to, or the Gateway a backend is reached through), at most 16.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub ancestors: Vec<PolicyAncestorStatus>,
 }
 
+/// The policy's status for one ancestor, as one controller sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyAncestorStatus {
+    /// The object the status is about.
     pub ancestor_ref: AncestorRef,
+    /// The controller that wrote this entry (sockgate.io/gateway-controller).
     pub controller_name: String,
+    /// Accepted, with a reason: Accepted, Conflicted, Invalid or TargetNotFound.
+    #[schemars(length(max = 8))]
     pub conditions: Vec<PolicyCondition>,
 }
 
+/// A Gateway API ParentReference to the ancestor.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AncestorRef {
     /// Absent for the core group (a Service): server-side apply turns "" into null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Gateway, TCPRoute or Service.
     pub kind: String,
+    /// The ancestor's namespace.
     pub namespace: String,
+    /// The ancestor's name.
     pub name: String,
+    /// The listener, for a policy attached to one listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
 }
 
+/// The standard Kubernetes condition (metav1.Condition).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyCondition {
+    /// The condition's type, in CamelCase (Accepted).
     #[serde(rename = "type")]
+    #[schemars(length(max = 316), regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"))]
     pub type_: String,
+    /// True, False or Unknown.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
+    /// Why, in CamelCase.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"))]
     pub reason: String,
+    /// What a person needs to know, in words.
+    #[schemars(length(max = 32768))]
     pub message: String,
+    /// The policy's metadata.generation the condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+    /// When the status last changed (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
+}
+
+/// What a raw policy object spells the pre-convention way (read in v1alpha1,
+/// with these warnings): `clientCidrs`, and lower-case PROXY protocol versions.
+pub fn deprecated_spellings(policy: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if policy.pointer("/spec/clientCidrs").is_some() {
+        out.push("spec.clientCidrs is deprecated: rename it to spec.clientCIDRs (the old spelling is read in v1alpha1 only)".to_string());
+    }
+    if let Some(v @ ("v1" | "v2")) = policy.pointer("/spec/proxyProtocol/version").and_then(serde_json::Value::as_str) {
+        out.push(format!("spec.proxyProtocol.version {v:?} is deprecated: write {:?} (enum values are CamelCase; the old spelling is read in v1alpha1 only)", v.to_uppercase()));
+    }
+    out
 }
 
 /// The CRDs of both kinds, as YAML documents (what `gateway-agent crds` prints and the chart installs).
@@ -188,7 +273,7 @@ mod tests {
             assert!(doc["spec"]["versions"][0]["subresources"]["status"].is_object());
         }
         let spec = &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
-        for field in ["targetRefs", "clientCidrs", "maxConnections", "idleTimeout", "proxyProtocol"] {
+        for field in ["targetRefs", "clientCIDRs", "maxConnections", "idleTimeout", "proxyProtocol"] {
             assert!(spec[field].is_object(), "ListenerPolicy.spec.{field} missing: {spec}");
         }
         let spec = &docs[1]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
@@ -196,5 +281,37 @@ mod tests {
             assert!(spec[field].is_object(), "BackendPolicy.spec.{field} missing: {spec}");
         }
         assert!(!yaml.contains("\"$ref\"") && !yaml.contains("$ref:"), "a structural schema has no references");
+    }
+
+    #[test]
+    fn the_crds_follow_the_api_conventions_gep_713_and_gep_2257() {
+        let yaml = crds_yaml();
+        let docs: Vec<serde_json::Value> = yaml.split("---\n").filter(|d| !d.trim().is_empty()).map(|d| serde_yaml::from_str(d).unwrap()).collect();
+        for doc in &docs {
+            assert_eq!(doc["metadata"]["labels"]["gateway.networking.k8s.io/policy"], "Direct", "GEP-713's policy label");
+            let version = &doc["spec"]["versions"][0];
+            let columns: Vec<&str> = version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+            assert_eq!(columns, ["Accepted", "Targets", "Age"]);
+            let schema = &version["schema"]["openAPIV3Schema"];
+            let description = schema["description"].as_str().unwrap();
+            assert!(!description.contains("Auto-generated"), "{description}");
+            let ancestors = &schema["properties"]["status"]["properties"]["ancestors"];
+            assert_eq!(ancestors["maxItems"], 16, "GEP-713 caps ancestors at 16");
+            let condition = &ancestors["items"]["properties"]["conditions"]["items"]["properties"];
+            assert_eq!(condition["status"]["enum"], serde_json::json!(["True", "False", "Unknown"]));
+            assert_eq!(condition["lastTransitionTime"]["format"], "date-time");
+        }
+        let listener = &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert!(listener["clientCIDRs"].is_object());
+        assert!(listener["clientCidrs"]["description"].as_str().unwrap().starts_with("Deprecated: renamed clientCIDRs"));
+        assert_eq!(listener["maxConnections"]["format"], "int32");
+        assert_eq!(listener["idleTimeout"]["pattern"], DURATION_PATTERN);
+        let backend = &docs[1]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(backend["connectTimeout"]["pattern"], DURATION_PATTERN);
+        assert_eq!(backend["retries"]["properties"]["attempts"]["format"], "int32");
+        assert_eq!(backend["outlierDetection"]["properties"]["consecutiveConnectFailures"]["format"], "int32");
+        assert_eq!(backend["outlierDetection"]["properties"]["ejectionTime"]["pattern"], DURATION_PATTERN);
+        assert_eq!(backend["proxyProtocol"]["properties"]["version"]["enum"], serde_json::json!(["V1", "V2", "v1", "v2"]));
+        assert!(!yaml.contains("uint32"), "integers are int32");
     }
 }

@@ -1,11 +1,21 @@
 //! creationTimestamp for objects that come without one.
 //!
 //! The API server stamps every object when it is created, and the spec's
-//! tie-breaks ("the oldest route wins a listener") depend on it. Manifests on
-//! disk carry no timestamp, so standalone mode stamps each object with the time
-//! the agent first saw it, and keeps that stamp across reloads: an object that
-//! was there first stays older than one added later, as it would in a cluster.
+//! tie-breaks ("the oldest route wins a listener", "the older policy wins")
+//! depend on it. Manifests on disk carry no timestamp, so standalone mode stamps
+//! each object with the time an agent first saw it, and keeps that stamp across
+//! reloads: an object that was there first stays older than one added later, as
+//! it would in a cluster.
+//!
+//! The stamps also survive restarts and takeovers: they are kept in a small file
+//! beside the manifests (`DIR/.sockgate-first-seen.json` by default, not a
+//! manifest itself), rewritten whenever an object appears or goes, and read by
+//! the next agent and by `check`/`status`, so that a restart changes no winner
+//! and `check` reports what the running agent does. An object deleted and added
+//! again is new. A `metadata.creationTimestamp` written in a manifest always
+//! wins over the file, for whoever wants to pin an order by hand.
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -15,9 +25,63 @@ use crate::resources::{ObjectKey, Snapshot};
 #[derive(Debug, Default)]
 pub struct CreationClock {
     first_seen: BTreeMap<(&'static str, ObjectKey), Time>,
+    /// Whether `first_seen` changed since it was last saved or loaded.
+    changed: bool,
 }
 
+/// The file's form: "Kind namespace/name" → RFC 3339 time with its fraction of
+/// a second (metav1.Time keeps whole seconds only, which would tie two objects
+/// seen within one second and let the name decide after a restart).
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Saved {
+    #[serde(rename = "firstSeen")]
+    first_seen: BTreeMap<String, String>,
+}
+
+/// Where standalone mode keeps first-seen times for `dir` unless told otherwise.
+pub fn default_file(manifests: &Path) -> PathBuf {
+    manifests.join(".sockgate-first-seen.json")
+}
+
+const KINDS: [&str; 10] = ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute", "ReferenceGrant", "Service", "EndpointSlice", "Namespace", "ListenerPolicy", "BackendPolicy"];
+
 impl CreationClock {
+    /// The stamps saved in `file`; none if there is no file yet. An unreadable
+    /// or garbled file is an error (the caller says so and starts afresh).
+    pub fn load(file: &Path) -> Result<CreationClock, String> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CreationClock::default()),
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        };
+        let saved: Saved = serde_json::from_str(&text).map_err(|e| format!("{} is not a first-seen file: {e}", file.display()))?;
+        let mut first_seen = BTreeMap::new();
+        for (name, time) in saved.first_seen {
+            let Some((kind, key)) = name.split_once(' ') else { continue };
+            let Some(kind) = KINDS.iter().find(|k| **k == kind) else { continue };
+            let key = match key.split_once('/') {
+                Some((ns, n)) => ObjectKey::new(ns, n),
+                None => ObjectKey::cluster(key),
+            };
+            let Ok(time) = time.parse::<Timestamp>() else { continue };
+            first_seen.insert((*kind, key), Time(time));
+        }
+        Ok(CreationClock { first_seen, changed: false })
+    }
+
+    /// Writes the stamps to `file` if they changed (atomically: a temporary file renamed over it).
+    pub fn save(&mut self, file: &Path) -> std::io::Result<()> {
+        if !self.changed {
+            return Ok(());
+        }
+        let saved = Saved { first_seen: self.first_seen.iter().map(|((kind, key), t)| (format!("{kind} {key}"), t.0.to_string())).collect() };
+        let temporary = file.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_string_pretty(&saved).expect("stamps serialize") + "\n")?;
+        std::fs::rename(&temporary, file)?;
+        self.changed = false;
+        Ok(())
+    }
+
     /// Fills in missing creationTimestamps with the first time each object was
     /// seen (`now` for objects new in this snapshot), and forgets objects that
     /// are gone, so that one deleted and re-added is new again.
@@ -60,6 +124,9 @@ impl CreationClock {
         }
         for (k, o) in snapshot.backend_policies.iter_mut() {
             visit("BackendPolicy", k, &mut o.metadata);
+        }
+        if seen != self.first_seen {
+            self.changed = true;
         }
         self.first_seen = seen;
     }
@@ -109,6 +176,30 @@ mod tests {
         again.tcp_routes.extend([route("a")]);
         clock.stamp(&mut again, t3);
         assert_eq!(stamp_of(&again, "a"), t3);
+    }
+
+    #[test]
+    fn first_seen_times_survive_a_restart_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = default_file(dir.path());
+        let t1: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t2: Timestamp = "2026-01-01T00:00:00.5Z".parse().unwrap();
+        let mut clock = CreationClock::load(&file).unwrap();
+        let mut s = Snapshot::default();
+        s.tcp_routes.extend([route("zeta")]);
+        clock.stamp(&mut s, t1);
+        clock.save(&file).unwrap();
+        // A restart: a new clock from the file, and alpha is new.
+        let mut restarted = CreationClock::load(&file).unwrap();
+        let mut s = Snapshot::default();
+        s.tcp_routes.extend([route("zeta"), route("alpha")]);
+        restarted.stamp(&mut s, t2);
+        assert_eq!((stamp_of(&s, "zeta"), stamp_of(&s, "alpha")), (t1, t2), "zeta stays older than alpha, even within one second");
+        restarted.save(&file).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("\"TCPRoute default/zeta\": \"2026-01-01T00:00:00Z\""), "{text}");
+        std::fs::write(&file, "garbage").unwrap();
+        assert!(CreationClock::load(&file).unwrap_err().contains("is not a first-seen file"));
     }
 
     #[test]

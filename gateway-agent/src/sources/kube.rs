@@ -160,9 +160,8 @@ fn build(stores: &[(ApiResource, Store<DynamicObject>)]) -> Loaded {
             Some((format!("cluster {}", resource.kind), value))
         })
     });
-    let (loaded, problems) = load_objects(objects);
-    for p in &problems {
-        tracing::warn!("ignoring an invalid object: {}", p.reason);
-    }
+    let (mut loaded, problems) = load_objects(objects);
+    // Said once by the reconcile loop (each snapshot would repeat them).
+    loaded.notes.extend(problems.iter().map(|p| format!("ignoring an invalid object: {}", p.reason)));
     loaded
 }

@@ -2,8 +2,24 @@
 //!
 //! Every `*.yaml`/`*.yml` file directly in the directory (like `kubectl apply -f DIR`,
 //! not recursive), each possibly holding several `---` documents or a `kind: List`.
-//! Kinds sockgate does not use are ignored; any malformed document fails the whole
-//! load, so that a half-read directory never replaces a good configuration.
+//! Kinds sockgate does not use are ignored (and listed); any malformed document
+//! fails the whole load, so that a half-read directory never replaces a good
+//! configuration.
+//!
+//! Strict decoding, one rule for every kind sockgate reads: each object is
+//! checked against its kind's schema (the Gateway API v1.6.1 CRDs, sockgate's
+//! own CRDs, Kubernetes 1.32's core types) before it is decoded. On disk
+//! ([`Strictness::Manifests`]) an unknown or misspelt field, a value of the
+//! wrong type or out of the schema's range rejects the **directory**: the last
+//! good configuration keeps serving, and the error names the file, document,
+//! object, the field's path and, where one is close, the field meant. From a
+//! cluster ([`Strictness::Cluster`]) the API server has already applied its
+//! schema (pruning or rejecting unknown fields), so a field unknown to
+//! sockgate's copy of a Gateway API or core schema comes from a newer API and
+//! is a note, not an error; any other problem rejects that **object** alone.
+//! Mistakes the schema cannot see (a Service that does not exist, a policy
+//! conflict) are not decoding errors: they reject the one object through its
+//! status conditions, in both modes.
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,6 +29,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+
+use super::decode::decode;
+use super::schema::{self, Problem};
 use serde_json::Value;
 
 use crate::resources::gateway_api::GROUP;
@@ -69,6 +88,18 @@ pub struct IgnoredObject {
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub ignored: Vec<IgnoredObject>,
+    /// Things worth saying that do not stop the load (fields from a newer API, deprecated spellings).
+    pub notes: Vec<String>,
+}
+
+/// How strictly objects are checked against their schema (see the module's doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strictness {
+    /// Manifests on disk: every problem is an error.
+    #[default]
+    Manifests,
+    /// Objects read from an API server, which applied its own schema first.
+    Cluster,
 }
 
 /// The manifest files of `dir`, sorted by name.
@@ -111,7 +142,7 @@ pub fn load_text(file: &Path, text: &str) -> Result<Loaded, LoadError> {
 /// bad object is dropped (and returned as a problem) instead of failing the
 /// rest: one user's broken route must not take other routes down.
 pub fn load_objects(objects: impl IntoIterator<Item = (String, Value)>) -> (Loaded, Vec<ManifestError>) {
-    let mut loader = Loader::default();
+    let mut loader = Loader { strictness: Strictness::Cluster, ..Loader::default() };
     for (origin, value) in objects {
         loader.add_value(Path::new(&origin), 1, value);
     }
@@ -124,6 +155,7 @@ struct Loader {
     errors: Vec<ManifestError>,
     /// Where each object was first defined, to report duplicates with both places.
     origins: BTreeMap<(&'static str, ObjectKey), (PathBuf, usize)>,
+    strictness: Strictness,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +212,16 @@ impl Loader {
             None => ("", type_meta.api_version.as_str()),
         };
         let described = describe(&value, !matches!(type_meta.kind.as_str(), "GatewayClass" | "Namespace"));
+        let value = if (group, type_meta.kind.as_str()) == ("discovery.k8s.io", "EndpointSlice") && version == "v1beta1" { as_v1_endpoint_slice(value) } else { value };
+        let schema_version = if group == "discovery.k8s.io" { "v1" } else { version };
+        if group == policies::GROUP {
+            self.loaded.notes.extend(policies::deprecated_spellings(&value).into_iter().map(|d| format!("{} {described}: {d}", type_meta.kind)));
+        }
+        if let Some(problems) = schema::check(group, &type_meta.kind, schema_version, &value) {
+            if let Err(reason) = self.judge(group, &type_meta.kind, &described, problems) {
+                return self.fail(file, document, format!("{} {described}: {reason}", type_meta.kind));
+            }
+        }
         let result = match (group, type_meta.kind.as_str()) {
             (GROUP, "GatewayClass") => self.add::<GatewayClass>(version, &["v1", "v1beta1"], false, value, file, document, |s, k, o| {
                 s.gateway_classes.insert(k, o);
@@ -220,7 +262,7 @@ impl Loader {
             }),
             // v1beta1 (what a 1.20 server serves) has the same fields sockgate reads;
             // the v1 type insists on its own apiVersion, so it is read as v1.
-            ("discovery.k8s.io", "EndpointSlice") => self.add::<EndpointSlice>(version, &["v1", "v1beta1"], true, as_v1_endpoint_slice(value), file, document, |s, k, o| {
+            ("discovery.k8s.io", "EndpointSlice") => self.add::<EndpointSlice>(version, &["v1", "v1beta1"], true, value, file, document, |s, k, o| {
                 s.endpoint_slices.insert(k, o);
                 Ok(())
             }),
@@ -251,6 +293,26 @@ impl Loader {
         }
     }
 
+    /// The schema's problems of one object: an error naming them all, or Ok
+    /// (with a note) for fields only a newer API has, read from a cluster.
+    fn judge(&mut self, group: &str, kind: &str, described: &str, problems: Vec<Problem>) -> Result<(), String> {
+        let owned_schema = group == policies::GROUP;
+        let (newer, errors): (Vec<Problem>, Vec<Problem>) = problems
+            .into_iter()
+            .partition(|p| self.strictness == Strictness::Cluster && !owned_schema && matches!(p, Problem::UnknownField { .. }));
+        let hint = |p: &Problem| match p {
+            Problem::Invalid { path, .. } if path == "spec.rules" && matches!(kind, "TCPRoute" | "UDPRoute") => format!(" ({kind} v1 has exactly one rule; v1alpha2 allows up to 16)"),
+            _ => String::new(),
+        };
+        for p in &newer {
+            self.loaded.notes.push(format!("{kind} {described}: {p}: not in the schema sockgate was built with (a newer API?); ignored"));
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(errors.iter().map(|p| format!("{p}{}", hint(p))).collect::<Vec<_>>().join("; "))
+    }
+
     /// Parses one object of kind `K`, defaults its namespace, rejects duplicates
     /// and hands it to `insert` (which may validate it further).
     #[allow(clippy::too_many_arguments)]
@@ -267,7 +329,7 @@ impl Loader {
         if !served.contains(&version) {
             return Err(format!("API version {version:?} is not one sockgate reads (it reads {})", served.join(", ")));
         }
-        let mut object: K = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let mut object: K = decode(value)?;
         let meta = object.meta_mut();
         let name = meta.name.clone().unwrap_or_default();
         if name.is_empty() {
@@ -297,8 +359,17 @@ impl Loader {
     }
 }
 
+/// A v1beta1 EndpointSlice in v1's shape: the fields sockgate reads are the
+/// same; `topology` became `deprecatedTopology`.
 fn as_v1_endpoint_slice(mut value: Value) -> Value {
     value["apiVersion"] = Value::from("discovery.k8s.io/v1");
+    if let Some(endpoints) = value.get_mut("endpoints").and_then(Value::as_array_mut) {
+        for endpoint in endpoints.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(topology) = endpoint.remove("topology") {
+                endpoint.insert("deprecatedTopology".into(), topology);
+            }
+        }
+    }
     value
 }
 
@@ -442,15 +513,15 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
 
     #[test]
     fn a_v1_tcproute_with_two_rules_is_rejected_as_the_schema_would() {
-        let e = errors("apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  rules: [{backendRefs: []}, {backendRefs: []}]\n");
-        assert_eq!(e, ["m.yaml: document 1: TCPRoute default/r: spec.rules must have exactly 1 rule in TCPRoute v1 (v1alpha2 allows up to 16), has 2"]);
+        let e = errors("apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  rules: [{backendRefs: [{name: s, port: 1}]}, {backendRefs: [{name: s, port: 1}]}]\n");
+        assert_eq!(e, ["m.yaml: document 1: TCPRoute default/r: spec.rules: may have at most 1 item, has 2 (TCPRoute v1 has exactly one rule; v1alpha2 allows up to 16)"]);
     }
 
     #[test]
     fn schema_rules_a_1_20_server_cannot_check_are_checked_here() {
         let route = |backend: &str| format!("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  rules: [{{backendRefs: [{backend}]}}]\n");
         assert!(errors(&route("{name: s}"))[0].contains("backendRefs[0].port is required when referring to a Service"));
-        assert!(errors(&route("{name: s, port: 1, weight: 1000001}"))[0].contains("weight 1000001 is outside 0..1000000"));
+        assert!(errors(&route("{name: s, port: 1, weight: 1000001}"))[0].contains("spec.rules[0].backendRefs[0].weight: must be at most 1000000, got 1000001"));
         let gw = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: c\n  listeners: [{name: a, port: 1, protocol: TCP}, {name: a, port: 2, protocol: TCP}]\n";
         assert!(errors(gw)[0].contains("spec.listeners[1].name \"a\" is not unique"));
     }
@@ -458,12 +529,12 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
     #[test]
     fn the_crds_cel_rules_on_parent_refs_listeners_and_rule_names_are_enforced() {
         let route = |parents: &str, rules: &str| format!("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: {parents}\n  rules: {rules}\n");
-        let one_rule = "[{backendRefs: []}]";
+        let one_rule = "[{backendRefs: [{name: s, port: 1}]}]";
         assert!(errors(&route("[{name: gw, sectionName: a}, {name: gw}]", one_rule))[0].contains("sectionName or port must be specified when parentRefs includes 2 or more references to the same parent"));
         assert!(errors(&route("[{name: gw, port: 1}, {name: gw, port: 1}]", one_rule))[0].contains("sectionName or port must be unique"));
         assert!(load(&route("[{name: gw, sectionName: a}, {name: gw, sectionName: b}, {name: other}]", one_rule)).is_ok());
         assert!(load(&route("[{name: gw}, {name: gw, namespace: elsewhere}]", one_rule)).is_ok(), "different parents");
-        assert!(errors(&route("[{name: gw}]", "[{name: x, backendRefs: []}, {name: x, backendRefs: []}]"))[0].contains("rule name must be unique within the route"));
+        assert!(errors(&route("[{name: gw}]", "[{name: x, backendRefs: [{name: s, port: 1}]}, {name: x, backendRefs: [{name: s, port: 1}]}]"))[0].contains("rule name must be unique within the route"));
         let gw = |l2: &str| format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  gatewayClassName: c\n  listeners: [{{name: a, port: 1, protocol: TCP}}, {l2}]\n");
         assert!(errors(&gw("{name: b, port: 1, protocol: TCP}"))[0].contains("the combination of port, protocol and hostname must be unique"));
         assert!(load(&gw("{name: b, port: 1, protocol: TCP, hostname: b.example}")).is_ok(), "differing hostnames pass the schema (and then conflict)");
@@ -475,6 +546,45 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
         assert_eq!(loaded.snapshot.object_count(), 0);
         let kinds: Vec<_> = loaded.ignored.iter().map(|i| (i.kind.as_str(), i.name.as_str(), i.document)).collect();
         assert_eq!(kinds, [("Deployment", "backend-1", 1), ("ConfigMap", "c", 2)]);
+    }
+
+    #[test]
+    fn a_misspelt_field_rejects_the_directory_naming_the_object_the_path_and_the_field_meant() {
+        let e = errors("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: redis}\nspec:\n  parentRefs: [{name: gw, sectionNme: redis}]\n  rules: [{backendRefs: [{name: redis, port: 6379}]}]\n");
+        assert_eq!(e, ["m.yaml: document 1: TCPRoute default/redis: unknown field \"spec.parentRefs[0].sectionNme\" (did you mean \"sectionName\"?)"]);
+    }
+
+    #[test]
+    fn every_kind_sockgate_reads_is_decoded_strictly() {
+        let cases = [
+            ("apiVersion: v1\nkind: Namespace\nmetadata: {name: a, lables: {x: y}}\n", "Namespace a: unknown field \"metadata.lables\" (did you mean \"labels\"?)"),
+            ("apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: c}\nspec: {controllerNme: x}\n", "unknown field \"spec.controllerNme\" (did you mean \"controllerName\"?)"),
+            ("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: c, listeners: [{name: a, port: 1, protocol: TCP, allowedRoute: {}}]}\n", "unknown field \"spec.listeners[0].allowedRoute\" (did you mean \"allowedRoutes\"?)"),
+            ("apiVersion: gateway.networking.k8s.io/v1\nkind: UDPRoute\nmetadata: {name: u}\nspec: {rules: [{backendRef: []}]}\n", "unknown field \"spec.rules[0].backendRef\" (did you mean \"backendRefs\"?)"),
+            ("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: r}\nspec: {from: [{group: '', kind: TCPRoute, namespce: a}], to: [{group: '', kind: Service}]}\n", "unknown field \"spec.from[0].namespce\" (did you mean \"namespace\"?)"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: \"3001\"}]}\n", "Service default/s: spec.ports[0].port: must be an integer (int32), got the string \"3001\""),
+            ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e}\naddressType: IPv4\nendpoints: [{adresses: [198.18.2.2]}]\n", "unknown field \"endpoints[0].adresses\" (did you mean \"addresses\"?)"),
+            ("apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: p}\nspec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: g}], maxConnections: -1}\n", "ListenerPolicy default/p: spec.maxConnections: must be at least 1, got -1"),
+            ("apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: p}\nspec: {targetRefs: [{kind: Service, name: s}], retries: {attempts: \"3\"}}\n", "spec.retries.attempts: must be an integer (int32), got the string \"3\""),
+        ];
+        for (text, expected) in cases {
+            let e = errors(text);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(e[0].contains(expected), "{}\n  does not contain\n{expected}", e[0]);
+            assert!(!e[0].contains("u32") && !e[0].contains("i32") && !e[0].contains("struct"), "a Rust type name in: {}", e[0]);
+        }
+    }
+
+    #[test]
+    fn from_a_cluster_a_field_of_a_newer_api_is_a_note_but_a_policy_field_sockgate_does_not_know_rejects_the_policy() {
+        let gateway: Value = serde_yaml::from_str("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec: {gatewayClassName: c, listeners: [{name: a, port: 1, protocol: TCP}], futureField: 1}\n").unwrap();
+        let policy: Value = serde_yaml::from_str("apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: p, namespace: default}\nspec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: g}], clientCIDR: {deny: [198.18.0.0/15]}}\n").unwrap();
+        let (loaded, problems) = load_objects([("cluster Gateway".to_string(), gateway), ("cluster ListenerPolicy".to_string(), policy)]);
+        assert_eq!(loaded.snapshot.gateways.len(), 1, "the Gateway is served");
+        assert!(loaded.notes[0].contains("spec.futureField"), "{:?}", loaded.notes);
+        assert!(loaded.snapshot.listener_policies.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].reason.contains("unknown field \"spec.clientCIDR\" (did you mean \"clientCIDRs\"?)"), "{}", problems[0].reason);
     }
 
     #[test]
@@ -490,7 +600,7 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
         assert_eq!(errors("- a list\n"), ["m.yaml: document 1: a document must be a mapping with apiVersion and kind"]);
         assert_eq!(errors("apiVersion: v1\nkind: Service\nmetadata: {}\n"), ["m.yaml: document 1: Service default/<no name>: metadata.name is required"]);
         let e = errors("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {listeners: 3}\n");
-        assert!(e[0].starts_with("m.yaml: document 1: Gateway default/g: invalid type"), "{}", e[0]);
+        assert_eq!(e, ["m.yaml: document 1: Gateway default/g: spec.gatewayClassName: is required; spec.listeners: must be a list, got 3"]);
     }
 
     #[test]
@@ -501,7 +611,7 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
 
     #[test]
     fn duplicate_objects_are_errors_naming_both_places_even_across_tcproute_versions() {
-        let route = |v: &str| format!("apiVersion: gateway.networking.k8s.io/{v}\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  rules: [{{backendRefs: []}}]\n");
+        let route = |v: &str| format!("apiVersion: gateway.networking.k8s.io/{v}\nkind: TCPRoute\nmetadata: {{name: r}}\nspec:\n  rules: [{{backendRefs: [{{name: s, port: 1}}]}}]\n");
         let e = errors(&format!("{}---\n{}", route("v1"), route("v1alpha2")));
         assert_eq!(e, ["m.yaml: document 2: TCPRoute default/r: duplicate object: already defined in m.yaml document 1"]);
         // The same name in another namespace, or of another kind, is a different object.

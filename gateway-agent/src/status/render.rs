@@ -9,6 +9,9 @@ use crate::resources::{ObjectKey, Snapshot, TcpRouteVersion};
 
 /// One document per GatewayClass, Gateway, TCPRoute and UDPRoute with a
 /// status from sockgate, in that order (each kind by key), then policies.
+/// The most ancestors a policy's status lists (GEP-713's PolicyAncestorStatus cap).
+pub const MAX_POLICY_ANCESTORS: usize = 16;
+
 pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_name: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for (key, conditions) in &report.gateway_classes {
@@ -55,8 +58,10 @@ pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_nam
         }
     }
     for ((kind, key), ancestors) in &report.policies {
+        // GEP-713 caps the list at 16 (the CRD's maxItems): the first 16, in the translator's order.
         let ancestors: Vec<Value> = ancestors
             .iter()
+            .take(MAX_POLICY_ANCESTORS)
             .map(|a| json!({ "ancestorRef": a.ancestor, "controllerName": controller_name, "conditions": conditions_json(&a.conditions) }))
             .collect();
         let api_version = format!("{}/{}", policies::GROUP, policies::VERSION);

@@ -41,7 +41,7 @@ pub enum DropReason {
     /// The flow's share belongs to a backendRef that cannot serve (missing,
     /// not permitted, no ready endpoint): dropped, as TCP connections are reset.
     InvalidBackend,
-    /// The client's address is not allowed (ListenerPolicy clientCidrs).
+    /// The client's address is not allowed (ListenerPolicy clientCIDRs).
     ClientDenied,
     /// A new flow beyond the listener's maxConnections.
     FlowLimit,

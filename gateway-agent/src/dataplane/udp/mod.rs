@@ -10,7 +10,7 @@
 //! its own (the node's address, so replies come back through the relay), and
 //! replies go back from the listener's socket. Flows end after `idleTimeout`
 //! (ListenerPolicy; [`listener::DEFAULT_IDLE_TIMEOUT`] without one);
-//! endpoint changes follow [`flows`]' rules. `clientCidrs` drop datagrams of
+//! endpoint changes follow [`flows`]' rules. `clientCIDRs` drop datagrams of
 //! clients not allowed before any flow exists; `maxConnections` caps the flows.
 //! All listeners together hold at most a quarter of the open-files limit in
 //! flows: a flood of new client addresses gets its datagrams dropped
