@@ -56,11 +56,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let offer = Offer::bind(&args.takeover_socket)?;
     let xdp = load_xdp(&args);
-    let udp = UdpRelay::new(args.listen_address);
+    let mut udp = UdpRelay::new(args.listen_address);
+    let udp_nat = load_udp_nat(&args);
+    udp.set_kernel(udp_nat.is_some());
     health.publish_udp(udp.served());
     let mut applier = Applier {
         listeners,
         udp,
+        udp_nat,
         udp_state_file: args.udp_state_file.clone(),
         xdp,
         xdp_unattached: args.xdp_interfaces.clone(),
@@ -336,6 +339,24 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offe
     }
 }
 
+/// The kernel UDP NAT, with `--dataplane ebpf`; None (the relay serves UDP
+/// alone) in other modes or when it cannot load. The log says which runs.
+fn load_udp_nat(args: &crate::cli::RunArgs) -> Option<crate::dataplane::udp_nat::UdpNat> {
+    if args.dataplane != crate::dataplane::DataplaneMode::Ebpf {
+        return None;
+    }
+    match crate::dataplane::udp_nat::UdpNat::load(&args.bpf_pin_dir, &args.splice_interfaces) {
+        Ok(nat) => {
+            tracing::info!(interfaces = %nat.interfaces().join(", "), pins = %args.bpf_pin_dir.display(), "UDP data path: kernel UDP NAT (TC ingress, LRU flow table; no socket per flow); the userspace relay stays bound for fragments and IPv6");
+            Some(nat)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "UDP data path: the kernel UDP NAT cannot load here; the userspace relay serves every UDP listener");
+            None
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into())
 }
@@ -345,6 +366,9 @@ struct Applier {
     listeners: ListenerSet,
     /// UDP listeners: the userspace relay (no in-kernel UDP path yet).
     udp: UdpRelay,
+    /// The kernel UDP NAT (`--dataplane ebpf`), serving UDP listeners in TC;
+    /// the relay stays bound beside it for what passes to the stack (fragments, IPv6).
+    udp_nat: Option<crate::dataplane::udp_nat::UdpNat>,
     udp_state_file: PathBuf,
     xdp: Option<XdpFilter>,
     /// Interfaces the filter goes on once it holds the first rules: attached
@@ -430,6 +454,9 @@ impl Applier {
         }
         self.listeners.apply(&translation.dataplane);
         self.udp.apply(&translation.dataplane.udp_listeners);
+        if let Some(nat) = &self.udp_nat {
+            nat.apply(&translation.dataplane.udp_listeners);
+        }
         self.program_xdp(&translation.dataplane);
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(e) = kernel.sync(&translation.dataplane) {
@@ -484,6 +511,9 @@ impl Applier {
     fn tick(&mut self) {
         self.listeners.retry_unbound();
         self.udp.retry_unbound();
+        if let Some(nat) = &self.udp_nat {
+            nat.sweep();
+        }
         self.write_udp_state();
         self.publish_activity();
         if let Some(report) = self.listeners.splice_report() {

@@ -300,6 +300,105 @@ pub const MAX_FLOW_ENTRIES: u32 = 1 << 18;
 /// `ListenerInfo::path` code of the kernel splice.
 pub const PATH_KERNEL: u32 = 3;
 
+// ---- The kernel UDP NAT (`sockgate_udp_nat`, gateway-ebpf/src/udp_nat) ----
+// IPv4 only: a datagram of another family passes to the stack (the userspace relay).
+
+/// Key of `UDP_NAT_FLOWS`: a datagram's 4-tuple as it arrives at the node.
+/// Addresses in network byte order, ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UdpFlowKey {
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// What a datagram of a flow becomes. Two entries per flow: the client's
+/// (`to_client` 0, keyed by client → listener) and the reply entry
+/// (`to_client` 1, keyed by endpoint → node:nat_port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpFlowEntry {
+    pub out_src_addr: [u8; 4],
+    pub out_dst_addr: [u8; 4],
+    pub out_src_port: u16,
+    pub out_dst_port: u16,
+    /// Where the rewritten datagram leaves (`bpf_redirect_neigh`).
+    pub out_ifindex: u32,
+    pub listener_port: u32,
+    pub to_client: u32,
+    /// `bpf_ktime_get_ns` of its last datagram.
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key of `UDP_NAT_LISTENERS`: the listener's UDP port (host order).
+pub type UdpListenerPort = u32;
+
+/// A UDP listener the kernel serves (written by the agent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpNatListener {
+    /// Its row in `UDP_NAT_SLOTS` (slots `index * UDP_NAT_SLOTS_PER_LISTENER ..`) and in `UDP_NAT_CURSOR`.
+    pub index: u32,
+    /// Slots filled (by weight); 0: no endpoint, datagrams are dropped and counted.
+    pub slots: u32,
+    /// Flows idle this long are removed by the agent's sweep.
+    pub idle_timeout_ns: u64,
+    /// Flows the agent's sweep ended: idle, or their endpoint left the route.
+    pub flows_expired: u64,
+    pub flows_moved: u64,
+}
+
+/// One slot of a listener's pick table: an endpoint, the node's address on
+/// the leg toward it and the interface that leg leaves by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpNatEndpoint {
+    pub addr: [u8; 4],
+    pub node_addr: [u8; 4],
+    pub port: u16,
+    pub _pad: u16,
+    pub ifindex: u32,
+}
+
+/// Per-listener counters of the kernel UDP NAT (`UDP_NAT_STATS`, per CPU).
+/// Row 0 (no listener has port 0) counts what is not a listener's: IPv4
+/// fragments to a node address (passed to the stack).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpNatStats {
+    pub datagrams_from_clients: u64,
+    pub bytes_from_clients: u64,
+    pub datagrams_to_clients: u64,
+    pub bytes_to_clients: u64,
+    pub flows_created: u64,
+    /// Datagrams dropped: no endpoint, no free NAT port, no route out.
+    pub dropped_no_endpoint: u64,
+    pub dropped_no_port: u64,
+    pub dropped_unroutable: u64,
+    /// Fragments passed to the stack (the userspace relay reassembles and serves them).
+    pub fragments_passed: u64,
+}
+
+pub const UDP_NAT_FLOWS_MAP: &str = "UDP_NAT_FLOWS";
+pub const UDP_NAT_LISTENERS_MAP: &str = "UDP_NAT_LISTENERS";
+pub const UDP_NAT_SLOTS_MAP: &str = "UDP_NAT_SLOTS";
+pub const UDP_NAT_CURSOR_MAP: &str = "UDP_NAT_CURSOR";
+pub const UDP_NAT_NODE_ADDRS_MAP: &str = "UDP_NAT_NODE_ADDRS";
+pub const UDP_NAT_STATS_MAP: &str = "UDP_NAT_STATS";
+pub const UDP_NAT_PROGRAM: &str = "sockgate_udp_nat";
+pub const UDP_NAT_MAX_LISTENERS: u32 = 256;
+pub const UDP_NAT_SLOTS_PER_LISTENER: u32 = 1024;
+/// LRU: a flood of new 5-tuples evicts the least recently used flows.
+pub const UDP_NAT_MAX_FLOWS: u32 = 1 << 16;
+/// NAT source ports toward endpoints: above Linux's default ephemeral range
+/// (32768–60999), so no socket of the node that connect()s picks one.
+pub const UDP_NAT_PORT_MIN: u16 = 61000;
+pub const UDP_NAT_PORT_COUNT: u32 = 65536 - 61000;
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are repr(C), Copy, and have no padding holes
@@ -321,4 +420,12 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::SpliceStats {}
+    // SAFETY: repr(C), Copy, no padding holes: UdpFlowKey 12 bytes, UdpFlowEntry
+    // 24 bytes of u32/u16 fields then 3 × u64 (48), UdpNatListener 2 × u32 + 3 × u64,
+    // UdpNatEndpoint 16 bytes with explicit padding, UdpNatStats 9 × u64.
+    unsafe impl aya::Pod for super::UdpFlowKey {}
+    unsafe impl aya::Pod for super::UdpFlowEntry {}
+    unsafe impl aya::Pod for super::UdpNatListener {}
+    unsafe impl aya::Pod for super::UdpNatEndpoint {}
+    unsafe impl aya::Pod for super::UdpNatStats {}
 }

@@ -24,6 +24,9 @@ mod xdp_filter;
 /// `sockgate_tcp_splice`: spliced TCP connections, rewritten and forwarded in TC.
 mod tcp_splice;
 
+/// `sockgate_udp_nat`: UDP listeners as a per-flow NAT in TC.
+mod udp_nat;
+
 // BTF map definitions (`.maps`): the kernel then knows the key and value
 // types, and `bpftool map dump` prints their fields by name.
 const MAX_LISTENERS_: usize = MAX_LISTENERS as usize;

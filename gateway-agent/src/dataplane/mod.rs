@@ -41,6 +41,7 @@ pub mod selftest;
 pub mod sockets;
 pub mod splice;
 pub mod udp;
+pub mod udp_nat;
 pub mod xdp;
 
 use std::path::Path;

@@ -49,6 +49,8 @@ pub struct UdpRelay {
     unbound: BTreeMap<u16, (ListenerConfig, String)>,
     epoch: Instant,
     announced: bool,
+    /// The kernel UDP NAT serves these listeners too (the relay gets only what it passes to the stack).
+    kernel: bool,
 }
 
 impl UdpRelay {
@@ -60,7 +62,12 @@ impl UdpRelay {
     }
 
     pub fn with_budget(bind_ip: IpAddr, max_flows: usize) -> Self {
-        UdpRelay { bind_ip, budget: flows::Budget::new(max_flows), served: Served::default(), unbound: BTreeMap::new(), epoch: Instant::now(), announced: false }
+        UdpRelay { bind_ip, budget: flows::Budget::new(max_flows), served: Served::default(), unbound: BTreeMap::new(), epoch: Instant::now(), announced: false, kernel: false }
+    }
+
+    /// Whether the kernel UDP NAT serves the listeners in front of this relay (for the log).
+    pub fn set_kernel(&mut self, kernel: bool) {
+        self.kernel = kernel;
     }
 
     /// The listeners, for `/metrics` (read live, not copied).
@@ -77,11 +84,15 @@ impl UdpRelay {
     pub fn apply(&mut self, wanted: &BTreeMap<u16, ListenerConfig>) {
         if !wanted.is_empty() && !self.announced {
             self.announced = true;
+            if self.kernel {
+                tracing::info!(max_flows = self.budget.max, "UDP relay bound behind the kernel UDP NAT: it serves only the datagrams the NAT passes to the stack (IPv4 fragments, IPv6)");
+            } else {
             tracing::info!(
                 max_flows = self.budget.max,
                 "UDP data path: userspace relay (one socket per flow toward the backend); \
-                 the in-kernel UDP NAT is not built yet, so every UDP listener is served here"
+                 the kernel UDP NAT runs only with --dataplane ebpf, so every UDP listener is served here"
             );
+            }
         }
         let mut served = self.served.lock().unwrap();
         served.retain(|port, listener| {
