@@ -1,9 +1,10 @@
 //! The userspace UDP relay: serves the UDP listeners (UDPRoutes) of a
 //! [`DataplaneConfig`], applied as a diff.
 //!
-//! This is the path UDP takes until the in-kernel UDP NAT (a TC program with
-//! an LRU flow table, issue 15's item 2) exists, and its fallback afterwards
-//! (`--dataplane userspace`, or no BPF). Semantics the kernel path must keep:
+//! The kernel UDP NAT (`super::udp_nat`, with `--dataplane ebpf`) forwards
+//! IPv4 flows without it; this relay serves every other mode, the datagrams
+//! the kernel path passes on (fragments, IPv6), and everything when BPF is
+//! unavailable. Semantics both keep:
 //! a flow is a client address; its first datagram picks an endpoint by weight
 //! (smooth weighted round-robin over flows, so weights hold across many
 //! clients); every datagram of the flow goes to that endpoint from a socket of
