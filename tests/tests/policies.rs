@@ -208,7 +208,10 @@ fn xdp_drops_a_denied_clients_packets_counts_them_and_a_policy_change_applies_wi
             .client
             .enter(move || {
                 let s = TcpStream::connect_timeout(&addr, Duration::from_millis(800))?;
-                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                // Short: a rule change can land mid-handshake (the SYN passed,
+                // the client's ACK and data are dropped), and such an attempt
+                // must not eat the whole wait below.
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
                 sockgate_tests::integrity::exchange(s, pattern(8, 4096))
             })
             .unwrap()
