@@ -114,16 +114,19 @@ fn check_translation(snapshot: &Snapshot, t: &Translation) {
             }
         }
     }
+    // TCP and UDP listeners are served from two tables (a TCP and a UDP
+    // listener may share a port number); each is one listener per port.
     let served: BTreeSet<_> = t
         .dataplane
         .listeners
         .values()
+        .chain(t.dataplane.udp_listeners.values())
         .map(|l| (l.gateway.clone(), l.listener.clone()))
         .collect();
     assert_eq!(
         served.len(),
-        t.dataplane.listeners.len(),
-        "one listener per port"
+        t.dataplane.listeners.len() + t.dataplane.udp_listeners.len(),
+        "one listener per port and protocol"
     );
     assert_eq!(
         served, programmed,
