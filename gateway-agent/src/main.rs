@@ -6,6 +6,14 @@ use gateway_agent::cli::{Cli, Command};
 
 fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A printing command piped into `head` ends quietly when the reader
+        // goes, as Unix tools do, instead of panicking in println!. (The agent
+        // itself keeps SIGPIPE ignored: a peer's closed socket is an error to
+        // handle, not a reason to die.)
+        // SAFETY: restoring a signal's default disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -269,6 +269,50 @@ fn bytes_reaching_the_sockets_at_the_switch_are_delivered_by_the_gateway_intact_
     assert!(metrics.contains(&format!("sockgate_kernel_splice_late_handovers_total {}", late.len())), "{metrics}");
 }
 
+/// The bench's handover-stall pattern, where a request, its answer and the
+/// client's FIN all cross the handover: one connection after another sends
+/// a few bytes, reads the backend's one-byte answer and closes. The backend
+/// must see every request intact and then the FIN (end of stream).
+#[test]
+fn request_answer_and_close_on_fresh_connections_all_reach_the_backend_with_their_fin() {
+    use std::io::{Read, Write};
+    const CONNECTIONS: u64 = 300;
+    let node = node();
+    let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut request = [0u8; 8];
+        s.read_exact(&mut request).map_err(|e| format!("request: {e}"))?;
+        s.write_all(b"k").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).map_err(|e| format!("connection {}: no FIN: {e}", u64::from_le_bytes(request)))?;
+        Ok::<_, String>((u64::from_le_bytes(request), rest.len()))
+    })
+    .unwrap();
+    for id in 0..CONNECTIONS {
+        let mut stream = node.connect(PORT).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(&id.to_le_bytes()).unwrap();
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).unwrap_or_else(|e| panic!("connection {id}: no answer: {e}"));
+        assert_eq!(&answer, b"k");
+    }
+    let mut ended = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    while ended.len() + failures.len() < CONNECTIONS as usize {
+        match backend.recv_timeout(Duration::from_secs(10)).expect("the backend stopped reporting") {
+            Ok((id, 0)) => {
+                ended.insert(id);
+            }
+            Ok((id, extra)) => failures.push(format!("connection {id}: {extra} bytes after the request")),
+            Err(e) if e.starts_with("request") => {} // the harness's port probe
+            Err(e) => failures.push(e),
+        }
+    }
+    let (spliced, refused) = spliced_and_refused(&node);
+    assert!(failures.is_empty(), "{} of {CONNECTIONS} failed ({spliced} spliced, kept on splice(2): {refused:?}): {failures:?}", failures.len());
+}
+
 /// What the README shows: a spliced connection's two entries, read back with
 /// bpftool from the pinned map (BTF gives the field names).
 #[test]

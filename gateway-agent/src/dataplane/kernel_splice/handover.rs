@@ -42,9 +42,9 @@
 //!    the splice carries what follows. Nothing is dropped at the switch, so
 //!    no peer waits for a retransmission timeout (an earlier version dropped
 //!    data segments at this instant and cost such a reply ~205 ms). A socket
-//!    reset meanwhile undoes the switch and resets the other peer. Each peer
-//!    is then sent one ACK with the other peer's last window (the zero window
-//!    would otherwise keep it waiting for its persist timer).
+//!    reset meanwhile undoes the switch and resets the other peer. After a
+//!    hold, each peer is sent one ACK with the other peer's last window (the
+//!    zero window would otherwise keep it waiting for its persist timer).
 //! 5. **Silence.** No segment reaches the sockets any more, their queues
 //!    are empty, and they are in repair mode: closing one sends nothing. The
 //!    client socket is closed at the first look at the flow (nothing is in
@@ -204,7 +204,7 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addr
     loop {
         pair.move_bytes(control)?;
         if pair.quiet().map_err(|e| io_error("reading queue lengths", e))? && samples_ready(kernel, &keys, infos[0].timestamps) {
-            let switched = splice_now(kernel, pair, keys, addresses, infos, control).await.map_err(|(reason, detail)| (reason, detail, false, false))?;
+            let switched = splice_now(kernel, pair, keys, addresses, infos, held, control).await.map_err(|(reason, detail)| (reason, detail, false, false))?;
             if let Some(client_write_seq) = switched {
                 if !held {
                     kernel.quiet_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -253,13 +253,18 @@ fn set_state(kernel: &KernelSplice, keys: &[FlowKey; 2], state: u32) -> Result<(
 /// Step 4, with every queue empty and the peers held back (or quiet).
 /// Ok(None): a segment arrived as the sockets went into repair mode, nothing
 /// was switched, and the handover goes on. Ok(Some(client write_seq)): spliced.
-async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2], control: &Control) -> Result<Option<u32>, (Refusal, String)> {
+async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2], held: bool, control: &Control) -> Result<Option<u32>, (Refusal, String)> {
     let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"));
     tcp_state::repair_on(&pair.client).map_err(|e| io_error("TCP_REPAIR on the client socket", e))?;
     tcp_state::repair_on(&pair.backend).map_err(|e| io_error("TCP_REPAIR on the backend socket", e))?;
     let client_seq = tcp_state::sequences(&pair.client).map_err(|e| io_error("client sequence numbers", e))?;
     let backend_seq = tcp_state::sequences(&pair.backend).map_err(|e| io_error("backend sequence numbers", e))?;
-    if !pair.quiet().map_err(|e| io_error("queue lengths", e))? {
+    // A FIN counts in rcv_nxt but not in the queues: one that came before
+    // the reading would put the translation one off (seen: a FIN 200 ms late
+    // and one sequence number short). The next look reads it and passes it
+    // on through splice(2). From the reading on, a FIN is a late one.
+    let established = |s: &TcpStream| tcp_state::tcp_info(s).is_ok_and(|i| i.state == tcp_state::TCP_ESTABLISHED);
+    if !pair.quiet().map_err(|e| io_error("queue lengths", e))? || !established(&pair.client) || !established(&pair.backend) {
         tcp_state::repair_off_quietly(&pair.client).map_err(|e| io_error("leaving repair mode", e))?;
         tcp_state::repair_off_quietly(&pair.backend).map_err(|e| io_error("leaving repair mode", e))?;
         return Ok(None);
@@ -290,6 +295,21 @@ async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], 
     // answer the backend entry must already translate.
     kernel.set(&keys[1], &down).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
     kernel.set(&keys[0], &up).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
+    // The hold showed both peers a zero window: give each the other's real
+    // one now, or a peer with nothing in flight would wait for its persist
+    // timer. Only then: a quiet pair saw no zero window, and an ACK sent to a
+    // pair that meanwhile finished through the splice meets a closed socket,
+    // whose RST the splice carries to the other peer (seen: 1 in 5 fresh
+    // request-answer-close connections reset).
+    if held {
+        for (leg, seq, rec, other, other_rec) in [(&client, client_seq, client_rec, &backend, backend_rec), (&backend, backend_seq, backend_rec, &client, client_rec)] {
+            let window = ((u64::from(other_rec.peer_window) << other.info.snd_wscale) >> leg.info.rcv_wscale).min(0xffff) as u16;
+            let timestamps = leg.info.timestamps.then_some((seq.ts_now, rec.peer_tsval));
+            if let Err(e) = super::craft::send_window_update(leg.local, leg.peer, seq.write_seq, seq.rcv_nxt, window, timestamps) {
+                tracing::warn!(peer = %leg.peer, error = %e, "could not send the window update after a handover; the peer resumes at its persist timer");
+            }
+        }
+    }
     // A segment the program passed just before its entry changed may still be
     // on its way into a socket (another CPU's softirq, or a socket's backlog).
     tokio::time::sleep(SETTLE).await;
@@ -303,15 +323,6 @@ async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], 
     }
     let switched_at = [client_seq.write_seq, backend_seq.write_seq];
     let ([client_seq, backend_seq], owing) = catch_up(kernel, pair, &keys, [client_seq, backend_seq], control)?;
-    // The hold showed both peers a zero window: give each the other's real
-    // one now, or a peer with nothing in flight would wait for its persist timer.
-    for (leg, seq, rec, other, other_rec) in [(&client, client_seq, client_rec, &backend, backend_rec), (&backend, backend_seq, backend_rec, &client, client_rec)] {
-        let window = ((u64::from(other_rec.peer_window) << other.info.snd_wscale) >> leg.info.rcv_wscale).min(0xffff) as u16;
-        let timestamps = leg.info.timestamps.then_some((seq.ts_now, rec.peer_tsval));
-        if let Err(e) = super::craft::send_window_update(leg.local, leg.peer, seq.write_seq, seq.rcv_nxt, window, timestamps) {
-            tracing::warn!(peer = %leg.peer, error = %e, "could not send the window update after a handover; the peer resumes at its persist timer");
-        }
-    }
     if owing != [false, false] {
         let sent = pass_acknowledgements(kernel, [&pair.client, &pair.backend], &keys, addresses, [client_seq, backend_seq], switched_at, owing).await;
         let silenced = tcp_state::repair_on(&pair.client).and_then(|()| tcp_state::repair_on(&pair.backend));
