@@ -88,3 +88,28 @@ fn check_lists_what_it_skips_and_why() {
         assert!(said.contains(line), "missing {line:?} in:\n{said}");
     }
 }
+
+/// `check | head -1`: the reader goes after one line; check ends as Unix
+/// tools do (SIGPIPE), with no panic message and no exit code 101.
+#[test]
+fn check_piped_into_a_reader_that_stops_early_ends_quietly_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // Enough routes that check prints far more than a pipe buffer holds.
+    let mut objects: Vec<String> = (0..600).map(|i| route(&format!("route-{i}"), "a", "sink", 7001)).collect();
+    objects.extend([gateway(&[("a", 9000)]), service("sink", 7001, 7000, &["198.18.2.2"])]);
+    let dir = dir_with(&[("all.yaml", documents(&objects))]);
+    let mut child = Command::new(workspace_bin("gateway-agent").unwrap())
+        .args(["check", "--allow-false-conditions", "--manifests"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.code() != Some(101), "{:?} {stderr}", out.status);
+    assert!(out.status.signal() == Some(libc::SIGPIPE) || out.status.success(), "{:?} {stderr}", out.status);
+}
