@@ -20,7 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "netcat-openbsd", "curl", "socat",
     // UDPRoute tests: a real DNS server and client through the relay
     "dnsmasq-base", "dnsutils",
-    // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
+    // the Kubernetes build (cargo xtask cluster)
     "golang-go",
     "g++", // libFuzzer's C++ runtime, built by cargo fuzz (cargo xtask fuzz)
     // cargo xtask bench: the contenders, the load tools, DNAT, the chart and the profiler
@@ -28,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "iptables", "gnuplot-nox", "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Helm v4's Go SDK as a Python library (no helm binary is installable here):
+/// the tests render, lint, install and upgrade the chart with it (tests/helm/helm.py).
+const HELM_SDK: &str = "helm-python-sdk==0.2.2";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +71,7 @@ fn setup() -> Result<()> {
     install_apt_packages()?;
     install_bpf_linker()?;
     fuzz::install_cargo_fuzz()?;
+    install_helm_sdk()?;
     mount_if_missing("bpf", "/sys/fs/bpf", "bpf")?;
     if !mounted_fs_type("cgroup2")? {
         std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
@@ -151,6 +155,15 @@ fn install_bpf_linker() -> Result<()> {
     run_quiet(&mut install, "cargo install bpf-linker")
 }
 
+fn install_helm_sdk() -> Result<()> {
+    let present = Command::new("python3").args(["-c", "import helm_python"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {HELM_SDK} (Helm's Go SDK for Python, ~85 MB)");
+    run_quiet(Command::new("python3").args(["-m", "pip", "install", "-q", "--root-user-action=ignore", HELM_SDK]), &format!("pip install {HELM_SDK}"))
+}
+
 fn mounted_fs_type(fs_type: &str) -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/mounts")?;
     Ok(mounts.lines().any(|l| l.split_whitespace().nth(2) == Some(fs_type)))
@@ -164,7 +177,7 @@ fn mount_if_missing(fs_type: &str, target: &str, source: &str) -> Result<()> {
     run_quiet(Command::new("mount").args(["-t", fs_type, source, target]), &format!("mount {target}"))
 }
 
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     run(Command::new(cargo()).current_dir(root()).args(["build", "--workspace", "--bins"]), "cargo build")
 }
 
