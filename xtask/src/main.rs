@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+mod chart;
 mod cluster;
 mod fuzz;
 mod soak;
@@ -40,12 +41,13 @@ fn main() -> ExitCode {
         Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("chart") => install_helm_sdk().and_then(|_| chart::run_from_args(&args[1..])),
         Some("fuzz") => setup().and_then(|_| fuzz::run_from_args(&args[1..])),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
         Some("soak") => setup().and_then(|_| soak::soak(&args[1..])),
         Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [--fuzz-seconds N] [cargo test args]|fuzz [--seconds N] [TARGET...]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [--fuzz-seconds N] [cargo test args]|fuzz [--seconds N] [TARGET...]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|chart render [VALUES_JSON]|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
