@@ -40,6 +40,10 @@ fn main() -> ExitCode {
         Some("build") => build(),
         Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
+        // The node's images hold this build's agent and echo backend: built
+        // when missing, but not rebuilt here (kube_outage.rs restarts the API
+        // server with `cluster up` mid-test, and must find it quick).
+        Some("cluster") if args.get(1).map(String::as_str) == Some("up") && !cluster::images_built() => build().and_then(|_| cluster::run(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
         Some("chart") => install_helm_sdk().and_then(|_| chart::run_from_args(&args[1..])),
         Some("fuzz") => setup().and_then(|_| fuzz::run_from_args(&args[1..])),

@@ -89,8 +89,6 @@ fn etcd_data_dir() -> PathBuf {
 fn up() -> Result<()> {
     let kubectl = install_packages()?;
     kube_build::ensure_binaries()?;
-    // The agent's and the echo backend's images hold this build's binaries.
-    crate::build()?;
     fs::create_dir_all(cluster_dir()).context("creating target/cluster")?;
     let token = ensure_pki()?;
     write_kubeconfig(&token)?;
@@ -118,7 +116,7 @@ fn up() -> Result<()> {
     }
     if node::running_already() {
         eprintln!("xtask: reusing the running node");
-        import_images()?;
+        import_images(false)?;
     } else {
         node::down()?;
         stop(&RELAY_ON_NODE)?;
@@ -127,7 +125,7 @@ fn up() -> Result<()> {
         network::create(apiserver_port())?;
         start_relays()?;
         node::start_containerd()?;
-        import_images()?;
+        import_images(true)?;
         node::start_kubelet(&kubeconfig_path())?;
     }
     wait_until(&APISERVER, "the node to be Ready", || {
@@ -188,10 +186,19 @@ fn start_relays() -> Result<()> {
 }
 
 /// The pause image, and the images of this build: the agent under the chart's
-/// default reference, the echo backend under the guide's backend image.
-fn import_images() -> Result<()> {
+/// default reference, the echo backend under the guide's backend image. A
+/// running node whose images are newer than the binaries keeps them (a
+/// restart of the API server alone, as kube_outage.rs does, stays quick).
+fn import_images(fresh_node: bool) -> Result<()> {
     let work = cluster_dir().join("images");
     let target = root().join("target/debug");
+    let stamp = cluster_dir().join("images.stamp");
+    let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let sources = [target.join("gateway-agent"), target.join("sockgate-echo")];
+    let newest = sources.iter().filter_map(|p| modified(p)).max();
+    if !fresh_node && modified(&stamp).is_some_and(|s| newest.is_some_and(|n| s >= n)) {
+        return Ok(());
+    }
     let images = [
         images::Image { reference: node::PAUSE_IMAGE.to_string(), programs: vec![(kube_build::binary(kube_build::PAUSE), "pause")], entrypoint: vec!["/pause"], cmd: vec![] },
         images::Image {
@@ -211,7 +218,13 @@ fn import_images() -> Result<()> {
     for image in &images {
         images::build_and_import(image, &work, &node::ctr)?;
     }
+    fs::write(&stamp, "")?;
     remove_dir_if_present(&work)
+}
+
+/// Whether the binaries the node's images hold are built.
+pub fn images_built() -> bool {
+    ["gateway-agent", "sockgate-echo"].iter().all(|b| root().join("target/debug").join(b).is_file())
 }
 
 /// `image.repository:appVersion`, the chart's default image.
