@@ -2,13 +2,15 @@
 //! controllers): its `target/cluster/env`, a client on another "machine" (the
 //! network namespace GATEWAY_CLIENT_NETNS), pods, and the agent's log as the
 //! kubelet wrote it (the API server cannot reach the kubelet for `kubectl logs`).
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::cluster::{eventually, kubectl};
+use crate::chart::{install_or_upgrade, release_action};
+use crate::cluster::{eventually, get, kubectl};
 use crate::workspace_root;
 
 /// A variable of target/cluster/env (`export NAME=value` lines).
@@ -74,4 +76,103 @@ pub fn pod_log(namespace: &str, pod: &str) -> String {
         }
     }
     text
+}
+
+pub const RELEASE: &str = "sockgate";
+pub const RELEASE_NAMESPACE: &str = "sockgate-system";
+pub const AGENT_PODS: &str = "app.kubernetes.io/name=sockgate";
+const GUIDE_FILES: [&str; 3] = ["gateway.yaml", "backends.yaml", "tcproutes.yaml"];
+
+/// The chart installed as a Helm release; uninstalled (and its pod waited
+/// out) on drop.
+pub struct Release;
+
+impl Release {
+    pub fn install(values: Value) -> Release {
+        // Whatever an interrupted run left goes first.
+        let _ = release_action("uninstall", RELEASE, RELEASE_NAMESPACE, &["--wait", "60"]);
+        let release = Release;
+        install_or_upgrade("install", RELEASE, RELEASE_NAMESPACE, &values, 180).unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()));
+        release
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Err(e) = release_action("uninstall", RELEASE, RELEASE_NAMESPACE, &["--wait", "60"]) {
+            eprintln!("helm uninstall: {e}");
+        }
+        let _ = wait_pods_gone(RELEASE_NAMESPACE, AGENT_PODS, Duration::from_secs(60));
+    }
+}
+
+/// The guide's objects, applied with kubectl as the guide does (namespace
+/// default); deleted, and their pods waited out, on drop.
+pub struct Guide;
+
+fn guide_file(name: &str) -> String {
+    workspace_root().join("examples/tcp-routing").join(name).display().to_string()
+}
+
+impl Guide {
+    pub fn apply() -> Guide {
+        let guide = Guide;
+        for file in GUIDE_FILES {
+            kubectl(&["apply", "--validate=false", "-f", &guide_file(file)], None).unwrap();
+        }
+        guide
+    }
+}
+
+impl Drop for Guide {
+    fn drop(&mut self) {
+        for file in GUIDE_FILES.iter().rev() {
+            let _ = kubectl(&["delete", "--ignore-not-found", "--wait=true", "--timeout=60s", "-f", &guide_file(file)], None);
+        }
+        for app in ["backend-1", "backend-2"] {
+            let _ = wait_pods_gone("default", &format!("app={app}"), Duration::from_secs(60));
+        }
+    }
+}
+
+/// Every agent pod's log, for a failure's message.
+pub fn agent_logs() -> String {
+    let Ok(names) = kubectl(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", AGENT_PODS, "-o", "jsonpath={.items[*].metadata.name}"], None) else {
+        return String::new();
+    };
+    names.split_whitespace().map(|pod| format!("--- agent pod {pod}:\n{}", pod_log(RELEASE_NAMESPACE, pod))).collect()
+}
+
+pub fn node_address() -> String {
+    let node = get("node", "", "sockgate-node").expect("the cluster's node");
+    let addresses = node["status"]["addresses"].as_array().unwrap();
+    addresses.iter().find(|a| a["type"] == "InternalIP").and_then(|a| a["address"].as_str()).unwrap().to_string()
+}
+
+/// Which pod and service answered `curl -i http://HOST:PORT` from the client.
+pub fn who_answers(host: &str, port: u16) -> (String, String) {
+    let (status, echo) = curl(host, port).unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()));
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(echo["namespace"], "default");
+    (echo["service"].as_str().unwrap().to_string(), echo["pod"].as_str().unwrap().to_string())
+}
+
+/// GATEWAY_HOST=$(kubectl get gateway/tcp-gateway -o jsonpath='{.status.addresses[0].value}'), once written.
+pub fn gateway_host() -> String {
+    eventually(Duration::from_secs(60), "the Gateway's address", || {
+        let host = kubectl(&["get", "gateway/tcp-gateway", "-n", "default", "-o", "jsonpath={.status.addresses[0].value}"], None).ok()?;
+        (!host.trim().is_empty()).then(|| host.trim().to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()))
+}
+
+/// Waits until 30 new connections to HOST:PORT are answered by exactly
+/// `pods` (an EndpointSlice change takes moments to reach the agent).
+pub fn wait_for_answers_from(host: &str, port: u16, pods: &[String]) -> BTreeSet<String> {
+    let expected: BTreeSet<String> = pods.iter().cloned().collect();
+    eventually(Duration::from_secs(30), "answers from every pod", || {
+        let seen: BTreeSet<String> = (0..30).map(|_| who_answers(host, port).1).collect();
+        (seen == expected).then_some(seen)
+    })
+    .unwrap_or_else(|e| panic!("{e}; pods {expected:?}\n{}", agent_logs()))
 }

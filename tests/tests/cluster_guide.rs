@@ -10,90 +10,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use sockgate_tests::chart::{install_or_upgrade, release_action};
-use sockgate_tests::cluster::{eventually, get, kubectl};
-use sockgate_tests::node_cluster::{curl, from_client, pod_log, ready_pods, wait_pods_gone};
-use sockgate_tests::workspace_root;
-
-const RELEASE: &str = "sockgate";
-const RELEASE_NAMESPACE: &str = "sockgate-system";
-const AGENT_PODS: &str = "app.kubernetes.io/name=sockgate";
-const GUIDE_FILES: [&str; 3] = ["gateway.yaml", "backends.yaml", "tcproutes.yaml"];
-
-/// The chart installed as a Helm release; uninstalled (and its pod waited
-/// out) on drop.
-struct Release;
-
-impl Release {
-    fn install(values: Value) -> Release {
-        // Whatever an interrupted run left goes first.
-        let _ = release_action("uninstall", RELEASE, RELEASE_NAMESPACE, &["--wait", "60"]);
-        let release = Release;
-        install_or_upgrade("install", RELEASE, RELEASE_NAMESPACE, &values, 180).unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()));
-        release
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Err(e) = release_action("uninstall", RELEASE, RELEASE_NAMESPACE, &["--wait", "60"]) {
-            eprintln!("helm uninstall: {e}");
-        }
-        let _ = wait_pods_gone(RELEASE_NAMESPACE, AGENT_PODS, Duration::from_secs(60));
-    }
-}
-
-/// The guide's objects, applied with kubectl as the guide does (namespace
-/// default); deleted, and their pods waited out, on drop.
-struct Guide;
-
-fn guide_file(name: &str) -> String {
-    workspace_root().join("examples/tcp-routing").join(name).display().to_string()
-}
-
-impl Guide {
-    fn apply() -> Guide {
-        let guide = Guide;
-        for file in GUIDE_FILES {
-            kubectl(&["apply", "--validate=false", "-f", &guide_file(file)], None).unwrap();
-        }
-        guide
-    }
-}
-
-impl Drop for Guide {
-    fn drop(&mut self) {
-        for file in GUIDE_FILES.iter().rev() {
-            let _ = kubectl(&["delete", "--ignore-not-found", "--wait=true", "--timeout=60s", "-f", &guide_file(file)], None);
-        }
-        for app in ["backend-1", "backend-2"] {
-            let _ = wait_pods_gone("default", &format!("app={app}"), Duration::from_secs(60));
-        }
-    }
-}
-
-/// Every agent pod's log, for a failure's message.
-fn agent_logs() -> String {
-    let Ok(names) = kubectl(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", AGENT_PODS, "-o", "jsonpath={.items[*].metadata.name}"], None) else {
-        return String::new();
-    };
-    names.split_whitespace().map(|pod| format!("--- agent pod {pod}:\n{}", pod_log(RELEASE_NAMESPACE, pod))).collect()
-}
-
-fn node_address() -> String {
-    let node = get("node", "", "sockgate-node").expect("the cluster's node");
-    let addresses = node["status"]["addresses"].as_array().unwrap();
-    addresses.iter().find(|a| a["type"] == "InternalIP").and_then(|a| a["address"].as_str()).unwrap().to_string()
-}
-
-/// Which pod and service answered `curl -i http://HOST:PORT` from the client.
-fn who_answers(host: &str, port: u16) -> (String, String) {
-    let (status, echo) = curl(host, port).unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()));
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(echo["namespace"], "default");
-    (echo["service"].as_str().unwrap().to_string(), echo["pod"].as_str().unwrap().to_string())
-}
+use serde_json::json;
+use sockgate_tests::cluster::{eventually, kubectl};
+use sockgate_tests::node_cluster::{agent_logs, from_client, gateway_host, node_address, ready_pods, wait_for_answers_from, who_answers, Guide, Release, AGENT_PODS, RELEASE_NAMESPACE};
 
 #[test]
 fn the_guide_verbatim_through_the_agent_the_kubelet_runs_from_the_chart() {
@@ -108,11 +27,7 @@ fn the_guide_verbatim_through_the_agent_the_kubelet_runs_from_the_chart() {
     kubectl(&["wait", "--timeout=300s", "-n", "default", "deployment/backend-1", "deployment/backend-2", "--for=condition=Available"], None).unwrap();
 
     // GATEWAY_HOST=$(kubectl get gateway/tcp-gateway -o jsonpath='{.status.addresses[0].value}')
-    let gateway_host = eventually(Duration::from_secs(60), "the Gateway's address", || {
-        let host = kubectl(&["get", "gateway/tcp-gateway", "-n", "default", "-o", "jsonpath={.status.addresses[0].value}"], None).ok()?;
-        (!host.trim().is_empty()).then(|| host.trim().to_string())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()));
+    let gateway_host = gateway_host();
     assert_eq!(gateway_host, node_address(), "the agent writes the node's address");
 
     // The client, on another machine: nc -zv, then curl -i, for both listeners.
@@ -135,16 +50,7 @@ fn the_guide_verbatim_through_the_agent_the_kubelet_runs_from_the_chart() {
         (pods.len() == 3).then_some(pods)
     })
     .unwrap();
-    let three: BTreeSet<String> = three.into_iter().collect();
-    // The EndpointSlice change reaches the agent within moments; new connections then see all three.
-    let seen = eventually(Duration::from_secs(30), "answers from all three pods", || {
-        let seen: BTreeSet<String> = (0..30).map(|_| who_answers(&gateway_host, 8088)).map(|(service, pod)| {
-            assert_eq!(service, "foo");
-            pod
-        }).collect();
-        (seen == three).then_some(seen)
-    })
-    .unwrap_or_else(|e| panic!("{e}; pods {three:?}\n{}", agent_logs()));
+    let seen: BTreeSet<String> = wait_for_answers_from(&gateway_host, 8088, &three);
     eprintln!("30 new connections to {gateway_host}:8088 answered by {seen:?}");
 
     // What an operator sees (the README's capture).
