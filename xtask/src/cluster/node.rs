@@ -27,7 +27,9 @@ const KUBELET: Daemon = Daemon { name: "kubelet", program: "kubelet", netns: Som
 const KERNEL_TUNABLES: &[&str] = &["vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops", "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes"];
 /// Directories the kubelet and containerd's shims create at fixed places;
 /// `down` removes those that did not exist before `up`.
-const FIXED_DIRECTORIES: &[&str] = &["/var/log/pods", "/var/log/containers", "/run/containerd"];
+/// The chart's hostPath for the takeover socket and the agent's default pin
+/// directory are made by the agent pod, and go with the cluster too.
+const FIXED_DIRECTORIES: &[&str] = &["/var/log/pods", "/var/log/containers", "/run/containerd", "/run/sockgate", "/sys/fs/bpf/sockgate"];
 
 pub fn containerd_socket() -> PathBuf {
     Path::new(RUN_DIR).join("containerd.sock")
@@ -128,6 +130,10 @@ pub fn start_kubelet(kubeconfig: &Path) -> Result<()> {
         // Images cannot be pulled again here: never collect them.
         "--image-gc-high-threshold=100".to_string(),
         "--image-gc-low-threshold=99".to_string(),
+        // Evict only when the disk is really full: the defaults (imagefs
+        // under 15% free) evicted the agent pod over and over on a shared
+        // disk that was 86% used yet had 35 GB free.
+        "--eviction-hard=memory.available<100Mi,nodefs.available<1Gi,imagefs.available<1Gi".to_string(),
         // Only reachable inside the node's namespace.
         "--address=127.0.0.1".to_string(),
         "--read-only-port=0".to_string(),
