@@ -109,6 +109,13 @@ pub struct RunArgs {
     /// the listeners close, before the rest are reset (0s resets them at once).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// On SIGTERM: how long to keep serving, listeners open, while a successor
+    /// may still ask on the takeover socket; one that asks in time gets every
+    /// listener and connection, so nothing is refused. The DaemonSet update of
+    /// a cluster without surge (Kubernetes before 1.22) starts the new pod only
+    /// once the old one is terminating: this is its takeover. 0: drain at once.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub successor_wait: Duration,
     /// After handing everything to a new agent: exit, or wait for a signal
     /// (in a DaemonSet, so the kubelet does not restart the old container).
     #[arg(long, value_enum, default_value = "exit")]
