@@ -204,6 +204,10 @@ async fn await_successor(wait: Duration, applier: &mut Applier, stop: &mut Stop,
                 return Ok(Ending::Signalled);
             }
             _ = tick.tick() => applier.tick(),
+            // A load still running when the signal came is installed as in the main loops.
+            loaded = Applier::kernel_loaded(&mut applier.kernel_loading), if applier.kernel_loading.is_some() => applier.install_kernel(loaded),
+            // Offer::requested is cancel-safe (its own task accepts and reads
+            // the hello): the deadline firing loses no asking successor.
             asked = offer.requested() => {
                 if let Some(conn) = applier.hand_over(asked?).await {
                     return Ok(Ending::SignalledThenHandedOver(conn));
