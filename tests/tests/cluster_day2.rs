@@ -5,9 +5,10 @@
 //! the kubelet sends SIGTERM, the agent closes its listeners at once and lets
 //! established connections finish for the chart's drainTimeoutSeconds; a
 //! request on a connection opened before the deletion is still answered
-//! after it. The DaemonSet controller starts the replacement pod at once
-//! (a pod being deleted does not count), and new connections are served again
-//! by it.
+//! after it. The DaemonSet controller creates the replacement pod only once
+//! the old one is gone (a terminating pod still counts as the node's), so
+//! new connections are refused from the SIGTERM until the new agent listens
+//! (cluster_upgrade.rs measures that window), and then served by it.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 

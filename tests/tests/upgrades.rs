@@ -107,11 +107,12 @@ fn a_second_agent_takes_over_a_2_gib_transfer_intact_and_no_new_connection_fails
     assert_eq!(got, Received::of(&pattern(77, 4096)));
 }
 
-/// A DaemonSet update without surge (Kubernetes before 1.22) signals the old
-/// agent first and starts the new one only then: with --successor-wait the
-/// signalled agent goes on serving, listeners open, and hands everything to
-/// the successor that asks in that window, so the transfer in flight survives
-/// and no new connection is refused.
+/// A supervisor that signals the old agent first and starts the new one only
+/// then: with --successor-wait the signalled agent goes on serving, listeners
+/// open, and hands everything to the successor that asks in that window, so
+/// the transfer in flight survives and no new connection is refused. (A
+/// Kubernetes DaemonSet is not such a supervisor: it creates the next pod only
+/// once the old one is gone; cluster_upgrade.rs.)
 #[test]
 fn a_signalled_agent_waits_for_its_successor_and_hands_over_without_a_refusal() {
     let mut node = GatewayNode::start(&[("all.yaml", manifests())], &["--successor-wait", "20s"]).unwrap();
