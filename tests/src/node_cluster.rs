@@ -2,9 +2,14 @@
 //! controllers): its `target/cluster/env`, a client on another "machine" (the
 //! network namespace GATEWAY_CLIENT_NETNS), pods, and the agent's log as the
 //! kubelet wrote it (the API server cannot reach the kubelet for `kubectl logs`).
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -97,6 +102,20 @@ impl Release {
     }
 }
 
+impl Release {
+    /// `helm upgrade` of the release with `values` (over the chart's, as
+    /// `helm upgrade` without --reuse-values does), waiting for it to be ready.
+    pub fn upgrade(&self, values: Value) -> Value {
+        install_or_upgrade("upgrade", RELEASE, RELEASE_NAMESPACE, &values, 180).unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()))
+    }
+
+    /// `helm rollback` to `revision`, waiting for it to be ready.
+    pub fn rollback(&self, revision: u32) -> String {
+        let revision = revision.to_string();
+        release_action("rollback", RELEASE, RELEASE_NAMESPACE, &["--revision", &revision, "--wait", "180"]).unwrap_or_else(|e| panic!("{e}\n{}", agent_logs()))
+    }
+}
+
 impl Drop for Release {
     fn drop(&mut self) {
         if let Err(e) = release_action("uninstall", RELEASE, RELEASE_NAMESPACE, &["--wait", "60"]) {
@@ -175,4 +194,211 @@ pub fn wait_for_answers_from(host: &str, port: u16, pods: &[String]) -> BTreeSet
         (seen == expected).then_some(seen)
     })
     .unwrap_or_else(|e| panic!("{e}; pods {expected:?}\n{}", agent_logs()))
+}
+
+/// The node's containerd (xtask/src/cluster/node.rs: RUN_DIR/containerd.sock).
+const CONTAINERD_SOCKET: &str = "/run/sockgate-cluster/containerd.sock";
+
+/// Gives the image `from` a second reference `to` in the node's containerd
+/// (same content; a new tag as a registry would serve it), so a release can
+/// be upgraded to it with `imagePullPolicy: IfNotPresent`.
+pub fn tag_image(from: &str, to: &str) -> Result<()> {
+    let out = Command::new("ctr").args(["--address", CONTAINERD_SOCKET, "--namespace", "k8s.io", "images", "tag", "--force", from, to]).output()?;
+    if !out.status.success() {
+        bail!("ctr images tag {from} {to}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The agent pods (not yet being deleted or not) with their image, by name.
+pub fn agent_pods() -> BTreeMap<String, (String, bool)> {
+    let Ok(out) = kubectl(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", AGENT_PODS, "-o", "json"], None) else { return BTreeMap::new() };
+    let Ok(list) = serde_json::from_str::<Value>(&out) else { return BTreeMap::new() };
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["metadata"]["name"].as_str()?.to_string();
+            let image = p["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string();
+            Some((name, (image, !p["metadata"]["deletionTimestamp"].is_null())))
+        })
+        .collect()
+}
+
+/// Runs `f` on a thread inside the client's network namespace (another
+/// machine, as it were): the sockets it makes live there for life.
+pub fn in_client_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let netns = env("GATEWAY_CLIENT_NETNS").unwrap();
+    let file = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            panic!("setns into the client's namespace: {}", std::io::Error::last_os_error());
+        }
+        f()
+    })
+}
+
+/// What a connection loop saw: each attempt made once, never retried.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    pub answered: usize,
+    /// connect() refused (RST to the SYN: no listener had the port).
+    pub refused: usize,
+    /// Anything else that went wrong (timeout, reset, a wrong echo), described.
+    pub failed: Vec<String>,
+    /// Every attempt in order: when it started, and whether it was refused.
+    pub timeline: Vec<(Instant, bool)>,
+}
+
+impl Attempts {
+    /// The stretches of consecutive refusals: (first refused, first answered after).
+    pub fn refusal_windows(&self) -> Vec<(Instant, Instant)> {
+        let mut windows = Vec::new();
+        let mut open: Option<Instant> = None;
+        for &(at, refused) in &self.timeline {
+            match (refused, open) {
+                (true, None) => open = Some(at),
+                (false, Some(start)) => {
+                    windows.push((start, at));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(start), Some(&(end, _))) = (open, self.timeline.last()) {
+            windows.push((start, end));
+        }
+        windows
+    }
+}
+
+/// One connection to a TCP echo at `addr` (from the calling thread's
+/// namespace): connect once, send a line, half-close, expect the line back.
+fn echo_attempt(addr: SocketAddr, n: u64) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let line = format!("attempt {n}\n");
+    s.write_all(line.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut back = String::new();
+    s.read_to_string(&mut back)?;
+    Ok(back == line)
+}
+
+/// Whether a TCP echo at `addr` answers one connection from the client.
+pub fn echo_answers(addr: SocketAddr) -> bool {
+    in_client_netns(move || echo_attempt(addr, 0).unwrap_or(false)).join().unwrap()
+}
+
+/// New connections to a TCP echo at `addr` from the client, one every 20 ms
+/// until `stop`: each attempt made once, never retried.
+pub fn echo_connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Attempts> {
+    in_client_netns(move || {
+        let mut seen = Attempts::default();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let started = Instant::now();
+            let outcome = echo_attempt(addr, n);
+            seen.timeline.push((started, matches!(&outcome, Err(e) if e.kind() == ErrorKind::ConnectionRefused)));
+            match outcome {
+                Ok(true) => seen.answered += 1,
+                Ok(false) => seen.failed.push(format!("attempt {n}: a wrong echo")),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => seen.refused += 1,
+                Err(e) => seen.failed.push(format!("attempt {n} after {:?}: {e}", started.elapsed())),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        seen
+    })
+}
+
+/// Both directions of one long transfer through a TCP echo: what was sent and
+/// what came back, each as length and SHA-256.
+pub struct Transfer {
+    pub sent: crate::integrity::Received,
+    pub echoed: crate::integrity::Received,
+    pub seconds: f64,
+}
+
+/// One connection to a TCP echo at `addr` from the client, sending a
+/// checksummed pattern at about `bytes_per_second` until `stop`, then FIN;
+/// whatever comes back is hashed to the end of the stream.
+pub fn paced_echo_transfer(addr: SocketAddr, bytes_per_second: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<std::io::Result<Transfer>> {
+    use sha2::{Digest, Sha256};
+    in_client_netns(move || {
+        let started = Instant::now();
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut writer = stream.try_clone()?;
+        let sender = std::thread::spawn(move || -> std::io::Result<crate::integrity::Received> {
+            const CHUNK: usize = 64 * 1024;
+            let interval = Duration::from_secs_f64(CHUNK as f64 / bytes_per_second as f64);
+            let (mut hasher, mut len) = (Sha256::new(), 0u64);
+            let mut seed = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                let chunk = crate::integrity::pattern(seed, CHUNK - (seed as usize % 977));
+                seed += 1;
+                writer.write_all(&chunk)?;
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+                std::thread::sleep(interval);
+            }
+            writer.shutdown(std::net::Shutdown::Write)?;
+            Ok(crate::integrity::Received { len, sha256: hasher.finalize().into() })
+        });
+        let mut reader = stream;
+        let echoed = crate::integrity::receive_to_eof(&mut reader);
+        let sent = sender.join().expect("the sending thread")?;
+        Ok(Transfer { sent, echoed: echoed?, seconds: started.elapsed().as_secs_f64() })
+    })
+}
+
+/// Copies of the agent pods' logs, taken every 200 ms while it runs: the
+/// kubelet removes a pod's log with the pod, and a replaced agent's last
+/// words are what the tests read.
+pub struct LogKeeper {
+    logs: Arc<Mutex<BTreeMap<String, String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogKeeper {
+    pub fn start() -> LogKeeper {
+        let logs: Arc<Mutex<BTreeMap<String, String>>> = Arc::new(Mutex::new(BTreeMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (logs, stop) = (logs.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for pod in agent_pods().into_keys() {
+                        let text = pod_log(RELEASE_NAMESPACE, &pod);
+                        let mut logs = logs.lock().unwrap();
+                        let kept = logs.entry(pod).or_default();
+                        if text.len() > kept.len() {
+                            *kept = text;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+        LogKeeper { logs, stop, thread: Some(thread) }
+    }
+
+    /// The longest log seen of `pod`.
+    pub fn of(&self, pod: &str) -> String {
+        self.logs.lock().unwrap().get(pod).cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for LogKeeper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
