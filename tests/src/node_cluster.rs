@@ -327,33 +327,37 @@ pub struct Transfer {
 /// checksummed pattern at about `bytes_per_second` until `stop`, then FIN;
 /// whatever comes back is hashed to the end of the stream.
 pub fn paced_echo_transfer(addr: SocketAddr, bytes_per_second: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<std::io::Result<Transfer>> {
+    in_client_netns(move || paced_echo(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?, bytes_per_second, stop))
+}
+
+/// On a connection to a TCP echo: sends a checksummed pattern at about
+/// `bytes_per_second` until `stop`, then FIN, hashing what comes back to the
+/// end of the stream.
+pub fn paced_echo(stream: TcpStream, bytes_per_second: usize, stop: Arc<AtomicBool>) -> std::io::Result<Transfer> {
     use sha2::{Digest, Sha256};
-    in_client_netns(move || {
-        let started = Instant::now();
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut writer = stream.try_clone()?;
-        let sender = std::thread::spawn(move || -> std::io::Result<crate::integrity::Received> {
-            const CHUNK: usize = 64 * 1024;
-            let interval = Duration::from_secs_f64(CHUNK as f64 / bytes_per_second as f64);
-            let (mut hasher, mut len) = (Sha256::new(), 0u64);
-            let mut seed = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                let chunk = crate::integrity::pattern(seed, CHUNK - (seed as usize % 977));
-                seed += 1;
-                writer.write_all(&chunk)?;
-                hasher.update(&chunk);
-                len += chunk.len() as u64;
-                std::thread::sleep(interval);
-            }
-            writer.shutdown(std::net::Shutdown::Write)?;
-            Ok(crate::integrity::Received { len, sha256: hasher.finalize().into() })
-        });
-        let mut reader = stream;
-        let echoed = crate::integrity::receive_to_eof(&mut reader);
-        let sent = sender.join().expect("the sending thread")?;
-        Ok(Transfer { sent, echoed: echoed?, seconds: started.elapsed().as_secs_f64() })
-    })
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut writer = stream.try_clone()?;
+    let sender = std::thread::spawn(move || -> std::io::Result<crate::integrity::Received> {
+        const CHUNK: usize = 64 * 1024;
+        let interval = Duration::from_secs_f64(CHUNK as f64 / bytes_per_second as f64);
+        let (mut hasher, mut len) = (Sha256::new(), 0u64);
+        let mut seed = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            let chunk = crate::integrity::pattern(seed, CHUNK - (seed as usize % 977));
+            seed += 1;
+            writer.write_all(&chunk)?;
+            hasher.update(&chunk);
+            len += chunk.len() as u64;
+            std::thread::sleep(interval);
+        }
+        writer.shutdown(std::net::Shutdown::Write)?;
+        Ok(crate::integrity::Received { len, sha256: hasher.finalize().into() })
+    });
+    let mut reader = stream;
+    let echoed = crate::integrity::receive_to_eof(&mut reader);
+    let sent = sender.join().expect("the sending thread")?;
+    Ok(Transfer { sent, echoed: echoed?, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// Copies of the agent pods' logs, taken every 200 ms while it runs: the
