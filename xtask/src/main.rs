@@ -11,14 +11,19 @@ mod cluster;
 mod fuzz;
 mod soak;
 
-/// Debian packages a fresh machine of this kind lacks: Debian's rustc with a
-/// prebuilt `core` for BPF, LLVM 22 to build bpf-linker against, the kernel and
-/// network tools, and the real clients the demo and tests run.
-const APT_PACKAGES: &[&str] = &[
+/// What `cargo xtask demo` needs on a fresh machine of this kind, and no more:
+/// Debian's rustc with a prebuilt `core` for BPF and LLVM 22 to build
+/// bpf-linker against (the set seen working), the kernel and network tools,
+/// and the two clients the demo runs (nc, curl).
+const DEMO_APT_PACKAGES: &[&str] = &[
     "rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "rust-web-llvm",
     "llvm-22-dev", "clang-22", "lld-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "libxml2-dev",
-    "libbpf-dev", "bpftool", "iproute2", "ethtool",
-    "netcat-openbsd", "curl", "socat",
+    "libbpf-dev", "bpftool", "iproute2",
+    "netcat-openbsd", "curl",
+];
+/// What `cargo xtask test`, `fuzz`, `bench` and `soak` add to it.
+const TEST_APT_PACKAGES: &[&str] = &[
+    "ethtool", "socat",
     // UDPRoute tests: a real DNS server and client through the relay
     "dnsmasq-base", "dnsutils",
     // the Kubernetes build (cargo xtask cluster)
@@ -38,7 +43,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("build") => build(),
-        Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
+        // Only what the demo needs: a newcomer's first command stays short.
+        Some("demo") => setup_demo().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
         // The node's images hold this build's agent and echo backend: built
         // when missing, but not rebuilt here (kube_outage.rs restarts the API
@@ -68,27 +74,32 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Installs what is missing; quick when everything is there.
+/// Installs what is missing for everything (tests, fuzzing, benchmarks, the
+/// chart through Helm); quick when everything is there.
 fn setup() -> Result<()> {
+    setup_demo()?;
+    install_missing(TEST_APT_PACKAGES)?;
+    fuzz::install_cargo_fuzz()?;
+    install_helm_sdk()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+/// What building the project and running the demo need: the BPF toolchain,
+/// bpf-linker, bpffs and cgroup2 mounted.
+fn setup_demo() -> Result<()> {
     let uid = output("id", &["-u"])?;
     if uid.trim() != "0" {
         bail!("setup must run as root: it installs packages, mounts bpffs and loads BPF programs");
     }
-    install_apt_packages()?;
+    install_missing(DEMO_APT_PACKAGES)?;
     install_bpf_linker()?;
-    fuzz::install_cargo_fuzz()?;
-    install_helm_sdk()?;
     mount_if_missing("bpf", "/sys/fs/bpf", "bpf")?;
     if !mounted_fs_type("cgroup2")? {
         std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
         mount_if_missing("cgroup2", "/sys/fs/cgroup/unified", "cgroup2")?;
     }
-    eprintln!("xtask: setup complete");
     Ok(())
-}
-
-fn install_apt_packages() -> Result<()> {
-    install_missing(APT_PACKAGES)
 }
 
 /// Installs those of `packages` that are not installed yet (apt-get update only then).
