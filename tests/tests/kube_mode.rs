@@ -356,9 +356,21 @@ fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
     following.wait_for_log("status writer elected").unwrap();
 }
 
+/// The chart's cluster-scoped objects this test applies (no namespace takes
+/// them away): deleted when it ends, pass or fail, or the cluster tests'
+/// `helm install` refuses to adopt a ClusterRole no release owns.
+struct ClusterScoped;
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "clusterrole/sockgate-agent", "clusterrolebinding/sockgate-agent", "--ignore-not-found", "--wait=false"], None);
+    }
+}
+
 #[test]
 fn the_charts_objects_apply_to_a_real_api_server() {
     let ns = namespace("chart");
+    let _cluster_scoped = ClusterScoped;
     // Rendered offline (`helm template`, for the newest Kubernetes), so with
     // the values a 1.20 cluster needs (no DaemonSet surge before 1.22; a real
     // `helm install` asks the server and leaves maxSurge out by itself, as
