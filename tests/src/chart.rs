@@ -1,65 +1,54 @@
-//! Renders charts/sockgate with Go's text/template (tests/helm-render), the
-//! engine Helm uses: no Helm binary can be installed on these machines.
+//! charts/sockgate through Helm itself: tests/helm/helm.py drives Helm v4's
+//! Go SDK (the PyPI package helm-python-sdk, installed by `cargo xtask setup`),
+//! since no helm binary can be installed on these machines.
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::workspace_root;
 
-/// The renderer, built once with Debian's Go into target/.
-fn renderer() -> Result<PathBuf> {
-    let root = workspace_root();
-    let source = root.join("tests/helm-render/main.go");
-    let binary = root.join("target/helm-render");
-    let fresh = binary.metadata().and_then(|b| Ok(b.modified()? >= source.metadata()?.modified()?)).unwrap_or(false);
-    if !fresh {
-        let out = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .env("GOCACHE", root.join("target/go-cache"))
-            .env("GO111MODULE", "off")
-            .output()
-            .context("running go (cargo xtask setup installs golang-go)")?;
-        if !out.status.success() {
-            bail!("building helm-render failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-    Ok(binary)
+fn chart_dir() -> PathBuf {
+    workspace_root().join("charts/sockgate")
 }
 
-/// The chart's objects as multi-document YAML, with `overrides` merged over values.yaml.
-pub fn render(release: &str, namespace: &str, overrides: Value) -> Result<String> {
-    let chart = workspace_root().join("charts/sockgate");
-    let mut values: Value = Value::deserialize(serde_yaml::Deserializer::from_str(&std::fs::read_to_string(chart.join("values.yaml"))?))?;
-    merge(&mut values, overrides);
-    let meta: Value = Value::deserialize(serde_yaml::Deserializer::from_str(&std::fs::read_to_string(chart.join("Chart.yaml"))?))?;
-    let values_file = tempfile::NamedTempFile::new()?;
-    std::fs::write(values_file.path(), serde_json::to_vec(&values)?)?;
-    let out = Command::new(renderer()?)
-        .arg("-chart")
-        .arg(&chart)
-        .arg("-values")
-        .arg(values_file.path())
-        .args(["-name", release, "-namespace", namespace])
-        .args(["-chart-name", meta["name"].as_str().unwrap_or_default(), "-app-version", meta["appVersion"].as_str().unwrap_or_default()])
-        .output()?;
+/// Runs `helm.py ACTION …` and returns what it printed.
+pub fn helm(action: &str, args: &[&str]) -> Result<String> {
+    let script = workspace_root().join("tests/helm/helm.py");
+    let out = Command::new("python3").arg(script).arg(action).args(args).output().context("running python3 tests/helm/helm.py")?;
     if !out.status.success() {
-        bail!("rendering the chart failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("helm {action} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, o) => *b = o,
-    }
+/// The chart's objects as multi-document YAML, `overrides` merged over
+/// values.yaml, as `helm template` renders them (for the newest Kubernetes).
+pub fn render(release: &str, namespace: &str, overrides: Value) -> Result<String> {
+    let chart = chart_dir().display().to_string();
+    helm("render", &[&chart, "--name", release, "--namespace", namespace, "--values", &overrides.to_string()])
+}
+
+/// `helm lint`'s report.
+pub fn lint() -> Result<Value> {
+    Ok(serde_json::from_str(&helm("lint", &[&chart_dir().display().to_string()])?)?)
+}
+
+/// `helm install` / `helm upgrade` of the chart as release `release` in the
+/// test cluster, waiting up to `wait_seconds` for its objects to be ready.
+pub fn install_or_upgrade(action: &str, release: &str, namespace: &str, values: &Value, wait_seconds: u32) -> Result<Value> {
+    let chart = chart_dir().display().to_string();
+    let kubeconfig = crate::cluster::kubeconfig().display().to_string();
+    let wait = wait_seconds.to_string();
+    let out = helm(action, &[&chart, "--name", release, "--namespace", namespace, "--values", &values.to_string(), "--kubeconfig", &kubeconfig, "--wait", &wait])?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// `helm rollback` / `helm uninstall` / `helm history` of release `release`.
+pub fn release_action(action: &str, release: &str, namespace: &str, extra: &[&str]) -> Result<String> {
+    let kubeconfig = crate::cluster::kubeconfig().display().to_string();
+    let mut args = vec!["--name", release, "--namespace", namespace, "--kubeconfig", &kubeconfig];
+    args.extend_from_slice(extra);
+    helm(action, &args)
 }

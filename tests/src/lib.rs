@@ -13,6 +13,7 @@ pub mod chart;
 pub mod harness;
 pub mod status;
 pub mod netns;
+pub mod node_cluster;
 pub mod soak;
 pub mod topology;
 pub mod udp;

@@ -55,6 +55,10 @@ fn in_namespace(yaml: &str, ns: &str) -> String {
     yaml.replace("metadata:\n  name:", &format!("metadata:\n  namespace: {ns}\n  name:"))
 }
 
+fn without_deployments(yaml: &str) -> String {
+    yaml.split("\n---\n").filter(|doc| !doc.contains("\nkind: Deployment\n")).collect::<Vec<_>>().join("\n---\n")
+}
+
 /// A 1.20 server serves EndpointSlices as v1beta1 only (same fields sockgate reads).
 fn for_this_server(yaml: &str) -> String {
     yaml.replace("apiVersion: discovery.k8s.io/v1\n", "apiVersion: discovery.k8s.io/v1beta1\n")
@@ -86,8 +90,11 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
     }
     let example = |f: &str| std::fs::read_to_string(workspace_root().join("examples/tcp-routing").join(f)).unwrap();
     for file in ["gateway.yaml", "backends.yaml", "tcproutes.yaml"] {
-        // Unchanged, as the guide applies them (into this test's namespace).
-        kubectl(&["apply", "--validate=false", "-n", &ns, "-f", "-"], Some(&example(file))).unwrap();
+        // As the guide applies them (into this test's namespace), but for the
+        // Deployments: their pods would run on the cluster's node, and this
+        // test's backends are its own hosts (endpointslices.yaml). The pods
+        // run for real in cluster_guide.rs.
+        kubectl(&["apply", "--validate=false", "-n", &ns, "-f", "-"], Some(&without_deployments(&example(file)))).unwrap();
     }
     kubectl(&["apply", "--validate=false", "-n", &ns, "-f", "-"], Some(&for_this_server(&example("endpointslices.yaml")))).unwrap();
 
@@ -250,24 +257,39 @@ fn a_udproute_applied_with_kubectl_is_served_and_its_status_written() {
     eventually(WAIT, "no answer", || answer().is_none().then_some(())).unwrap();
 }
 
-fn identity_backend(node: &GatewayNode) {
+fn lease_holder(ns: &str) -> Option<String> {
+    get("lease", ns, "sockgate-status-writer").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+}
+
+/// Writes "one", then sends back whatever it receives until the client's FIN:
+/// a new connection says which backend it reached, a long one carries a
+/// checksummed transfer.
+fn identity_then_echo_backend(node: &GatewayNode) {
     let _ = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| {
-        let _ = s.write_all(b"one");
+        if s.write_all(b"one").is_ok() {
+            let mut reader = s.try_clone().unwrap();
+            if std::io::copy(&mut reader, &mut s).is_ok() {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+        }
     })
     .unwrap();
 }
 
-fn who(node: &GatewayNode) -> String {
+/// A new connection through `node`'s port 9000 to that backend: what it says, half-closing at once.
+fn who_echoes(node: &GatewayNode) -> String {
     let mut s = node.connect(9000).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut name = String::new();
     s.read_to_string(&mut name).unwrap();
     name
 }
 
-fn lease_holder(ns: &str) -> Option<String> {
-    get("lease", ns, "sockgate-status-writer").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
-}
-
+/// Two nodes (each agent in its own node namespace, with its own backend host)
+/// against the same API server: both addresses in the Gateway's status, one
+/// status writer; the leader killed, the survivor keeps serving (a transfer in
+/// flight through it and new connections) and becomes the status writer,
+/// which takes the dead node's address out.
 #[test]
 fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
     let ns = namespace("lead");
@@ -278,9 +300,9 @@ fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
     let mut a = start("node-a", "198.18.1.2");
     let mut b = start("node-b", "198.18.1.3");
     for node in [&a, &b] {
-        identity_backend(node);
+        identity_then_echo_backend(node);
         node.wait_for_port(9000).unwrap();
-        assert_eq!(who(node), "one", "every agent programs its own node");
+        assert_eq!(who_echoes(node), "one", "every agent programs its own node");
     }
     // Both nodes' addresses reach the Gateway's status through their node Leases.
     eventually(WAIT, "both addresses in Gateway status", || {
@@ -288,35 +310,74 @@ fn one_elected_agent_writes_status_and_another_takes_over_when_it_is_killed() {
     })
     .unwrap();
     let leader = lease_holder(&ns).unwrap();
+    let (survivor, survivor_address) = if leader == "node-a" { ("node-b", "198.18.1.3") } else { ("node-a", "198.18.1.2") };
     let (leading, following) = if leader == "node-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
     assert!(leading.agent.logs().contains("status written"));
     assert!(!following.agent.logs().contains("status written"), "only the leader writes status:\n{}", following.agent.logs());
+
+    // A checksummed transfer through the survivor, in flight while the other node dies.
+    let mut through_survivor = following.connect(9000).unwrap();
+    let mut hello = [0u8; 3];
+    through_survivor.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"one");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let transfer = std::thread::spawn({
+        let stop = stop.clone();
+        move || sockgate_tests::node_cluster::paced_echo(through_survivor, 2 << 20, stop)
+    });
+    std::thread::sleep(Duration::from_secs(1));
 
     // The leader is killed (no chance to resign): the other takes over once the
     // Lease expires (6 s) plus at most one renewal round (2 s), and keeps status
     // current. The bound leaves 2 s for polling and load.
     leading.agent.kill();
     let killed = std::time::Instant::now();
-    let successor = if leader == "node-a" { "node-b" } else { "node-a" };
-    eventually(WAIT, "the other agent to take the lease", || (lease_holder(&ns).as_deref() == Some(successor)).then_some(())).unwrap();
+    eventually(WAIT, "the other agent to take the lease", || (lease_holder(&ns).as_deref() == Some(survivor)).then_some(())).unwrap();
     let takeover = killed.elapsed();
     assert!(takeover <= Duration::from_secs(10), "took over after {takeover:?}, beyond the Lease duration and a renewal");
     eprintln!("leader killed; the other agent took the Lease after {takeover:?}");
+    eventually(WAIT, "only the survivor's address in the status", || {
+        get("gateway", &ns, "gw").filter(|g| g["status"]["addresses"] == json!([{ "type": "IPAddress", "value": survivor_address }]))
+    })
+    .unwrap_or_else(|e| panic!("{e}; survivor's log:\n{}", following.agent.logs()));
+    eprintln!("the dead node's address left the status {:?} after the kill", killed.elapsed());
+    // The survivor serves new connections; the dead node refuses them.
+    for _ in 0..20 {
+        assert_eq!(who_echoes(following), "one", "the survivor serves new connections");
+    }
+    assert_eq!(leading.refusal(9000), ErrorKind::ConnectionRefused, "nothing listens on the dead node");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let transfer = transfer.join().unwrap().unwrap_or_else(|e| panic!("the transfer through the survivor broke: {e}\n{}", following.agent.logs()));
+    assert_eq!(transfer.echoed, transfer.sent, "the survivor's transfer changed bytes while the other node died");
+    assert!(transfer.sent.len >= 8 << 20, "the transfer spanned the death ({} bytes in {:.1} s)", transfer.sent.len, transfer.seconds);
+
     kubectl(&["delete", "tcproute", "r", "-n", &ns], None).unwrap();
     eventually(WAIT, "attachedRoutes 0 written by the new leader", || get("gateway", &ns, "gw").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 0)).unwrap();
-    eventually(WAIT, "the stopped node's address to leave the status", || {
-        get("gateway", &ns, "gw").filter(|g| g["status"]["addresses"].as_array().is_some_and(|a| a.len() == 1))
-    })
-    .unwrap();
     following.wait_for_log("status writer elected").unwrap();
+}
+
+/// The chart's cluster-scoped objects this test applies (no namespace takes
+/// them away): deleted when it ends, pass or fail, or the cluster tests'
+/// `helm install` refuses to adopt a ClusterRole no release owns.
+struct ClusterScoped;
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "clusterrole/sockgate-agent", "clusterrolebinding/sockgate-agent", "--ignore-not-found", "--wait=false"], None);
+    }
 }
 
 #[test]
 fn the_charts_objects_apply_to_a_real_api_server() {
     let ns = namespace("chart");
-    // The test server is 1.20, which has no DaemonSet surge (1.22+): the chart's
-    // documented setting for such clusters.
-    let rendered = render("sockgate", &ns, json!({ "gatewayClassName": ns.as_str(), "updateStrategy": { "maxSurge": 0, "maxUnavailable": 1 } })).unwrap();
+    let _cluster_scoped = ClusterScoped;
+    // Rendered offline (`helm template`, for the newest Kubernetes), so with
+    // the values a 1.20 cluster needs (no DaemonSet surge before 1.22; a real
+    // `helm install` asks the server and leaves maxSurge out by itself, as
+    // cluster_guide.rs shows). The node selector matches no node: this agent
+    // must not run beside the other tests' agents.
+    let values = json!({ "gatewayClassName": ns.as_str(), "updateStrategy": { "maxSurge": 0, "maxUnavailable": 1 }, "nodeSelector": { "sockgate.io/test": "apply-only" } });
+    let rendered = render("sockgate", &ns, values).unwrap();
     let out = apply(&rendered).unwrap();
     for object in [
         "serviceaccount/sockgate-agent",

@@ -107,6 +107,73 @@ fn a_second_agent_takes_over_a_2_gib_transfer_intact_and_no_new_connection_fails
     assert_eq!(got, Received::of(&pattern(77, 4096)));
 }
 
+/// A supervisor that signals the old agent first and starts the new one only
+/// then: with --successor-wait the signalled agent goes on serving, listeners
+/// open, and hands everything to the successor that asks in that window, so
+/// the transfer in flight survives and no new connection is refused. (A
+/// Kubernetes DaemonSet is not such a supervisor: it creates the next pod only
+/// once the old one is gone; cluster_upgrade.rs.)
+#[test]
+fn a_signalled_agent_waits_for_its_successor_and_hands_over_without_a_refusal() {
+    let mut node = GatewayNode::start(&[("all.yaml", manifests())], &["--successor-wait", "20s"]).unwrap();
+    let up = Arc::new(pattern(3, 256 * MIB));
+    let down = Arc::new(pattern(4, 256 * MIB));
+    let down_for_backend = down.clone();
+    let backend = serve(&node.hosts.backend1, 7000, move |s: TcpStream| exchange(s, (*down_for_backend).clone()).unwrap()).unwrap();
+    let _small = serve(&node.hosts.backend1, 7002, |s: TcpStream| exchange(s, pattern(77, 4096)).ok()).unwrap();
+    node.wait_for_port(BULK).unwrap();
+    node.wait_for_port(SMALL).unwrap();
+
+    let client = node.connect(BULK).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let up_for_client = up.clone();
+    let bulk = std::thread::spawn(move || exchange(client, (*up_for_client).clone()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let looping = connection_loop(&node, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    node.agent.terminate();
+    node.wait_for_log("still serving while a successor may take over").unwrap();
+    // The signalled agent alone serves this second: the pod of a new version is starting.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut successor = node.start_successor(&[], |_| {}).unwrap();
+    wait_for_log(&mut successor, "took over from the running agent", Duration::from_secs(30)).unwrap();
+    let status = node.agent.wait_exit(Duration::from_secs(10));
+    assert!(matches!(status, Some(s) if s.success()), "the signalled agent exits once it handed over: {status:?}\n{}", node.agent.logs());
+    let old = std::mem::replace(&mut node.agent, successor);
+    assert!(!old.logs().contains("drained"), "it handed over rather than drained:\n{}", old.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failures) = looping.join().unwrap();
+
+    let client_got = bulk.join().unwrap();
+    let backend_got = backend.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert_eq!(backend_got, Received::of(&up), "client → backend corrupted across the takeover");
+    assert_eq!(client_got, Received::of(&down), "backend → client corrupted across the takeover");
+    assert!(failures.is_empty(), "{} of {} connections failed: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(5)]);
+    assert!(ok > 10, "too few connections to prove anything ({ok})");
+    let handed: usize = logged(&node.agent.logs(), "took over from the running agent", "connections").unwrap().parse().unwrap();
+    assert!(handed >= 1, "the bulk connection must have been handed over:\n{}", node.agent.logs());
+}
+
+/// Without a successor, --successor-wait ends in the usual drain.
+#[test]
+fn a_signalled_agent_without_a_successor_drains_after_the_wait() {
+    let mut node = GatewayNode::start(&[("all.yaml", manifests())], &["--successor-wait", "2s", "--drain-timeout", "2s"]).unwrap();
+    let _small = serve(&node.hosts.backend1, 7002, |s: TcpStream| exchange(s, pattern(77, 4096)).ok()).unwrap();
+    node.wait_for_port(SMALL).unwrap();
+    let signalled = Instant::now();
+    node.agent.terminate();
+    node.wait_for_log("still serving while a successor may take over").unwrap();
+    // Still served during the wait.
+    assert_eq!(exchange(node.connect(SMALL).unwrap(), pattern(5, 1000)).unwrap(), Received::of(&pattern(77, 4096)));
+    let status = node.agent.wait_exit(Duration::from_secs(20));
+    assert!(matches!(status, Some(s) if s.success()), "{status:?}\n{}", node.agent.logs());
+    assert!(signalled.elapsed() >= Duration::from_secs(2), "it waited for a successor first");
+    let logs = node.agent.logs();
+    assert!(logs.contains("no successor asked; draining") && logs.contains("drained; shutting down"), "{logs}");
+}
+
 /// Programs attached to `cgroup` (bpftool's view), as "attach_type name" strings.
 fn cgroup_programs(cgroup: &Cgroup) -> Vec<String> {
     let out = Command::new("bpftool").args(["-j", "cgroup", "show"]).arg(cgroup.path()).output().unwrap();

@@ -6,21 +6,27 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+mod chart;
 mod cluster;
 mod fuzz;
 mod soak;
 
-/// Debian packages a fresh machine of this kind lacks: Debian's rustc with a
-/// prebuilt `core` for BPF, LLVM 22 to build bpf-linker against, the kernel and
-/// network tools, and the real clients the demo and tests run.
-const APT_PACKAGES: &[&str] = &[
+/// What `cargo xtask demo` needs on a fresh machine of this kind, and no more:
+/// Debian's rustc with a prebuilt `core` for BPF and LLVM 22 to build
+/// bpf-linker against (the set seen working), the kernel and network tools,
+/// and the two clients the demo runs (nc, curl).
+const DEMO_APT_PACKAGES: &[&str] = &[
     "rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "rust-web-llvm",
     "llvm-22-dev", "clang-22", "lld-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "libxml2-dev",
-    "libbpf-dev", "bpftool", "iproute2", "ethtool",
-    "netcat-openbsd", "curl", "socat",
+    "libbpf-dev", "bpftool", "iproute2",
+    "netcat-openbsd", "curl",
+];
+/// What `cargo xtask test`, `fuzz`, `bench` and `soak` add to it.
+const TEST_APT_PACKAGES: &[&str] = &[
+    "ethtool", "socat",
     // UDPRoute tests: a real DNS server and client through the relay
     "dnsmasq-base", "dnsutils",
-    // the chart renderer (tests/helm-render) and the kube-apiserver build (cargo xtask cluster)
+    // the Kubernetes build (cargo xtask cluster)
     "golang-go",
     "g++", // libFuzzer's C++ runtime, built by cargo fuzz (cargo xtask fuzz)
     // cargo xtask bench: the contenders, the load tools, DNAT, the chart and the profiler
@@ -28,21 +34,30 @@ const APT_PACKAGES: &[&str] = &[
     "iptables", "gnuplot-nox", "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Helm v4's Go SDK as a Python library (no helm binary is installable here):
+/// the tests render, lint, install and upgrade the chart with it (tests/helm/helm.py).
+const HELM_SDK: &str = "helm-python-sdk==0.2.2";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("build") => build(),
-        Some("demo") => setup().and_then(|_| build()).and_then(|_| demo()),
+        // Only what the demo needs: a newcomer's first command stays short.
+        Some("demo") => setup_demo().and_then(|_| build()).and_then(|_| demo()),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test(&args[1..])),
+        // The node's images hold this build's agent and echo backend: built
+        // when missing, but not rebuilt here (kube_outage.rs restarts the API
+        // server with `cluster up` mid-test, and must find it quick).
+        Some("cluster") if args.get(1).map(String::as_str) == Some("up") && !cluster::images_built() => build().and_then(|_| cluster::run(&args[1..])),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("chart") => install_helm_sdk().and_then(|_| chart::run_from_args(&args[1..])),
         Some("fuzz") => setup().and_then(|_| fuzz::run_from_args(&args[1..])),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
         Some("soak") => setup().and_then(|_| soak::soak(&args[1..])),
         Some("sockmap-repro") => sockmap_repro(args.get(1).map(String::as_str).unwrap_or("50")),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [--fuzz-seconds N] [cargo test args]|fuzz [--seconds N] [TARGET...]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|sockmap-repro [RUNS]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [--fuzz-seconds N] [cargo test args]|fuzz [--seconds N] [TARGET...]|bench [--rounds N ...]|soak [--seconds N] [--connections C]|cluster <up|down>|chart render [VALUES_JSON]|sockmap-repro [RUNS]>");
             return ExitCode::from(2);
         }
     };
@@ -59,26 +74,32 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Installs what is missing; quick when everything is there.
+/// Installs what is missing for everything (tests, fuzzing, benchmarks, the
+/// chart through Helm); quick when everything is there.
 fn setup() -> Result<()> {
+    setup_demo()?;
+    install_missing(TEST_APT_PACKAGES)?;
+    fuzz::install_cargo_fuzz()?;
+    install_helm_sdk()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+/// What building the project and running the demo need: the BPF toolchain,
+/// bpf-linker, bpffs and cgroup2 mounted.
+fn setup_demo() -> Result<()> {
     let uid = output("id", &["-u"])?;
     if uid.trim() != "0" {
         bail!("setup must run as root: it installs packages, mounts bpffs and loads BPF programs");
     }
-    install_apt_packages()?;
+    install_missing(DEMO_APT_PACKAGES)?;
     install_bpf_linker()?;
-    fuzz::install_cargo_fuzz()?;
     mount_if_missing("bpf", "/sys/fs/bpf", "bpf")?;
     if !mounted_fs_type("cgroup2")? {
         std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
         mount_if_missing("cgroup2", "/sys/fs/cgroup/unified", "cgroup2")?;
     }
-    eprintln!("xtask: setup complete");
     Ok(())
-}
-
-fn install_apt_packages() -> Result<()> {
-    install_missing(APT_PACKAGES)
 }
 
 /// Installs those of `packages` that are not installed yet (apt-get update only then).
@@ -151,6 +172,15 @@ fn install_bpf_linker() -> Result<()> {
     run_quiet(&mut install, "cargo install bpf-linker")
 }
 
+fn install_helm_sdk() -> Result<()> {
+    let present = Command::new("python3").args(["-c", "import helm_python"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {HELM_SDK} (Helm's Go SDK for Python, ~85 MB)");
+    run_quiet(Command::new("python3").args(["-m", "pip", "install", "-q", "--root-user-action=ignore", HELM_SDK]), &format!("pip install {HELM_SDK}"))
+}
+
 fn mounted_fs_type(fs_type: &str) -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/mounts")?;
     Ok(mounts.lines().any(|l| l.split_whitespace().nth(2) == Some(fs_type)))
@@ -164,7 +194,7 @@ fn mount_if_missing(fs_type: &str, target: &str, source: &str) -> Result<()> {
     run_quiet(Command::new("mount").args(["-t", fs_type, source, target]), &format!("mount {target}"))
 }
 
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     run(Command::new(cargo()).current_dir(root()).args(["build", "--workspace", "--bins"]), "cargo build")
 }
 
