@@ -31,7 +31,14 @@ impl Drop for GatewayNode {
     fn drop(&mut self) {
         if let Some(dir) = &self.own_pin_dir {
             self.agent.stop(Duration::from_secs(3));
-            let _ = std::fs::remove_dir_all(dir);
+            // The agent removes its own pins as it goes; a removal racing it
+            // fails on a file just gone, so try again until the directory is.
+            for _ in 0..20 {
+                if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
