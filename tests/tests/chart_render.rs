@@ -25,7 +25,7 @@ fn the_chart_renders_a_host_network_daemonset_with_named_capabilities_and_least_
     assert_eq!(pod["hostNetwork"], true);
     let agent = &pod["containers"][0];
     assert_eq!(agent["image"], "ghcr.io/sockgate/gateway-agent:0.1.0", "the tag defaults to the chart's appVersion");
-    assert_eq!(agent["securityContext"]["capabilities"], json!({ "drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"] }));
+    assert_eq!(agent["securityContext"]["capabilities"], json!({ "drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE", "NET_RAW"] }));
     assert!(agent["securityContext"].get("privileged").is_none());
     assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
