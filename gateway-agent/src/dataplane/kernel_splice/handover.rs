@@ -185,6 +185,8 @@ const RESET_DURING_HANDOVER: &str = "a peer reset during the handover";
 /// A failure after the switch that leaves bytes nobody can deliver: both
 /// peers are reset rather than left with a hole in their stream.
 const UNDELIVERABLE: &str = "bytes acknowledged at the switch could not be delivered";
+/// Any other failure once the splice may have carried bytes: reset too.
+const AFTER_SWITCH: &str = "the switch failed half-way";
 
 /// How long the switch waits, once the entries are in, before its last look
 /// at the sockets: a segment the program passed a moment before is then in.
@@ -294,6 +296,30 @@ async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], 
     // The backend leg first: a client segment spliced before it would draw an
     // answer the backend entry must already translate.
     kernel.set(&keys[1], &down).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
+    // From here on the splice may have carried bytes past the sockets, so
+    // splice(2) can no longer take the pair: a failure resets both peers.
+    let switched = after_switch(kernel, pair, &keys, addresses, [&client, &backend], [client_rec, backend_rec], up, held, control).await;
+    switched.map(Some).map_err(|(reason, detail)| {
+        let must_reset = detail.starts_with(RESET_DURING_HANDOVER) || detail.starts_with(UNDELIVERABLE);
+        (reason, if must_reset { detail } else { format!("{AFTER_SWITCH}: {detail}") })
+    })
+}
+
+/// The rest of step 4, once the backend entry is spliced.
+#[allow(clippy::too_many_arguments)]
+async fn after_switch(
+    kernel: &KernelSplice,
+    pair: &mut Pair,
+    keys: &[FlowKey; 2],
+    addresses: [(SocketAddr, SocketAddr); 2],
+    [client, backend]: [&Leg; 2],
+    [client_rec, backend_rec]: [FlowEntry; 2],
+    up: FlowEntry,
+    held: bool,
+    control: &Control,
+) -> Result<u32, (Refusal, String)> {
+    let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"));
+    let (client_seq, backend_seq) = (client.seq, backend.seq);
     kernel.set(&keys[0], &up).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
     // The hold showed both peers a zero window: give each the other's real
     // one now, or a peer with nothing in flight would wait for its persist
@@ -302,7 +328,7 @@ async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], 
     // whose RST the splice carries to the other peer (seen: 1 in 5 fresh
     // request-answer-close connections reset).
     if held {
-        for (leg, seq, rec, other, other_rec) in [(&client, client_seq, client_rec, &backend, backend_rec), (&backend, backend_seq, backend_rec, &client, client_rec)] {
+        for (leg, seq, rec, other, other_rec) in [(client, client_seq, client_rec, backend, backend_rec), (backend, backend_seq, backend_rec, client, client_rec)] {
             let window = ((u64::from(other_rec.peer_window) << other.info.snd_wscale) >> leg.info.rcv_wscale).min(0xffff) as u16;
             let timestamps = leg.info.timestamps.then_some((seq.ts_now, rec.peer_tsval));
             if let Err(e) = super::craft::send_window_update(leg.local, leg.peer, seq.write_seq, seq.rcv_nxt, window, timestamps) {
@@ -322,14 +348,14 @@ async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], 
         }
     }
     let switched_at = [client_seq.write_seq, backend_seq.write_seq];
-    let ([client_seq, backend_seq], owing) = catch_up(kernel, pair, &keys, [client_seq, backend_seq], control)?;
+    let ([client_seq, backend_seq], owing) = catch_up(kernel, pair, keys, [client_seq, backend_seq], control)?;
     if owing != [false, false] {
-        let sent = pass_acknowledgements(kernel, [&pair.client, &pair.backend], &keys, addresses, [client_seq, backend_seq], switched_at, owing).await;
+        let sent = pass_acknowledgements(kernel, [&pair.client, &pair.backend], keys, addresses, [client_seq, backend_seq], switched_at, owing).await;
         let silenced = tcp_state::repair_on(&pair.client).and_then(|()| tcp_state::repair_on(&pair.backend));
         sent.map_err(|e| (Refusal::Busy, format!("{UNDELIVERABLE}: {e}")))?;
         silenced.map_err(|e| io_error("TCP_REPAIR after delivering late bytes", e))?;
     }
-    Ok(Some(client_seq.write_seq))
+    Ok(client_seq.write_seq)
 }
 
 /// Step 4's last part. Bytes (or a FIN) that reached a socket between the
@@ -527,7 +553,7 @@ impl Pair {
         // path then passes the FIN on (a read after end-of-stream returns 0
         // again, so it sees it too; `done` just says so without a read).
         let _ = (eof_up, eof_down);
-        let peer_reset = detail.starts_with(RESET_DURING_HANDOVER) || detail.starts_with(UNDELIVERABLE);
+        let peer_reset = [RESET_DURING_HANDOVER, UNDELIVERABLE, AFTER_SWITCH].iter().any(|p| detail.starts_with(p));
         Refused {
             peer_reset,
             reason,
