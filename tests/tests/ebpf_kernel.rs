@@ -135,3 +135,29 @@ fn the_ebpf_data_path_refuses_to_start_on_an_interface_it_cannot_attach_to_sayin
     assert!(stderr.contains("--dataplane ebpf: the kernel TCP splice cannot run here"), "{stderr}");
     assert!(stderr.contains("sgnosuch0"), "the refusal names the interface: {stderr}");
 }
+
+/// A machine where the kernel splice cannot load (simulated: the pin
+/// directory is on a plain file system, not bpffs, so its maps cannot be
+/// pinned): `--dataplane ebpf` says why in one log line and serves every
+/// connection on splice(2), bytes intact both ways.
+#[test]
+fn when_the_kernel_splice_cannot_load_the_ebpf_mode_says_why_and_serves_on_splice() {
+    let not_bpffs = tempfile::tempdir().unwrap();
+    let pin_dir = not_bpffs.path().join("pins");
+    let yaml = documents(&[gateway(&[("data", 9000)]), route("data", "data", "sink", 7001), service("sink", 7001, 7000, &["198.18.2.2"])]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf", "--bpf-pin-dir", pin_dir.to_str().unwrap()]).unwrap();
+    node.wait_for_port(9000).unwrap();
+    let (up, down) = (pattern(11, 8 << 20), pattern(12, 8 << 20));
+    let down_for_backend = down.clone();
+    let backend = serve(&node.hosts.backend1, 7000, move |s: TcpStream| exchange(s, down_for_backend.clone()).unwrap()).unwrap();
+    let client = node.connect(9000).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let client_got = exchange(client, up.clone()).unwrap();
+    assert_eq!(backend.recv_timeout(Duration::from_secs(30)).unwrap(), Received::of(&up), "client → backend corrupted");
+    assert_eq!(client_got, Received::of(&down), "backend → client corrupted");
+    let logs = node.agent.logs();
+    let why: Vec<&str> = logs.lines().filter(|l| l.contains("the kernel TCP splice cannot load here; every connection is served on splice(2)")).collect();
+    assert_eq!(why.len(), 1, "one line says why: {logs}");
+    assert!(why[0].contains("error="), "the line gives the cause: {}", why[0]);
+    assert!(!logs.contains("connection spliced in the kernel"), "{logs}");
+}

@@ -86,9 +86,25 @@ pub async fn select_path(mode: DataplaneMode, kernel: &KernelSpliceSettings) -> 
             Ok((path, format!("{why} (userspace requested: no BPF loaded)")))
         }
         DataplaneMode::Ebpf => {
+            // A named interface that does not exist is the operator's to fix:
+            // refused, naming it. Anything else that stops the kernel path
+            // (no BPF, a verifier, no bpffs at the pin directory) is this
+            // machine's: one line says why, and splice(2) serves.
+            if let Some(missing) = kernel.interfaces.iter().find(|name| !interface_exists(name)) {
+                anyhow::bail!("--dataplane ebpf: the kernel TCP splice cannot run here: no interface {missing} (--splice-interface); use --dataplane auto or splice");
+            }
             let settings = kernel.clone();
             let loaded = tokio::task::spawn_blocking(move || kernel_splice::KernelSplice::load(&settings.pin_dir, &settings.interfaces)).await?;
-            let kernel = loaded.map_err(|e| anyhow::anyhow!("--dataplane ebpf: the kernel TCP splice cannot run here: {e:#}; use --dataplane auto or splice"))?;
+            let kernel = match loaded {
+                Ok(kernel) => kernel,
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    tracing::error!(error = %reason, "--dataplane ebpf: the kernel TCP splice cannot load here; every connection is served on splice(2)");
+                    let started = Instant::now();
+                    selftest::verify(Arc::new(splice::SplicePath)).await.map_err(|e| anyhow::anyhow!("--dataplane ebpf: the kernel TCP splice cannot load ({reason}) and splice(2) failed its self-test: {e:#}"))?;
+                    return Ok((Arc::new(splice::SplicePath), format!("splice: the kernel TCP splice cannot load here ({reason}); splice(2)'s self-test passed in {:?}", started.elapsed())));
+                }
+            };
             let why = format!(
                 "ebpf (kernel TCP splice on {}; maps pinned in {}; pairs it cannot take stay on splice(2), counted by reason)",
                 kernel.interfaces().join(", "),
@@ -98,6 +114,12 @@ pub async fn select_path(mode: DataplaneMode, kernel: &KernelSpliceSettings) -> 
         }
         DataplaneMode::Auto => Ok(best_userspace().await),
     }
+}
+
+fn interface_exists(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 /// Loads the eBPF listener maps and programs when `mode` wants them (auto, ebpf);
