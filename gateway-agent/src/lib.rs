@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod limits;
 pub mod model;
 pub mod proxy_protocol;
+pub mod requirements;
 pub mod resources;
 pub mod run;
 pub mod sources;

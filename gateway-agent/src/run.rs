@@ -41,6 +41,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // The eBPF maps are for counting and inspection, not for serving: they are
     // loaded beside the path's self-test and installed when the verifier is
     // done (hundreds of milliseconds on a busy node), so a restart serves at once.
+    crate::requirements::warn_missing(args.dataplane, &args.bpf_pin_dir, args.cgroup.is_some());
     let (mode, pin_dir, cgroup) = (args.dataplane, args.bpf_pin_dir.clone(), args.cgroup.clone());
     let kernel_loading = tokio::task::spawn_blocking(move || load_kernel(mode, &pin_dir, cgroup.as_deref()));
     let splice_settings = KernelSpliceSettings { pin_dir: args.bpf_pin_dir.clone(), interfaces: args.splice_interfaces.clone() };

@@ -160,4 +160,53 @@ fn when_the_kernel_splice_cannot_load_the_ebpf_mode_says_why_and_serves_on_splic
     assert_eq!(why.len(), 1, "one line says why: {logs}");
     assert!(why[0].contains("error="), "the line gives the cause: {}", why[0]);
     assert!(!logs.contains("connection spliced in the kernel"), "{logs}");
+    // And at start, the requirement check said what to mount.
+    assert!(logs.contains(&format!("node requirement missing: a bpf filesystem at {}", pin_dir.display())), "{logs}");
+    assert!(logs.contains(&format!("fix=mount -t bpf bpf {}", pin_dir.display())), "{logs}");
+}
+
+/// Started without CAP_NET_RAW (dropped from its bounding set by setpriv, as
+/// a container runtime would), `--dataplane ebpf` names the missing
+/// capability, what it turns off and how to grant it, at start.
+#[test]
+fn a_missing_capability_is_named_at_start_with_what_it_turns_off_and_the_fix() {
+    use std::io::BufRead;
+    let ns = sockgate_tests::netns::NetNs::create("sg-req").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let pin_dir = format!("/sys/fs/bpf/{}", unique_name("sockgate-test"));
+    let mut child = ns
+        .command("setpriv")
+        .args(["--bounding-set", "-net_raw", "--"])
+        .arg(workspace_bin("gateway-agent").unwrap())
+        .args(["run", "--dataplane", "ebpf", "--bpf-pin-dir", &pin_dir, "--manifests"])
+        .arg(state.path())
+        .arg("--takeover-socket")
+        .arg(state.path().join("takeover.sock"))
+        .arg("--udp-state-file")
+        .arg(state.path().join("udp.json"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) if line.contains("node requirement missing: capability CAP_NET_RAW") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    let line = found.unwrap_or_else(|| panic!("no warning about CAP_NET_RAW in:\n{}", seen.join("\n")));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("resets of the flows it ends"), "says what it turns off: {line}");
+    assert!(line.contains("add CAP_NET_RAW"), "says how to fix it: {line}");
 }
