@@ -98,8 +98,6 @@ fn write_splice(out: &mut String, report: &SpliceReport) {
     header(out, "sockgate_kernel_splice_handovers_total", "counter", "Handovers by how they went: quiet (nothing in flight) or held (peers held back by a zero window).");
     let _ = writeln!(out, "sockgate_kernel_splice_handovers_total{{kind=\"quiet\"}} {}", report.quiet_handovers);
     let _ = writeln!(out, "sockgate_kernel_splice_handovers_total{{kind=\"held\"}} {}", report.held_handovers);
-    header(out, "sockgate_kernel_splice_late_handovers_total", "counter", "Handovers where bytes or a FIN reached a socket at the switch itself; the gateway delivered them (also counted as quiet or held).");
-    let _ = writeln!(out, "sockgate_kernel_splice_late_handovers_total {}", report.late_handovers);
     let _ = writeln!(out, "# HELP sockgate_kernel_splice_fallbacks_total Connections kept on splice(2), by reason.\n# TYPE sockgate_kernel_splice_fallbacks_total counter");
     for (reason, n) in &report.refused {
         let _ = writeln!(out, "sockgate_kernel_splice_fallbacks_total{{reason=\"{}\"}} {n}", reason.name());

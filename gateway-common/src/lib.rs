@@ -200,6 +200,12 @@ pub const FLOW_RECORD: u32 = 1;
 pub const FLOW_HOLD: u32 = 2;
 /// Spliced: every segment is rewritten to the other leg and forwarded.
 pub const FLOW_SPLICED: u32 = 3;
+/// The instant of the switch: as `FLOW_HOLD`, but segments carrying data,
+/// SYN or FIN are dropped (pure ACKs and RSTs still reach the stack), so the
+/// agent's last look at the queues and its reading of the sequence numbers
+/// stay true until the splice takes over. A peer that sent before it saw the
+/// zero window retransmits the dropped segment into the splice.
+pub const FLOW_FREEZE: u32 = 4;
 
 /// One leg of a spliced connection: how to translate a segment arriving on it
 /// (written by the agent) and what the program saw of it (written by the program).
@@ -268,10 +274,8 @@ pub struct FlowEntry {
     /// program does not read (it rewrites timestamps and SACK blocks in the
     /// layout every common stack sends: NOP NOP TS, NOP NOP SACK).
     pub unreadable_options: u32,
-    /// Bytes from this sender that reached the gateway's socket at the switch
-    /// (after its sequence numbers were read, before its entry): written by
-    /// the agent, which delivered them itself. Nothing is ever dropped there.
-    pub late_bytes: u32,
+    /// Segments dropped in FLOW_FREEZE (their senders retransmit them).
+    pub frozen_drops: u32,
 }
 
 /// Per-listener totals of the kernel splice (`SPLICE_STATS`, per CPU; readers

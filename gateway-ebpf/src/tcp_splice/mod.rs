@@ -12,8 +12,9 @@
 //! pass through as harmlessly as they would between the two peers directly.
 //!
 //! Segments of a leg in `FLOW_RECORD` or `FLOW_HOLD` (the handover) pass to
-//! the stack, which records the peer's last TSval, window and interface for
-//! the agent. The handover never needs a segment dropped.
+//! the stack; in `FLOW_FREEZE` (the instant of the switch) those carrying
+//! data, SYN or FIN are dropped, pure ACKs and RSTs pass. All three record
+//! the peer's last TSval, window and interface for the agent.
 //! Anything that is not TCP over IPv4/IPv6 without extension headers, or has
 //! no entry, passes untouched.
 mod headers;
@@ -29,7 +30,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use gateway_common::{
-    FlowEntry, FlowKey, ListenerPort, SpliceStats, FLOW_HOLD, FLOW_SPLICED, MAX_FLOW_ENTRIES, MAX_LISTENERS,
+    FlowEntry, FlowKey, ListenerPort, SpliceStats, FLOW_FREEZE, FLOW_HOLD, FLOW_SPLICED, MAX_FLOW_ENTRIES, MAX_LISTENERS,
     NO_PREALLOC,
 };
 
@@ -77,6 +78,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     match entry.state {
         FLOW_SPLICED => splice(ctx, &segment, entry),
         FLOW_HOLD => Ok(hold(&segment, entry)),
+        FLOW_FREEZE => Ok(freeze(&segment, entry)),
         _ => Ok(TC_ACT_OK as i32),
     }
 }
@@ -91,8 +93,21 @@ fn hold(segment: &Segment, entry: &mut FlowEntry) -> i32 {
     TC_ACT_OK as i32
 }
 
+/// Between the agent's last look at the queues and the splice entry, nothing
+/// may enter a socket's receive queue: it would be acknowledged by a socket
+/// about to fall silent and never delivered. Dropped instead, for the sender
+/// to retransmit into the splice. A RST passes: the agent checks the
+/// sockets' state once the splice is in.
+fn freeze(segment: &Segment, entry: &mut FlowEntry) -> i32 {
+    if segment.payload > 0 || segment.flags & (TCP_SYN | TCP_FIN) != 0 {
+        entry.frozen_drops += 1;
+        return TC_ACT_SHOT as i32;
+    }
+    TC_ACT_OK as i32
+}
+
 /// `sockgate_tcp_hold` (TC egress on the same interfaces): while a leg is in
-/// `FLOW_HOLD`, every segment the gateway's socket sends its peer advertises
+/// `FLOW_HOLD` or `FLOW_FREEZE`, every segment the gateway's socket sends its peer advertises
 /// a zero window, so the peer stops sending new data (it keeps acknowledging
 /// ours, in pure ACKs) and the gateway's queues empty without dropping
 /// anything. After the switch the peer learns the other peer's real window
@@ -110,7 +125,7 @@ fn close_window(ctx: &TcContext) -> Result<(), ()> {
     let entry = FLOWS.get_ptr(&key).ok_or(())?;
     // SAFETY: a map value pointer, valid for this run.
     let state = unsafe { (*entry).state };
-    if state != FLOW_HOLD {
+    if state != FLOW_HOLD && state != FLOW_FREEZE {
         return Ok(());
     }
     rewrite::zero_window(ctx, &segment)

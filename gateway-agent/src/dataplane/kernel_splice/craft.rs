@@ -5,13 +5,6 @@
 //! both peers; this ACK, carrying the other peer's real window, lets each
 //! resume at once instead of at its persist timer (200 ms or more).
 //!
-//! An acknowledgement *to one of the gateway's own sockets*, as if from its
-//! peer: a socket that sends bytes the gateway owed at the switch never sees
-//! its peer's ACKs (the splice carries them to the other peer), so the agent
-//! passes them on, and the socket's own sender (congestion window,
-//! retransmission) finishes the job. Sent with the peer's address as source
-//! (IP_TRANSPARENT); the node delivers it locally, through loopback.
-//!
 //! A reset: the RST is built here and sent through a raw socket, with the
 //! sequence number the peer expects next (the last acknowledgement it sent,
 //! which the program recorded). Should the peer have moved on (data in
@@ -38,17 +31,7 @@ pub fn send_window_update(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, 
     send(from, to, seq, ack, TCP_ACK, window, timestamps)
 }
 
-/// Sends the node's own socket at `to` a pure ACK as if from its peer `from`.
-pub fn send_ack_as_peer(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, window: u16, timestamps: Option<(u32, u32)>) -> io::Result<()> {
-    send_from(from, to, seq, ack, TCP_ACK, window, timestamps, true)
-}
-
 fn send(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, flags: u8, window: u16, timestamps: Option<(u32, u32)>) -> io::Result<()> {
-    send_from(from, to, seq, ack, flags, window, timestamps, false)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send_from(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, flags: u8, window: u16, timestamps: Option<(u32, u32)>, foreign_source: bool) -> io::Result<()> {
     let (from_ip, to_ip) = (canonical(from.ip()), canonical(to.ip()));
     let mut header = [0u8; 32];
     let length = if timestamps.is_some() { 32 } else { 20 };
@@ -69,14 +52,6 @@ fn send_from(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, flags: u8, wi
     header[16..18].copy_from_slice(&sum.to_be_bytes());
     let domain = if from_ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::RAW, Some(Protocol::TCP))?;
-    if foreign_source {
-        // An address that is not the node's: allowed as a source with IP_TRANSPARENT (CAP_NET_ADMIN).
-        if from_ip.is_ipv4() {
-            socket.set_ip_transparent_v4(true)?;
-        } else {
-            socket.set_ip_transparent_v6(true)?;
-        }
-    }
     // The kernel writes the IP header, from this source address.
     socket.bind(&SockAddr::from(SocketAddr::new(from_ip, 0)))?;
     socket.send_to(header, &SockAddr::from(SocketAddr::new(to_ip, 0)))?;

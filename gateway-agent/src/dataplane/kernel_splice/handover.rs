@@ -21,30 +21,29 @@
 //! 2. **Quiet switch.** While the peers talk, the agent keeps moving their
 //!    bytes (read, write) and waits for a moment when nothing is owed either
 //!    way. Request/response and idle connections reach one within a round trip.
-//! 3. **Hold** (no quiet moment within [`QUIET_WAIT`]). The entries go to
+//! 3. **Hold** (also the last instant of a quiet switch). The entries go to
 //!    `FLOW_HOLD`: every segment the gateway's sockets send now advertises a
 //!    zero window (the TC egress program rewrites it), so the peers stop
 //!    sending new data; what they sent before they saw it still reaches the
 //!    sockets, and the gateway delivers it. Nothing is dropped, so nothing
 //!    waits for a retransmission. The gateway sends what it holds as the
-//!    peers' acknowledgements open their windows.
-//! 4. **Switch.** When nothing is owed, both sockets enter repair mode
-//!    (their close will send nothing), their sequence numbers and timestamp
-//!    clocks are read (a segment that arrived meanwhile: back to step 2),
+//!    peers' acknowledgements open their windows. What was dropped, the peers retransmit into the
+//!    splice (a busy sender has many segments in flight: its loss probe or
+//!    SACK recovery resends them without a retransmission timeout).
+//! 4. **Switch.** When nothing is owed, the entries go to `FLOW_FREEZE`:
+//!    the program now drops any segment carrying data, SYN or FIN (a zero
+//!    window does not stop what a peer sent before it saw it, and a byte a
+//!    socket took now would be acknowledged and never delivered: seen, 8
+//!    bytes lost in 1 of 300 quiet handovers). The peer retransmits a
+//!    dropped segment into the splice. One more look at the queues is now
+//!    final (anything that arrived before the freeze goes back to the hold
+//!    and is delivered). Both sockets enter repair mode (their close will
+//!    send nothing), their sequence numbers and timestamp clocks are read,
 //!    and both entries become `FLOW_SPLICED` with the translation computed
-//!    from them, the backend leg first. A segment can still have reached a
-//!    socket between that reading and its entry (a zero window does not stop
-//!    what a peer sent before it saw it; seen: 8 bytes in 1 of 300 quiet
-//!    handovers). The socket acknowledged it, so its sender will not resend
-//!    it: the gateway owns those bytes, and writes them (and a FIN) to the
-//!    other leg's socket, whose next sequence number is where the translation
-//!    puts them; that socket sends them, and retransmits them if lost, while
-//!    the splice carries what follows. Nothing is dropped at the switch, so
-//!    no peer waits for a retransmission timeout (an earlier version dropped
-//!    data segments at this instant and cost such a reply ~205 ms). A socket
-//!    reset meanwhile undoes the switch and resets the other peer. After a
-//!    hold, each peer is sent one ACK with the other peer's last window (the
-//!    zero window would otherwise keep it waiting for its persist timer).
+//!    from them. A socket that left ESTABLISHED meanwhile (a RST passes the
+//!    freeze) undoes the switch. Each peer is then sent one ACK with the
+//!    other peer's last window (the zero window would otherwise keep it
+//!    waiting for its persist timer).
 //! 5. **Silence.** No segment reaches the sockets any more, their queues
 //!    are empty, and they are in repair mode: closing one sends nothing. The
 //!    client socket is closed at the first look at the flow (nothing is in
@@ -62,9 +61,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use gateway_common::{FlowEntry, FlowKey, FLOW_HOLD, FLOW_RECORD};
+use gateway_common::{FlowEntry, FlowKey, FLOW_FREEZE, FLOW_HOLD, FLOW_RECORD};
 
-use super::tcp_state::{self, Sequences, TcpInfo};
+use super::tcp_state::{self, TcpInfo};
 use super::translation::{self, Leg, Refusal};
 use super::{monotonic_ns, KernelSplice};
 use crate::dataplane::path::{Carried, Control};
@@ -182,18 +181,6 @@ pub async fn hand_over(kernel: &KernelSplice, client: TcpStream, backend: TcpStr
 type Failure = (Refusal, String, bool, bool);
 
 const RESET_DURING_HANDOVER: &str = "a peer reset during the handover";
-/// A failure after the switch that leaves bytes nobody can deliver: both
-/// peers are reset rather than left with a hole in their stream.
-const UNDELIVERABLE: &str = "bytes acknowledged at the switch could not be delivered";
-/// Any other failure once the splice may have carried bytes: reset too.
-const AFTER_SWITCH: &str = "the switch failed half-way";
-
-/// How long the switch waits, once the entries are in, before its last look
-/// at the sockets: a segment the program passed a moment before is then in.
-const SETTLE: Duration = Duration::from_millis(1);
-/// How long a peer may take to acknowledge bytes the gateway owed it at the
-/// switch before the pair is reset (it would be waiting on a hole for ever).
-const OWED_LIMIT: Duration = Duration::from_secs(10);
 
 /// Steps 1–4; Ok(whether the peers were held back, the client leg's write_seq).
 async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2], control: &Control) -> Result<(bool, u32), Failure> {
@@ -206,15 +193,25 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addr
     loop {
         pair.move_bytes(control)?;
         if pair.quiet().map_err(|e| io_error("reading queue lengths", e))? && samples_ready(kernel, &keys, infos[0].timestamps) {
-            let switched = splice_now(kernel, pair, keys, addresses, infos, held, control).await.map_err(|(reason, detail)| (reason, detail, false, false))?;
-            if let Some(client_write_seq) = switched {
+            // The freeze makes the check final: from the moment its entries
+            // are in, no new byte can reach the sockets (a zero window does
+            // not stop what a peer sent before it saw it).
+            set_state(kernel, &keys, FLOW_FREEZE)?;
+            pair.move_bytes(control)?;
+            if !pair.quiet().map_err(|e| io_error("reading queue lengths", e))? {
+                // A segment passed just before the freeze: deliver it under the hold.
+                set_state(kernel, &keys, FLOW_HOLD)?;
                 if !held {
-                    kernel.quiet_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    held = true;
+                    kernel.held_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                return Ok((held, client_write_seq));
+                continue;
             }
-            // A segment arrived as the sockets went into repair mode: it is
-            // delivered like any other, and the next quiet moment switches.
+            if !held {
+                kernel.quiet_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let client_write_seq = splice_now(kernel, pair, keys, addresses, infos).map_err(|(reason, detail)| (reason, detail, false, false))?;
+            return Ok((held, client_write_seq));
         }
         let waited = started.elapsed();
         if !held && waited >= QUIET_WAIT {
@@ -242,7 +239,8 @@ async fn switch(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addr
     }
 }
 
-/// Step 3: the entries go to FLOW_HOLD, keeping what the program recorded.
+/// Steps 3 and 4: the entries go to FLOW_HOLD or FLOW_FREEZE, keeping what
+/// the program recorded.
 fn set_state(kernel: &KernelSplice, keys: &[FlowKey; 2], state: u32) -> Result<(), Failure> {
     for key in keys {
         let mut entry = kernel.get(key).unwrap_or_default();
@@ -253,26 +251,14 @@ fn set_state(kernel: &KernelSplice, keys: &[FlowKey; 2], state: u32) -> Result<(
 }
 
 /// Step 4, with every queue empty and the peers held back (or quiet).
-/// Ok(None): a segment arrived as the sockets went into repair mode, nothing
-/// was switched, and the handover goes on. Ok(Some(client write_seq)): spliced.
-async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2], held: bool, control: &Control) -> Result<Option<u32>, (Refusal, String)> {
+fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], addresses: [(SocketAddr, SocketAddr); 2], infos: [TcpInfo; 2]) -> Result<u32, (Refusal, String)> {
     let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"));
     tcp_state::repair_on(&pair.client).map_err(|e| io_error("TCP_REPAIR on the client socket", e))?;
     tcp_state::repair_on(&pair.backend).map_err(|e| io_error("TCP_REPAIR on the backend socket", e))?;
     let client_seq = tcp_state::sequences(&pair.client).map_err(|e| io_error("client sequence numbers", e))?;
     let backend_seq = tcp_state::sequences(&pair.backend).map_err(|e| io_error("backend sequence numbers", e))?;
-    // A FIN counts in rcv_nxt but not in the queues: one that came before
-    // the reading would put the translation one off (seen: a FIN 200 ms late
-    // and one sequence number short). The next look reads it and passes it
-    // on through splice(2). From the reading on, a FIN is a late one.
-    let established = |s: &TcpStream| tcp_state::tcp_info(s).is_ok_and(|i| i.state == tcp_state::TCP_ESTABLISHED);
-    if !pair.quiet().map_err(|e| io_error("queue lengths", e))? || !established(&pair.client) || !established(&pair.backend) {
-        tcp_state::repair_off_quietly(&pair.client).map_err(|e| io_error("leaving repair mode", e))?;
-        tcp_state::repair_off_quietly(&pair.backend).map_err(|e| io_error("leaving repair mode", e))?;
-        return Ok(None);
-    }
-    if let Some(delay) = fault_switch_delay() {
-        tokio::time::sleep(delay).await;
+    if !pair.quiet().map_err(|e| io_error("queue lengths", e))? {
+        return Err((Refusal::Busy, "a queue refilled at the switch".into()));
     }
     let recorded = |key: &FlowKey| kernel.get(key).unwrap_or_default();
     let (client_rec, backend_rec) = (recorded(&keys[0]), recorded(&keys[1]));
@@ -293,216 +279,42 @@ async fn splice_now(kernel: &KernelSplice, pair: &mut Pair, keys: [FlowKey; 2], 
     (down.next_seq, down.last_ack) = (backend_seq.rcv_nxt, backend_seq.write_seq);
     // Counters the program kept during the handover carry on.
     (up.held_segments, down.held_segments) = (client_rec.held_segments, backend_rec.held_segments);
+    (up.frozen_drops, down.frozen_drops) = (client_rec.frozen_drops, backend_rec.frozen_drops);
     // The backend leg first: a client segment spliced before it would draw an
     // answer the backend entry must already translate.
     kernel.set(&keys[1], &down).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
-    // From here on the splice may have carried bytes past the sockets, so
-    // splice(2) can no longer take the pair: a failure resets both peers.
-    let switched = after_switch(kernel, pair, &keys, addresses, [&client, &backend], [client_rec, backend_rec], up, held, control).await;
-    switched.map(Some).map_err(|(reason, detail)| {
-        let must_reset = detail.starts_with(RESET_DURING_HANDOVER) || detail.starts_with(UNDELIVERABLE);
-        (reason, if must_reset { detail } else { format!("{AFTER_SWITCH}: {detail}") })
-    })
-}
-
-/// The rest of step 4, once the backend entry is spliced.
-#[allow(clippy::too_many_arguments)]
-async fn after_switch(
-    kernel: &KernelSplice,
-    pair: &mut Pair,
-    keys: &[FlowKey; 2],
-    addresses: [(SocketAddr, SocketAddr); 2],
-    [client, backend]: [&Leg; 2],
-    [client_rec, backend_rec]: [FlowEntry; 2],
-    up: FlowEntry,
-    held: bool,
-    control: &Control,
-) -> Result<u32, (Refusal, String)> {
-    let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"));
-    let (client_seq, backend_seq) = (client.seq, backend.seq);
     kernel.set(&keys[0], &up).map_err(|e| (Refusal::MapFull, format!("{e:#}")))?;
-    // The hold showed both peers a zero window: give each the other's real
-    // one now, or a peer with nothing in flight would wait for its persist
-    // timer. Only then: a quiet pair saw no zero window, and an ACK sent to a
-    // pair that meanwhile finished through the splice meets a closed socket,
-    // whose RST the splice carries to the other peer (seen: 1 in 5 fresh
-    // request-answer-close connections reset).
-    if held {
-        for (leg, seq, rec, other, other_rec) in [(client, client_seq, client_rec, backend, backend_rec), (backend, backend_seq, backend_rec, client, client_rec)] {
-            let window = ((u64::from(other_rec.peer_window) << other.info.snd_wscale) >> leg.info.rcv_wscale).min(0xffff) as u16;
-            let timestamps = leg.info.timestamps.then_some((seq.ts_now, rec.peer_tsval));
-            if let Err(e) = super::craft::send_window_update(leg.local, leg.peer, seq.write_seq, seq.rcv_nxt, window, timestamps) {
-                tracing::warn!(peer = %leg.peer, error = %e, "could not send the window update after a handover; the peer resumes at its persist timer");
-            }
+    // The freeze admits nothing; a socket whose receive sequence moved anyway
+    // (a segment between the program's verdict and the socket as the freeze
+    // went in) holds bytes this translation skips: back to splice(2), which
+    // delivers them.
+    for (stream, seq, side) in [(&pair.client, client_seq, "client"), (&pair.backend, backend_seq, "backend")] {
+        if tcp_state::sequences(stream).ok().map(|now| now.rcv_nxt) != Some(seq.rcv_nxt) {
+            return Err((Refusal::Busy, format!("a segment reached the {side} socket at the switch")));
         }
     }
-    // A segment the program passed just before its entry changed may still be
-    // on its way into a socket (another CPU's softirq, or a socket's backlog).
-    tokio::time::sleep(SETTLE).await;
-    // A RST that reached a socket since the sequence numbers were read: the
-    // caller removes the entries and resets the other peer too.
+    // A FIN or RST that reached a socket after the last read but before
+    // these entries: the splice would carry a pair with one end gone and the
+    // other peer would wait for ever. From here on both pass through the
+    // splice, so this look is final. The caller removes the entries; a FIN
+    // is then read and passed on by splice(2), a reset is passed on as one.
     for (stream, side) in [(&pair.client, "client"), (&pair.backend, "backend")] {
         match tcp_state::tcp_info(stream).map(|i| i.state) {
-            Ok(tcp_state::TCP_ESTABLISHED | tcp_state::TCP_CLOSE_WAIT) => {}
+            Ok(tcp_state::TCP_ESTABLISHED) => {}
+            Ok(tcp_state::TCP_CLOSE_WAIT) => return Err((Refusal::Closing, format!("the {side} ended its direction just before the switch"))),
             state => return Err((Refusal::Closing, format!("{RESET_DURING_HANDOVER}: the {side} socket closed just before the switch ({state:?})"))),
         }
     }
-    let switched_at = [client_seq.write_seq, backend_seq.write_seq];
-    let ([client_seq, backend_seq], owing) = catch_up(kernel, pair, keys, [client_seq, backend_seq], control)?;
-    if owing != [false, false] {
-        let sent = pass_acknowledgements(kernel, [&pair.client, &pair.backend], keys, addresses, [client_seq, backend_seq], switched_at, owing).await;
-        let silenced = tcp_state::repair_on(&pair.client).and_then(|()| tcp_state::repair_on(&pair.backend));
-        sent.map_err(|e| (Refusal::Busy, format!("{UNDELIVERABLE}: {e}")))?;
-        silenced.map_err(|e| io_error("TCP_REPAIR after delivering late bytes", e))?;
+    // The hold showed both peers a zero window: give each the other's real
+    // one now, or a peer with nothing in flight would wait for its persist timer.
+    for (leg, seq, rec, other, other_rec) in [(&client, client_seq, client_rec, &backend, backend_rec), (&backend, backend_seq, backend_rec, &client, client_rec)] {
+        let window = ((u64::from(other_rec.peer_window) << other.info.snd_wscale) >> leg.info.rcv_wscale).min(0xffff) as u16;
+        let timestamps = leg.info.timestamps.then_some((seq.ts_now, rec.peer_tsval));
+        if let Err(e) = super::craft::send_window_update(leg.local, leg.peer, seq.write_seq, seq.rcv_nxt, window, timestamps) {
+            tracing::warn!(peer = %leg.peer, error = %e, "could not send the window update after a handover; the peer resumes at its persist timer");
+        }
     }
     Ok(client_seq.write_seq)
-}
-
-/// Step 4's last part. Bytes (or a FIN) that reached a socket between the
-/// reading of its sequence numbers and its splice entry were acknowledged
-/// by that socket, so their sender will not send them again: the gateway
-/// owns them and writes them to the other leg's socket, whose next sequence
-/// number is where the translation puts them. That socket sends them while
-/// the splice carries what follows. Returns both sockets' sequence numbers
-/// after that, and which sockets now owe their peer bytes (left out of
-/// repair mode for [`pass_acknowledgements`]).
-fn catch_up(kernel: &KernelSplice, pair: &mut Pair, keys: &[FlowKey; 2], read: [Sequences; 2], control: &Control) -> Result<([Sequences; 2], [bool; 2]), (Refusal, String)> {
-    let io_error = |what: &str, e: io::Error| (Refusal::SocketError, format!("{what}: {e}"));
-    let now = |pair: &Pair| -> Result<[Sequences; 2], (Refusal, String)> {
-        Ok([
-            tcp_state::sequences(&pair.client).map_err(|e| io_error("client sequence numbers", e))?,
-            tcp_state::sequences(&pair.backend).map_err(|e| io_error("backend sequence numbers", e))?,
-        ])
-    };
-    let after = now(pair)?;
-    let late = [after[0].rcv_nxt != read[0].rcv_nxt, after[1].rcv_nxt != read[1].rcv_nxt];
-    if late == [false, false] {
-        return Ok((after, [false, false]));
-    }
-    kernel.late_handovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Reading and writing need the sockets out of repair mode for a moment.
-    tcp_state::repair_off_quietly(&pair.client).map_err(|e| io_error("leaving repair mode", e))?;
-    tcp_state::repair_off_quietly(&pair.backend).map_err(|e| io_error("leaving repair mode", e))?;
-    let mut delivered = [(0u64, false); 2];
-    let mut result = Ok(());
-    if late[0] {
-        result = deliver_late(&pair.client, &pair.backend, control).map(|d| delivered[0] = d);
-    }
-    if late[1] && result.is_ok() {
-        result = deliver_late(&pair.backend, &pair.client, control).map(|d| delivered[1] = d);
-    }
-    let silenced = tcp_state::repair_on(&pair.client).and_then(|()| tcp_state::repair_on(&pair.backend));
-    pair.moved_up += delivered[0].0;
-    pair.moved_down += delivered[1].0;
-    result.map_err(|e| (Refusal::Busy, format!("{UNDELIVERABLE}: {e}")))?;
-    silenced.map_err(|e| io_error("TCP_REPAIR after delivering late bytes", e))?;
-    let final_seqs = now(pair)?;
-    // A FIN the gateway passed on itself never crosses the splice: the
-    // program would not see it, so its entry says so. (This overwrites the
-    // program's counters of the last few microseconds, if any moved.)
-    for (key, (bytes, fin)) in keys.iter().zip(delivered) {
-        if let Some(mut entry) = kernel.get(key) {
-            entry.late_bytes = entry.late_bytes.saturating_add(bytes as u32);
-            entry.fin |= u32::from(fin);
-            let _ = kernel.set(key, &entry);
-        }
-    }
-    tracing::debug!(late_up = ?delivered[0], late_down = ?delivered[1], "bytes reached the sockets at the switch; the gateway delivered them");
-    // The client's bytes went into the backend socket and the other way round.
-    let owing = [delivered[1] != (0, false), delivered[0] != (0, false)];
-    for (socket, owes) in [(&pair.client, owing[0]), (&pair.backend, owing[1])] {
-        if owes {
-            tcp_state::repair_off_quietly(socket).map_err(|e| io_error("leaving repair mode", e))?;
-        }
-    }
-    Ok((final_seqs, owing))
-}
-
-/// A socket that owes its peer bytes (see [`catch_up`]) sends what its
-/// congestion window allows and then waits for acknowledgements, which the
-/// splice carries to the other peer instead. So the agent passes each new
-/// acknowledgement (and window) the program recorded from that peer on to
-/// the socket, until the peer has everything: the socket's own sender,
-/// retransmissions included, does the rest. Err after [`OWED_LIMIT`].
-async fn pass_acknowledgements(
-    kernel: &KernelSplice,
-    sockets: [&TcpStream; 2],
-    keys: &[FlowKey; 2],
-    addresses: [(SocketAddr, SocketAddr); 2],
-    seqs: [Sequences; 2],
-    acked_at_switch: [u32; 2],
-    owing: [bool; 2],
-) -> io::Result<()> {
-    let started = Instant::now();
-    // What the socket already knows: everything before the late bytes was acknowledged.
-    // (The window as first read is taken as known too: only changes are news.)
-    let mut passed: [Option<(u32, u32)>; 2] = [None; 2];
-    loop {
-        let mut done = true;
-        for i in (0..2).filter(|&i| owing[i]) {
-            // keys[i]: the segments of socket i's peer; their ACKs number socket i's bytes.
-            let entry = kernel.get(&keys[i]).ok_or_else(|| io::Error::other("the flow's entry went"))?;
-            let end = seqs[i].write_seq;
-            let ack = if before(entry.last_ack, end) { entry.last_ack } else { end };
-            let known = *passed[i].get_or_insert((acked_at_switch[i], entry.peer_window));
-            if known != (ack, entry.peer_window) {
-                let (local, peer) = addresses[i];
-                let timestamps = (entry.ts_seen != 0).then(|| (entry.peer_tsval, tcp_state::timestamp_now(sockets[i]).unwrap_or(seqs[i].ts_now)));
-                super::craft::send_ack_as_peer(peer, local, seqs[i].rcv_nxt, ack, entry.peer_window.min(0xffff) as u16, timestamps)?;
-                passed[i] = Some((ack, entry.peer_window));
-            }
-            done &= ack == end;
-        }
-        if done {
-            return Ok(());
-        }
-        if started.elapsed() >= OWED_LIMIT {
-            return Err(io::Error::other(format!("the peer did not acknowledge them within {OWED_LIMIT:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Fault injection for the tests: `SOCKGATE_FAULT_SWITCH_DELAY_MS` widens
-/// the instant between reading the sequence numbers and writing the splice
-/// entries, so that bytes reliably reach the sockets in it (on a quiet
-/// machine they do in about 1 of 300 handovers). Unset in production.
-fn fault_switch_delay() -> Option<Duration> {
-    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| std::env::var("SOCKGATE_FAULT_SWITCH_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis))
-}
-
-fn before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
-}
-
-/// Moves every byte `from` holds to `to`, and its FIN; (bytes, whether a FIN).
-fn deliver_late(from: &TcpStream, to: &TcpStream, control: &Control) -> io::Result<(u64, bool)> {
-    use std::os::fd::AsRawFd;
-    let unread = tcp_state::unread(from)? as u64;
-    // Room for all of it at once (it is at most a receive window), and no
-    // Nagle delay for a short tail.
-    let room = (unread * 2 + (64 << 10)) as libc::c_int;
-    // SAFETY: int options on a socket we own.
-    unsafe {
-        if libc::setsockopt(to.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, (&room as *const libc::c_int).cast(), 4) != 0 {
-            libc::setsockopt(to.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&room as *const libc::c_int).cast(), 4);
-        }
-    }
-    to.set_nodelay(true)?;
-    let mut pending = Vec::new();
-    let mut moved = 0;
-    let eof = relay(from, to, &mut pending, &mut moved, control)?;
-    if !pending.is_empty() {
-        return Err(io::Error::other(format!("{} late bytes did not fit the other socket's send buffer", pending.len())));
-    }
-    if eof {
-        // SAFETY: shutdown(2) on a socket we own.
-        if unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((moved, eof))
 }
 
 /// The program saw each leg's interface, and each peer's TSval when timestamps are on.
@@ -553,7 +365,7 @@ impl Pair {
         // path then passes the FIN on (a read after end-of-stream returns 0
         // again, so it sees it too; `done` just says so without a read).
         let _ = (eof_up, eof_down);
-        let peer_reset = [RESET_DURING_HANDOVER, UNDELIVERABLE, AFTER_SWITCH].iter().any(|p| detail.starts_with(p));
+        let peer_reset = detail.starts_with(RESET_DURING_HANDOVER);
         Refused {
             peer_reset,
             reason,

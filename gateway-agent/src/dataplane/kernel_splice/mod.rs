@@ -40,9 +40,6 @@ pub struct KernelSplice {
     /// hold the peers' data segments back while queues drained.
     pub quiet_handovers: AtomicU64,
     pub held_handovers: AtomicU64,
-    /// Handovers where bytes or a FIN reached a socket at the switch itself,
-    /// which the gateway then delivered (either kind above may be one too).
-    pub late_handovers: AtomicU64,
     /// The entries this agent wrote; any other entry in the (shared, pinned)
     /// map was left by an agent before it.
     own: Mutex<HashSet<FlowKey>>,
@@ -108,7 +105,6 @@ impl KernelSplice {
             refused: Refusal::ALL.iter().map(|r| (*r, AtomicU64::new(0))).collect(),
             quiet_handovers: AtomicU64::new(0),
             held_handovers: AtomicU64::new(0),
-            late_handovers: AtomicU64::new(0),
             own: Mutex::default(),
             inherited_taken: AtomicBool::new(false),
         })
@@ -204,7 +200,6 @@ pub struct SpliceReport {
     pub spliced: u64,
     pub quiet_handovers: u64,
     pub held_handovers: u64,
-    pub late_handovers: u64,
     pub refused: BTreeMap<Refusal, u64>,
     /// Entries in FLOWS (two per spliced connection, and those being handed over).
     pub flow_entries: usize,
@@ -217,7 +212,6 @@ impl KernelSplice {
             spliced: self.spliced.load(Ordering::Relaxed),
             quiet_handovers: self.quiet_handovers.load(Ordering::Relaxed),
             held_handovers: self.held_handovers.load(Ordering::Relaxed),
-            late_handovers: self.late_handovers.load(Ordering::Relaxed),
             refused: self.refusals(),
             flow_entries: self.flows.lock().unwrap().keys().count(),
             per_listener: self.stats().unwrap_or_default(),

@@ -193,7 +193,7 @@ mod tests {
         Leg {
             local: local.parse().unwrap(),
             peer: peer.parse().unwrap(),
-            info: TcpInfo { state: 1, timestamps: true, sack: true, window_scaling: true, snd_wscale, rcv_wscale, advmss: 1448, rtt_us: 50, snd_mss: 1448, snd_cwnd: 10 },
+            info: TcpInfo { state: 1, timestamps: true, sack: true, window_scaling: true, snd_wscale, rcv_wscale, advmss: 1448, rtt_us: 50 },
             seq: Sequences { write_seq, rcv_nxt, ts_now, peer_mss: 1460 },
             peer_tsval: Some(peer_tsval),
             ifindex: 7,
