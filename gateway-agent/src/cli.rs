@@ -109,15 +109,6 @@ pub struct RunArgs {
     /// the listeners close, before the rest are reset (0s resets them at once).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// On SIGTERM: how long to keep serving, listeners open, while a successor
-    /// may still ask on the takeover socket; one that asks in time gets every
-    /// listener and connection, so nothing is refused. For a supervisor that
-    /// signals the old agent and then starts the new one. Not a Kubernetes
-    /// DaemonSet: its controller creates a node's next pod only once the old
-    /// one is gone, so no successor can ask (it surges on 1.22+ instead, and
-    /// the new pod takes over before the old one is signalled). 0: drain at once.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub successor_wait: Duration,
     /// After handing everything to a new agent: exit, or wait for a signal
     /// (in a DaemonSet, so the kubelet does not restart the old container).
     #[arg(long, value_enum, default_value = "exit")]

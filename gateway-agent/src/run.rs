@@ -88,10 +88,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Some(dir) => standalone(dir, args.reload_interval, &mut applier, &mut stop, &offer).await,
         None => kubernetes(&args, &mut applier, &mut stop, &offer).await,
     };
-    let ending = match ending {
-        Ok(Ending::Signalled) if !args.successor_wait.is_zero() => await_successor(args.successor_wait, &mut applier, &mut stop, &offer).await,
-        other => other,
-    };
     match ending {
         Ok(Ending::Signalled) => {
             let drained = applier.listeners.drain(args.drain_timeout).await;
@@ -104,13 +100,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
             applier.shutdown().await;
             Ok(())
         }
-        // Already signalled: nothing to wait for once the successor serves.
-        Ok(Ending::SignalledThenHandedOver(conn)) => {
-            release_after_handover(health_task, applier, offer, conn).await;
-            Ok(())
-        }
         Ok(Ending::HandedOver(conn)) => {
-            release_after_handover(health_task, applier, offer, conn).await;
+            // Release what the successor needs (programs, health port, the
+            // takeover socket) before closing the connection it waits on.
+            if let Some(task) = health_task {
+                task.abort();
+                let _ = task.await;
+            }
+            drop(applier);
+            drop(offer);
+            drop(conn);
+            tracing::info!("handed over to the new agent; this one serves nothing more");
             if args.after_handover == AfterHandover::WaitForSignal {
                 stopping(&mut stop.ending).await;
             }
@@ -181,54 +181,6 @@ enum Ending {
     Signalled,
     /// Everything went to a new agent, which waits on this connection's close.
     HandedOver(socket2::Socket),
-    /// Signalled, then a successor asked within --successor-wait and got everything.
-    SignalledThenHandedOver(socket2::Socket),
-}
-
-/// After SIGTERM with --successor-wait: everything keeps being served (the
-/// listeners stay open and accepting) while a successor may still ask on the
-/// takeover socket. One that asks in time takes every listener and
-/// connection over; otherwise (or on a second signal) the usual drain follows.
-async fn await_successor(wait: Duration, applier: &mut Applier, stop: &mut Stop, offer: &Offer) -> Result<Ending> {
-    tracing::info!(?wait, "signalled: still serving while a successor may take over");
-    let deadline = tokio::time::sleep(wait);
-    tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(LEASE_RENEW);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => {
-                tracing::info!("no successor asked; draining");
-                return Ok(Ending::Signalled);
-            }
-            _ = stopping(&mut stop.ending) => {
-                tracing::info!("signalled again; draining");
-                return Ok(Ending::Signalled);
-            }
-            _ = tick.tick() => applier.tick(),
-            // A load still running when the signal came is installed as in the main loops.
-            loaded = Applier::kernel_loaded(&mut applier.kernel_loading), if applier.kernel_loading.is_some() => applier.install_kernel(loaded),
-            // Offer::requested is cancel-safe (its own task accepts and reads
-            // the hello): the deadline firing loses no asking successor.
-            asked = offer.requested() => {
-                if let Some(conn) = applier.hand_over(asked?).await {
-                    return Ok(Ending::SignalledThenHandedOver(conn));
-                }
-            }
-        }
-    }
-}
-
-/// Releases what a successor needs (programs, health port, the takeover
-/// socket) before closing the connection it waits on.
-async fn release_after_handover(health_task: Option<tokio::task::JoinHandle<()>>, applier: Applier, offer: Offer, conn: socket2::Socket) {
-    if let Some(task) = health_task {
-        task.abort();
-        let _ = task.await;
-    }
-    drop(applier);
-    drop(offer);
-    drop(conn);
-    tracing::info!("handed over to the new agent; this one serves nothing more");
 }
 
 /// SIGTERM and SIGINT end the agent; SIGHUP forces a reload.
