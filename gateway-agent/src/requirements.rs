@@ -86,7 +86,7 @@ pub fn missing(node: &Node, mode: DataplaneMode, pin_dir: &Path, cgroup_given: b
     if mode == DataplaneMode::Ebpf && !has(CAP_NET_RAW) {
         missing.push(Missing {
             what: "capability CAP_NET_RAW".into(),
-            turns_off: "the segments the kernel TCP splice sends itself (resets of the flows it ends, window updates and acknowledgements at a handover)",
+            turns_off: "the segments the kernel TCP splice sends itself (resets of the flows it ends, window updates after a handover)",
             fix: "add CAP_NET_RAW (the chart does)".into(),
         });
     }
