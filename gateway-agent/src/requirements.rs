@@ -35,16 +35,17 @@ pub struct Missing {
 
 impl Node {
     pub fn read(pin_dir: &Path) -> Node {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let capabilities = status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap_or(0);
+        let capabilities = effective_capabilities();
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let cgroup2_mounted = mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2"));
         Node { capabilities, cgroup2_mounted, pin_dir_on_bpffs: on_bpffs(pin_dir) }
     }
+}
+
+/// This process's effective capability set (CapEff in /proc/self/status; 0 if unreadable).
+pub fn effective_capabilities() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok()).unwrap_or(0)
 }
 
 /// The pin directory, or its nearest existing ancestor (the agent creates

@@ -77,13 +77,7 @@ pub fn inherited() -> (u64, u64) {
 
 /// Whether this process may raise a hard limit (CAP_SYS_RESOURCE), for the report.
 pub fn can_raise_hard_limits() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    effective & (1 << 24) != 0
+    gateway_agent::requirements::effective_capabilities() & (1 << 24) != 0
 }
 
 /// Makes `command` start with the limit the machine gave the bench, not the raised one.
