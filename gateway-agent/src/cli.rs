@@ -101,6 +101,11 @@ pub struct RunArgs {
     /// comma-separate). Default: every interface that is up, but loopback.
     #[arg(long = "splice-interface", env = "SOCKGATE_SPLICE_INTERFACES", value_delimiter = ',')]
     pub splice_interfaces: Vec<String>,
+    /// `--dataplane ebpf`: how long a connection is forwarded on splice(2)
+    /// before it is handed to the kernel (0s: at once). Most short
+    /// connections end first and never pay for a handover.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    pub kernel_splice_after: Duration,
     /// Unix socket where a running agent hands its sockets and connections to a
     /// starting one (takeover on upgrade); a starting agent asks here first.
     #[arg(long, default_value = crate::takeover::DEFAULT_SOCKET)]

@@ -44,7 +44,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     crate::requirements::warn_missing(args.dataplane, &args.bpf_pin_dir, args.cgroup.is_some());
     let (mode, pin_dir, cgroup) = (args.dataplane, args.bpf_pin_dir.clone(), args.cgroup.clone());
     let kernel_loading = tokio::task::spawn_blocking(move || load_kernel(mode, &pin_dir, cgroup.as_deref()));
-    let splice_settings = KernelSpliceSettings { pin_dir: args.bpf_pin_dir.clone(), interfaces: args.splice_interfaces.clone() };
+    let splice_settings = KernelSpliceSettings { pin_dir: args.bpf_pin_dir.clone(), interfaces: args.splice_interfaces.clone(), handover_after: args.kernel_splice_after };
     let (path, path_reason) = select_path(args.dataplane, &splice_settings).await?;
     tracing::info!(path = path.name(), "data path: {path_reason}");
     let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&path), args.connect_timeout);

@@ -17,9 +17,16 @@ const PORT: u16 = 9000;
 const BACKEND_PORT: u16 = 7000;
 const MIB: usize = 1 << 20;
 
+/// A node with the kernel splice and its default handover delay: the
+/// transfers here last long enough to be handed over mid-stream.
 fn node() -> GatewayNode {
+    node_with(&[])
+}
+
+fn node_with(extra: &[&str]) -> GatewayNode {
     let yaml = documents(&[gateway(&[("data", PORT)]), route("data", "data", "sink", 7001), service("sink", 7001, BACKEND_PORT, &["198.18.2.2"])]);
-    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf"]).unwrap();
+    let args: Vec<&str> = ["--dataplane", "ebpf"].iter().copied().chain(extra.iter().copied()).collect();
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &args).unwrap();
     node.wait_for_port(PORT).unwrap();
     node
 }
@@ -170,10 +177,27 @@ fn a_smaller_mtu_on_the_backend_leg_keeps_the_pair_on_splice_with_every_byte_int
 /// byte must arrive. A read timeout of 20 s turns a stalled pair into a failure.
 #[test]
 fn three_hundred_concurrent_pairs_where_both_sides_speak_first_all_arrive_intact() {
+    // Handed over at once, while both greetings are in flight.
+    let (spliced, refused) = three_hundred_pairs_both_speaking_first("0s");
+    assert!(spliced > 0, "none of the pairs was spliced: {refused:?}");
+}
+
+/// The same pairs handed over a few milliseconds in, mid-stream, each one
+/// paused on splice(2) wherever it is: some with one direction already
+/// ended (its FIN passed on), which must stay passed on, not be sent twice.
+#[test]
+fn three_hundred_concurrent_pairs_paused_on_splice_mid_stream_for_their_handover_all_arrive_intact() {
+    let (spliced, refused) = three_hundred_pairs_both_speaking_first("5ms");
+    eprintln!("{spliced} spliced mid-stream; kept on splice(2): {}", refused.len());
+}
+
+/// Runs the pairs through a node with `--kernel-splice-after after`, checks
+/// every byte both ways; (spliced, refusals).
+fn three_hundred_pairs_both_speaking_first(after: &str) -> (usize, Vec<String>) {
     use std::io::{Read, Write};
     const PAIRS: u64 = 300;
     const GREETING: &[u8] = b"hello from the backend\n";
-    let node = node();
+    let node = node_with(&["--kernel-splice-after", after]);
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         s.write_all(GREETING).unwrap();
         let mut seed = [0u8; 8];
@@ -206,7 +230,7 @@ fn three_hundred_concurrent_pairs_where_both_sides_speak_first_all_arrive_intact
     }
     let (spliced, refused) = spliced_and_refused(&node);
     eprintln!("{PAIRS} pairs in {slowest:?}: {spliced} spliced, {} kept on splice(2)", refused.len());
-    assert!(spliced > 0, "none of the pairs was spliced: {refused:?}");
+    (spliced, refused)
 }
 
 /// The bench's handover-stall pattern, where a request, its answer and the
@@ -217,7 +241,8 @@ fn three_hundred_concurrent_pairs_where_both_sides_speak_first_all_arrive_intact
 fn request_answer_and_close_on_fresh_connections_all_reach_the_backend_with_their_fin() {
     use std::io::{Read, Write};
     const CONNECTIONS: u64 = 300;
-    let node = node();
+    // Handed over at once: the request, its answer and the FIN cross the handover.
+    let node = node_with(&["--kernel-splice-after", "0s"]);
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut request = [0u8; 8];
@@ -260,7 +285,7 @@ fn bpftool_shows_both_entries_of_a_spliced_connection_by_field_name() {
     use std::io::{Read, Write};
     let pin_dir = format!("/sys/fs/bpf/{}", sockgate_tests::netns::unique_name("sockgate-test"));
     let yaml = documents(&[gateway(&[("data", PORT)]), route("data", "data", "sink", 7001), service("sink", 7001, BACKEND_PORT, &["198.18.2.2"])]);
-    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf", "--bpf-pin-dir", &pin_dir]).unwrap();
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf", "--bpf-pin-dir", &pin_dir, "--kernel-splice-after", "0s"]).unwrap();
     let _echo = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         let mut buf = [0u8; 1024];
         while let Ok(n) = s.read(&mut buf) {
@@ -297,4 +322,74 @@ fn bpftool_shows_both_entries_of_a_spliced_connection_by_field_name() {
     assert!(client_leg["formatted"]["value"]["bytes"].as_u64().unwrap() >= 40, "the kernel counted the pings: {client_leg:#}");
     assert!(spliced.iter().any(|e| e["formatted"]["key"]["src_port"] == BACKEND_PORT), "no entry for the backend leg: {dump:#}");
     eprintln!("{}", String::from_utf8_lossy(&std::process::Command::new("bpftool").args(["map", "dump", "pinned", &format!("{pin_dir}/FLOWS")]).output().unwrap().stdout));
+}
+
+/// `--kernel-splice-after`: connections that end sooner never leave
+/// splice(2) (each request and answer still checked), and one that lasts
+/// longer is paused there and handed over mid-stream, every byte intact.
+#[test]
+fn short_connections_end_on_splice_before_their_handover_and_a_lasting_one_is_handed_over_mid_stream() {
+    use std::io::{Read, Write};
+    const SHORT: u64 = 40;
+    let node = node_with(&["--kernel-splice-after", "300ms"]);
+    // The harness's port probe reaches the backend too, with no bytes.
+    let next_nonempty = |results: &std::sync::mpsc::Receiver<(u64, u32)>| loop {
+        let result = results.recv_timeout(Duration::from_secs(10)).expect("the backend stopped reporting");
+        if result.0 != 0 {
+            break result;
+        }
+    };
+    let echo = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut seen = 0u64;
+        let mut crc = crc32fast::Hasher::new();
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            crc.update(&buf[..n]);
+            seen += n as u64;
+        }
+        (seen, crc.finalize())
+    })
+    .unwrap();
+    for id in 0..SHORT {
+        let mut stream = node.connect(PORT).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(&id.to_le_bytes()).unwrap();
+        let mut back = [0u8; 8];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(u64::from_le_bytes(back), id, "connection {id}: the echo differs");
+        drop(stream);
+        assert_eq!(next_nonempty(&echo).0, 8, "connection {id}: the backend saw another length");
+    }
+    let ended_first = |node: &GatewayNode| node.agent.logs().matches("connection ended on splice(2) before its handover was due").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ended_first(&node) < SHORT as usize && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The harness's port probe may add one short connection of its own.
+    assert!(ended_first(&node) >= SHORT as usize, "only {} of {SHORT} short connections ended on splice(2)", ended_first(&node));
+    assert_eq!(spliced_and_refused(&node).0, 0, "a short connection was handed over");
+
+    // A paced echo for about a second: the handover falls in the middle.
+    let mut stream = node.connect(PORT).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let data = pattern(7, 4 * MIB);
+    let (mut sent_crc, mut back_crc) = (crc32fast::Hasher::new(), crc32fast::Hasher::new());
+    let mut back = vec![0u8; 64 * 1024];
+    for chunk in data.chunks(64 * 1024) {
+        stream.write_all(chunk).unwrap();
+        sent_crc.update(chunk);
+        stream.read_exact(&mut back[..chunk.len()]).unwrap();
+        back_crc.update(&back[..chunk.len()]);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let (sent_crc, back_crc) = (sent_crc.finalize(), back_crc.finalize());
+    assert_eq!(back_crc, sent_crc, "the echo through the handover differs");
+    drop(stream);
+    let (seen, crc) = next_nonempty(&echo);
+    assert_eq!((seen, crc), (data.len() as u64, sent_crc), "the backend did not receive every byte intact");
+    let (spliced, refused) = spliced_and_refused(&node);
+    assert_eq!(spliced, 1, "the lasting connection was not handed over: {refused:?}");
 }

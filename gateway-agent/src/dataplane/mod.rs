@@ -70,6 +70,8 @@ pub enum DataplaneMode {
 pub struct KernelSpliceSettings {
     pub pin_dir: std::path::PathBuf,
     pub interfaces: Vec<String>,
+    /// How long a connection runs on splice(2) before its handover.
+    pub handover_after: std::time::Duration,
 }
 
 /// Chooses the data path for `mode`, proving it first; and why, for the log.
@@ -94,6 +96,7 @@ pub async fn select_path(mode: DataplaneMode, kernel: &KernelSpliceSettings) -> 
                 anyhow::bail!("--dataplane ebpf: the kernel TCP splice cannot run here: no interface {missing} (--splice-interface); use --dataplane auto or splice");
             }
             let settings = kernel.clone();
+            let handover_after = kernel.handover_after;
             let loaded = tokio::task::spawn_blocking(move || kernel_splice::KernelSplice::load(&settings.pin_dir, &settings.interfaces)).await?;
             let kernel = match loaded {
                 Ok(kernel) => kernel,
@@ -106,11 +109,12 @@ pub async fn select_path(mode: DataplaneMode, kernel: &KernelSpliceSettings) -> 
                 }
             };
             let why = format!(
-                "ebpf (kernel TCP splice on {}; maps pinned in {}; pairs it cannot take stay on splice(2), counted by reason)",
+                "ebpf (kernel TCP splice on {}; maps pinned in {}; a connection is handed to the kernel once it has been open {:?}, the shorter ones and pairs it cannot take stay on splice(2), counted by reason)",
                 kernel.interfaces().join(", "),
-                kernel.pin_dir().display()
+                kernel.pin_dir().display(),
+                handover_after
             );
-            Ok((Arc::new(kernel_splice::path::KernelPath::new(Arc::new(kernel))), why))
+            Ok((Arc::new(kernel_splice::path::KernelPath::new(Arc::new(kernel), handover_after)), why))
         }
         DataplaneMode::Auto => Ok(best_userspace().await),
     }

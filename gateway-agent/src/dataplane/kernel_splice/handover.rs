@@ -173,7 +173,10 @@ pub async fn hand_over(kernel: &KernelSplice, client: TcpStream, backend: TcpStr
             }
             let _ = tcp_state::repair_off_quietly(&pair.client);
             let _ = tcp_state::repair_off_quietly(&pair.backend);
-            Err(pair.refuse(reason, detail, eof_up, eof_down))
+            // A FIN the handover read is not passed on yet: splice(2) reads
+            // the end-of-stream again (a read after it returns 0 again) and passes it.
+            let _ = (eof_up, eof_down);
+            Err(pair.refuse(reason, detail, false, false))
         }
     }
 }
@@ -360,11 +363,9 @@ impl Pair {
         )
     }
 
-    fn refuse(self, reason: Refusal, detail: String, eof_up: bool, eof_down: bool) -> Refused {
-        // A direction whose FIN the handover read goes on as done: the splice
-        // path then passes the FIN on (a read after end-of-stream returns 0
-        // again, so it sees it too; `done` just says so without a read).
-        let _ = (eof_up, eof_down);
+    /// `done_up`/`done_down`: that direction's FIN was already passed on
+    /// (before the handover began); splice(2) must not pass it again.
+    fn refuse(self, reason: Refusal, detail: String, done_up: bool, done_down: bool) -> Refused {
         let peer_reset = detail.starts_with(RESET_DURING_HANDOVER);
         Refused {
             peer_reset,
@@ -372,8 +373,8 @@ impl Pair {
             detail,
             client: self.client,
             backend: self.backend,
-            up: Carried { pending: self.up, done: false },
-            down: Carried { pending: self.down, done: false },
+            up: Carried { pending: self.up, done: done_up },
+            down: Carried { pending: self.down, done: done_down },
             moved_up: self.moved_up,
             moved_down: self.moved_down,
         }

@@ -52,10 +52,13 @@ pub enum Refusal {
     MapFull,
     /// A socket call failed (the message says which).
     SocketError,
+    /// The connection ended on splice(2) before its handover was due
+    /// (`--kernel-splice-after`): not a failure, the short ones are meant to.
+    EndedFirst,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::MixedFamilies,
         Refusal::OptionsDiffer,
         Refusal::MssMismatch,
@@ -66,6 +69,7 @@ impl Refusal {
         Refusal::Closing,
         Refusal::MapFull,
         Refusal::SocketError,
+        Refusal::EndedFirst,
     ];
 
     /// The label in metrics and `inspect`.
@@ -81,6 +85,7 @@ impl Refusal {
             Refusal::Closing => "closing",
             Refusal::MapFull => "map_full",
             Refusal::SocketError => "socket_error",
+            Refusal::EndedFirst => "ended_before_handover",
         }
     }
 }
