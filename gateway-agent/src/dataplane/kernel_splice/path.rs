@@ -64,11 +64,16 @@ impl KernelPath {
         if self.handover_after.is_zero() {
             return Ok(Outcome::Paused(crate::dataplane::path::Paused { client, backend, up, down, client_to_backend: 0, backend_to_client: 0 }));
         }
-        // The agent's pause reaches this token too; the timer fires it alone.
-        let due = control.pause.child_token();
+        // A token of this connection's own (a child of the agent's pause
+        // would take the parent's lock twice per connection): the timer or
+        // the agent's pause fires it.
+        let due = tokio_util::sync::CancellationToken::new();
         let warm = Control { pause: due.clone(), ..control.clone() };
         let timer = async {
-            tokio::time::sleep(self.handover_after).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.handover_after) => {}
+                _ = control.pause.cancelled() => {}
+            }
             due.cancel();
             std::future::pending::<()>().await
         };
@@ -122,7 +127,8 @@ impl DataPath for KernelPath {
 
     fn forward<'a>(&'a self, client: TcpStream, backend: TcpStream, up: Carried, down: Carried, control: Control) -> Forwarding<'a> {
         Box::pin(async move {
-            let warm = match self.warm_up(client, backend, up, down, &control).await? {
+            // Boxed: its state is freed once the handover starts, not kept for the flow's life.
+            let warm = match Box::pin(self.warm_up(client, backend, up, down, &control)).await? {
                 Outcome::Ended(transfer) => {
                     self.kernel.refuse(Refusal::EndedFirst);
                     tracing::debug!(end = ?transfer.end, "connection ended on splice(2) before its handover was due");
