@@ -65,6 +65,16 @@ fn chart_values_change_what_is_rendered() {
     assert_eq!(agent["image"], "ghcr.io/sockgate/gateway-agent:dev");
     assert!(agent["args"].as_array().unwrap().contains(&json!("--dataplane=splice")));
     assert!(objs.iter().all(|o| o["kind"] != "GatewayClass"), "gatewayClassName empty: no GatewayClass");
+    assert!(!agent["args"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().starts_with("--kernel-splice-after")), "only dataplane ebpf takes --kernel-splice-after");
+}
+
+#[test]
+fn dataplane_ebpf_passes_the_handover_delay_to_the_agent() {
+    let objs = objects(&render("edge", "gw", json!({ "dataplane": "ebpf", "kernelSpliceAfter": "5ms" })).unwrap());
+    let args = find(&objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    let args = args.as_array().unwrap();
+    assert!(args.contains(&json!("--dataplane=ebpf")), "{args:?}");
+    assert!(args.contains(&json!("--kernel-splice-after=5ms")), "{args:?}");
 }
 
 #[test]
