@@ -225,6 +225,7 @@ mod tests {
             8088,
             ListenerConfig {
                 gateway: ObjectKey::new("default", "gw"),
+                listener_set: None,
                 listener: "foo".into(),
                 route: Some(ObjectKey::new("default", "r")),
                 backends: vec![

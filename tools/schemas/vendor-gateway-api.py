@@ -13,7 +13,7 @@ KEEP = {"type", "properties", "items", "required", "enum", "minimum", "maximum",
         "minItems", "maxItems", "minLength", "maxLength", "pattern", "format",
         "nullable", "additionalProperties", "x-kubernetes-preserve-unknown-fields",
         "x-kubernetes-int-or-string", "anyOf", "oneOf", "allOf"}
-FILES = ["gatewayclasses", "gateways", "tcproutes", "udproutes", "referencegrants"]
+FILES = ["gatewayclasses", "gateways", "tcproutes", "udproutes", "referencegrants", "listenersets"]
 
 def strip(node):
     if isinstance(node, dict):

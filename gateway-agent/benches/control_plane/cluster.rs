@@ -126,6 +126,7 @@ pub fn snapshot(scale: &Scale) -> Snapshot {
                 spec: GatewaySpec {
                     gateway_class_name: CLASS.into(),
                     listeners,
+                    allowed_listeners: None,
                 },
             },
         );

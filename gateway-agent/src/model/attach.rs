@@ -3,10 +3,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::listeners::{ListenerVerdict, RouteKind};
+use super::listeners::{ListenerOwner, ListenerVerdict, RouteKind};
 use super::status::reasons;
 use crate::resources::gateway_api::{Listener, ParentReference, GROUP};
-use crate::resources::ObjectKey;
+use crate::resources::{ListenerSetApi, ObjectKey};
 
 /// The Gateway a parentRef points at, if it points at a Gateway at all.
 pub fn parent_gateway(route: &ObjectKey, parent: &ParentReference) -> Option<ObjectKey> {
@@ -19,6 +19,15 @@ pub fn parent_gateway(route: &ObjectKey, parent: &ParentReference) -> Option<Obj
     Some(ObjectKey::new(namespace, parent.name.clone()))
 }
 
+/// The ListenerSet a parentRef points at (kind `ListenerSet`, or the
+/// experimental `XListenerSet` of servers before v1.6), if it does.
+pub fn parent_listener_set(route: &ObjectKey, parent: &ParentReference) -> Option<(ListenerSetApi, ObjectKey)> {
+    let group = parent.group.as_deref().unwrap_or(GROUP);
+    let api = [ListenerSetApi::V1, ListenerSetApi::XV1Alpha1].into_iter().find(|api| api.group() == group && parent.kind.as_deref() == Some(api.kind()))?;
+    let namespace = parent.namespace.clone().unwrap_or_else(|| route.namespace.clone());
+    Some((api, ObjectKey::new(namespace, parent.name.clone())))
+}
+
 /// The result of binding one parentRef to one Gateway.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Attachment {
@@ -28,18 +37,23 @@ pub enum Attachment {
 }
 
 /// Binds a route of `kind` in `route_namespace` through `parent` to the
-/// listeners of one Gateway. A listener of another protocol matches the
+/// listeners of one Gateway or ListenerSet (`owner`: its namespace is the one
+/// `allowedRoutes` `Same` means, the ListenerSet's for its listeners). A listener of another protocol matches the
 /// parentRef but does not allow the kind: `NotAllowedByListeners`, as the
 /// conformance cases (a UDPRoute on a TLS listener) read the spec.
 pub fn attach(
     kind: RouteKind,
     parent: &ParentReference,
+    owner: &ListenerOwner,
     route_namespace: &str,
-    gateway_namespace: &str,
     listeners: &[Listener],
     verdicts: &[&ListenerVerdict],
     namespace_labels: &dyn Fn(&str) -> BTreeMap<String, String>,
 ) -> Attachment {
+    let (owner_kind, owner_namespace) = match owner {
+        ListenerOwner::Gateway(k) => ("Gateway", k.namespace.as_str()),
+        ListenerOwner::ListenerSet(k) => ("ListenerSet", k.namespace.as_str()),
+    };
     let matching: Vec<usize> = listeners
         .iter()
         .enumerate()
@@ -58,7 +72,7 @@ pub fn attach(
                     (None, None) => "the parentRef".into(),
                 };
                 let have = listeners.iter().map(|l| format!("{} (port {})", l.name, l.port)).collect::<Vec<_>>().join(", ");
-                format!("no listener matches {wanted}; the Gateway's listeners are: {have}")
+                format!("no listener matches {wanted}; the {owner_kind}'s listeners are: {have}")
             },
         };
     }
@@ -69,7 +83,7 @@ pub fn attach(
             let verdict = verdicts[i];
             verdict.valid
                 && verdict.supported_kinds.iter().any(|k| k.kind == kind.name())
-                && namespace_allowed(&listeners[i], route_namespace, gateway_namespace, namespace_labels)
+                && namespace_allowed(&listeners[i], route_namespace, owner_namespace, namespace_labels)
         })
         .collect();
     if allowed.is_empty() {

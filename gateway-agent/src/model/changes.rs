@@ -11,12 +11,12 @@ pub fn port_changes(old: &DataplaneConfig, new: &DataplaneConfig) -> Vec<String>
         let ports = old.keys().chain(new.keys()).collect::<std::collections::BTreeSet<_>>();
         for port in ports {
             match (old.get(port), new.get(port)) {
-                (Some(a), Some(b)) if a.route != b.route || a.gateway != b.gateway || a.listener != b.listener => out.push(format!(
-                    "{protocol} port {port} changes route: was {} (listener {}/{}), now {} (listener {}/{})",
-                    route(a), a.gateway, a.listener, route(b), b.gateway, b.listener
+                (Some(a), Some(b)) if a.route != b.route || a.place() != b.place() => out.push(format!(
+                    "{protocol} port {port} changes route: was {} (listener {}), now {} (listener {})",
+                    route(a), a.place(), route(b), b.place()
                 )),
-                (None, Some(b)) => out.push(format!("{protocol} port {port} opens: listener {}/{}, {}", b.gateway, b.listener, route(b))),
-                (Some(a), None) => out.push(format!("{protocol} port {port} closes: listener {}/{} is gone (it served {})", a.gateway, a.listener, route(a))),
+                (None, Some(b)) => out.push(format!("{protocol} port {port} opens: listener {}, {}", b.place(), route(b))),
+                (Some(a), None) => out.push(format!("{protocol} port {port} closes: listener {} is gone (it served {})", a.place(), route(a))),
                 _ => {}
             }
         }
@@ -30,7 +30,7 @@ mod tests {
     use crate::resources::ObjectKey;
 
     fn listener(route: Option<&str>) -> ListenerConfig {
-        ListenerConfig { gateway: ObjectKey::new("default", "gw"), listener: "web".into(), route: route.map(|r| ObjectKey::new("default", r)), backends: vec![], policy: Default::default() }
+        ListenerConfig { gateway: ObjectKey::new("default", "gw"), listener_set: None, listener: "web".into(), route: route.map(|r| ObjectKey::new("default", r)), backends: vec![], policy: Default::default() }
     }
 
     #[test]

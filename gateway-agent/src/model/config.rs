@@ -25,6 +25,9 @@ pub struct DataplaneConfig {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListenerConfig {
     pub gateway: ObjectKey,
+    /// The ListenerSet that added the listener to `gateway`, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_set: Option<ObjectKey>,
     pub listener: String,
     /// The route that gets this listener's traffic; None resets every connection.
     pub route: Option<ObjectKey>,
@@ -120,8 +123,17 @@ impl fmt::Display for UdpListenerDisplay<'_> {
 }
 
 impl ListenerConfig {
+    /// "gateway/listener", or for a ListenerSet's listener
+    /// "gateway (ListenerSet set)/listener": listener names are unique only per owner.
+    pub fn place(&self) -> String {
+        match &self.listener_set {
+            None => format!("{}/{}", self.gateway, self.listener),
+            Some(set) => format!("{} (ListenerSet {set})/{}", self.gateway, self.listener),
+        }
+    }
+
     fn describe(&self, f: &mut fmt::Formatter<'_>, route_kind: &str) -> fmt::Result {
-        write!(f, "{}/{} ", self.gateway, self.listener)?;
+        write!(f, "{} ", self.place())?;
         match &self.route {
             None if route_kind == "UDPRoute" => write!(f, "has no route: datagrams are dropped"),
             None => write!(f, "has no route: connections are reset"),

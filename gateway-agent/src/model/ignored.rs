@@ -4,7 +4,9 @@
 //! `check` and the log.
 use std::fmt;
 
-use super::attach::parent_gateway;
+use super::attach::{parent_gateway, parent_listener_set};
+use super::listener_sets::parent_of;
+use crate::resources::gateway_api::ListenerSet;
 use crate::resources::{ObjectKey, Snapshot};
 
 /// One object sockgate skips.
@@ -23,7 +25,7 @@ impl fmt::Display for Ignored {
     }
 }
 
-/// Every GatewayClass, Gateway and route of `snapshot` that sockgate skips.
+/// Every GatewayClass, Gateway, ListenerSet and route of `snapshot` that sockgate skips.
 pub fn ignored(snapshot: &Snapshot, controller_name: &str) -> Vec<Ignored> {
     let mut out = Vec::new();
     let ours = |class: &str| snapshot.gateway_classes.get(&ObjectKey::cluster(class)).is_some_and(|c| c.spec.controller_name == controller_name);
@@ -44,6 +46,23 @@ pub fn ignored(snapshot: &Snapshot, controller_name: &str) -> Vec<Ignored> {
             Some(_) => {}
         }
     }
+    let set_is_ours = |key: &ObjectKey, set: &ListenerSet| {
+        parent_of(key, set).and_then(|g| snapshot.gateways.get(&g)).is_some_and(|g| ours(&g.spec.gateway_class_name))
+    };
+    for (key, versioned) in &snapshot.listener_sets {
+        let kind = versioned.api.kind();
+        let why = match parent_of(key, &versioned.set) {
+            None => Some(("its parentRef is not a Gateway".to_string(), true)),
+            Some(g) => match snapshot.gateways.get(&g) {
+                None => Some((format!("its parent Gateway {g} does not exist"), true)),
+                Some(gw) if !ours(&gw.spec.gateway_class_name) => Some((format!("its parent Gateway {g} is not sockgate's"), false)),
+                Some(_) => None,
+            },
+        };
+        if let Some((why, suspicious)) = why {
+            out.push(Ignored { kind, key: key.clone(), why, suspicious });
+        }
+    }
     let routes = snapshot
         .tcp_routes
         .iter()
@@ -54,6 +73,17 @@ pub fn ignored(snapshot: &Snapshot, controller_name: &str) -> Vec<Ignored> {
         let mut reasons = Vec::new();
         let mut suspicious = false;
         for (i, parent) in spec.parent_refs.iter().enumerate() {
+            if let Some((api, set_key)) = parent_listener_set(key, parent) {
+                match snapshot.listener_sets.get(&set_key).filter(|s| s.api == api) {
+                    None => {
+                        suspicious = true;
+                        reasons.push(format!("parentRefs[{i}] names {} {set_key}, which does not exist", api.kind()));
+                    }
+                    Some(s) if !set_is_ours(&set_key, &s.set) => reasons.push(format!("parentRefs[{i}]: {} {set_key} is not on a Gateway of sockgate's", api.kind())),
+                    Some(_) => served = true,
+                }
+                continue;
+            }
             let Some(gateway_key) = parent_gateway(key, parent) else {
                 let (group, parent_kind) = (parent.group.as_deref().unwrap_or("gateway.networking.k8s.io"), parent.kind.as_deref().unwrap_or("Gateway"));
                 reasons.push(format!("parentRefs[{i}] is a {parent_kind} ({group}), a kind of parent sockgate does not serve"));
@@ -126,5 +156,17 @@ apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: e
     fn a_served_route_with_one_missing_parent_is_still_mentioned() {
         let text = [CLASSES, &gateway("ours", "sg"), &route("half", "[{name: ours}, {name: gone}]")].concat();
         assert_eq!(said(&text), ["GatewayClass envoy: controllerName \"gateway.envoyproxy.io/gatewayclass-controller\" is another controller's (this agent serves \"sockgate.io/gateway-controller\")", "TCPRoute default/half: served, but parentRefs[1] names Gateway default/gone, which does not exist"]);
+    }
+
+    #[test]
+    fn a_listener_set_on_a_missing_or_foreign_gateway_and_a_route_to_a_missing_listener_set_are_said() {
+        let set = |name: &str, parent: &str| format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {{name: {name}}}\nspec:\n  parentRef: {{name: {parent}}}\n  listeners: [{{name: b, port: 9001, protocol: TCP}}]\n");
+        let text = [CLASSES, &gateway("ours", "sg"), &gateway("theirs", "envoy"), &set("fine", "ours"), &set("lost", "gone"), &set("foreign", "theirs"),
+            &route("to-set", "[{kind: ListenerSet, name: fine}]"), &route("to-no-set", "[{kind: ListenerSet, name: nope}]")].concat();
+        let said = said(&text);
+        assert!(said.contains(&"ListenerSet default/lost: its parent Gateway default/gone does not exist".to_string()), "{said:?}");
+        assert!(said.contains(&"ListenerSet default/foreign: its parent Gateway default/theirs is not sockgate's".to_string()), "{said:?}");
+        assert!(said.contains(&"TCPRoute default/to-no-set: parentRefs[0] names ListenerSet default/nope, which does not exist".to_string()), "{said:?}");
+        assert!(!said.iter().any(|s| s.contains("default/fine") || s.contains("to-set:")), "{said:?}");
     }
 }

@@ -5,8 +5,11 @@
 //! listeners of one protocol on one port conflict (both `Conflicted`), and
 //! across Gateways the oldest Gateway keeps the port and later ones get
 //! `Accepted=False/PortUnavailable`. TCP port 53 and UDP port 53 are two
-//! ports: a TCP and a UDP listener on one number are both served.
+//! ports: a TCP and a UDP listener on one number are both served. A
+//! ListenerSet's listeners are judged as the Gateway's, after its own
+//! (see [`super::listener_sets`] for the order).
 use std::collections::BTreeMap;
+use std::fmt;
 
 use super::status::{reasons, types, Condition};
 use crate::resources::gateway_api::{Listener, RouteGroupKind, GROUP};
@@ -55,10 +58,29 @@ impl RouteKind {
     }
 }
 
+/// Whose listener it is: a Gateway's own, or one a ListenerSet adds to its Gateway.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListenerOwner {
+    Gateway(ObjectKey),
+    ListenerSet(ObjectKey),
+}
+
+impl fmt::Display for ListenerOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenerOwner::Gateway(k) => write!(f, "Gateway {k}"),
+            ListenerOwner::ListenerSet(k) => write!(f, "ListenerSet {k}"),
+        }
+    }
+}
+
 /// The verdict on one listener before routes are considered.
 #[derive(Clone, Debug)]
 pub struct ListenerVerdict {
+    /// The Gateway the listener is served for (a ListenerSet's parent).
     pub gateway: ObjectKey,
+    pub owner: ListenerOwner,
+    /// Its index in its owner's `spec.listeners`.
     pub index: usize,
     /// The route kind its protocol serves; None for a protocol sockgate does not serve.
     pub kind: Option<RouteKind>,
@@ -81,67 +103,103 @@ fn supported_kinds(listener: &Listener, kind: Option<RouteKind>) -> (Vec<RouteGr
     (supported, !bad.is_empty())
 }
 
-/// Judges the listeners of `gateways` (sockgate's, oldest first).
-pub fn judge(gateways: &[(&ObjectKey, &Gateway)]) -> Vec<ListenerVerdict> {
+/// Judges the listeners of `gateways` (sockgate's, oldest first), each
+/// Gateway's own listeners followed by those of its attached ListenerSets
+/// (`sets`, in precedence order).
+pub fn judge(gateways: &[(&ObjectKey, &Gateway)], sets: &BTreeMap<ObjectKey, Vec<(&ObjectKey, &[Listener])>>) -> Vec<ListenerVerdict> {
     let mut verdicts = Vec::new();
     // (kind, port) → owning Gateway (the first, i.e. oldest, to claim it).
     let mut port_owner: BTreeMap<(RouteKind, i32), &ObjectKey> = BTreeMap::new();
     for (key, gateway) in gateways {
-        let listeners = &gateway.spec.listeners;
-        let mut ports: BTreeMap<(RouteKind, i32), usize> = BTreeMap::new();
-        for l in listeners {
-            if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
-                *ports.entry((kind, l.port)).or_default() += 1;
+        let own = std::iter::once((ListenerOwner::Gateway((*key).clone()), gateway.spec.listeners.as_slice()));
+        let added = sets.get(*key).into_iter().flatten().map(|(k, l)| (ListenerOwner::ListenerSet((*k).clone()), *l));
+        // (kind, port) → the listener of an earlier owner of this Gateway's merged list that uses it.
+        let mut claimed: BTreeMap<(RouteKind, i32), String> = BTreeMap::new();
+        for (owner, listeners) in own.chain(added) {
+            judge_owner(key, &owner, listeners, &port_owner, &claimed, &mut verdicts);
+            for l in listeners {
+                if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
+                    claimed.entry((kind, l.port)).or_insert_with(|| format!("listener {:?} of {owner}", l.name));
+                }
             }
         }
-        for (index, l) in listeners.iter().enumerate() {
-            let mut conditions = Vec::new();
-            let mut valid = true;
-            let kind = RouteKind::for_protocol(&l.protocol);
-            let (kinds, bad_kinds) = supported_kinds(l, kind);
-            let owner = kind.and_then(|k| port_owner.get(&(k, l.port)));
-            match kind {
-                None => {
-                    valid = false;
-                    conditions.push(Condition::new(types::ACCEPTED, false, reasons::UNSUPPORTED_PROTOCOL,
-                        format!("sockgate serves TCP and UDP listeners only, not {}", l.protocol)));
-                }
-                Some(_) if owner.is_some_and(|owner| owner != key) => {
-                    valid = false;
-                    conditions.push(Condition::new(types::ACCEPTED, false, reasons::PORT_UNAVAILABLE,
-                        format!("{} port {} is served for Gateway {}", l.protocol, l.port, owner.expect("checked"))));
-                }
-                Some(_) => conditions.push(Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")),
-            }
-            if kind.is_some_and(|k| ports[&(k, l.port)] > 1) {
-                valid = false;
-                conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
-                    format!("more than one {} listener uses port {}", l.protocol, l.port)));
-            } else {
-                conditions.push(Condition::new(types::CONFLICTED, false, reasons::NO_CONFLICTS, ""));
-            }
-            if bad_kinds {
-                let message = match kind {
-                    Some(k) => format!("only {} is supported on a {} listener", k.name(), k.protocol()),
-                    None => format!("sockgate supports no route kind on a {} listener", l.protocol),
-                };
-                conditions.push(Condition::new(types::RESOLVED_REFS, false, reasons::INVALID_ROUTE_KINDS, message));
-                valid &= !kinds.is_empty();
-            } else {
-                conditions.push(Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""));
-            }
-            conditions.push(if valid {
-                Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, "")
-            } else {
-                Condition::new(types::PROGRAMMED, false, reasons::INVALID, "the listener is not valid")
-            });
-            verdicts.push(ListenerVerdict { gateway: (*key).clone(), index, kind, valid, supported_kinds: kinds, conditions });
-        }
-        for l in listeners {
-            if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
-                port_owner.entry((kind, l.port)).or_insert(key);
-            }
+        for (kind, port) in claimed.keys() {
+            port_owner.entry((*kind, *port)).or_insert(key);
         }
     }
     verdicts
+}
+
+/// The verdicts on one owner's listeners. Inside one owner two listeners of
+/// a protocol on one port are both conflicted (the spec picks no winner);
+/// against an earlier owner of the merged list (the Gateway, then older
+/// ListenerSets) the later listener alone loses, as the spec's precedence says.
+fn judge_owner(
+    gateway: &ObjectKey,
+    owner: &ListenerOwner,
+    listeners: &[Listener],
+    port_owner: &BTreeMap<(RouteKind, i32), &ObjectKey>,
+    claimed: &BTreeMap<(RouteKind, i32), String>,
+    verdicts: &mut Vec<ListenerVerdict>,
+) {
+    let mut ports: BTreeMap<(RouteKind, i32), usize> = BTreeMap::new();
+    for l in listeners {
+        if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
+            *ports.entry((kind, l.port)).or_default() += 1;
+        }
+    }
+    for (index, l) in listeners.iter().enumerate() {
+        let mut conditions = Vec::new();
+        let mut valid = true;
+        let kind = RouteKind::for_protocol(&l.protocol);
+        let (kinds, bad_kinds) = supported_kinds(l, kind);
+        let other_gateway = kind.and_then(|k| port_owner.get(&(k, l.port))).filter(|owner| *owner != &gateway);
+        let earlier = kind.and_then(|k| claimed.get(&(k, l.port))).filter(|_| other_gateway.is_none());
+        match kind {
+            None => {
+                valid = false;
+                conditions.push(Condition::new(types::ACCEPTED, false, reasons::UNSUPPORTED_PROTOCOL,
+                    format!("sockgate serves TCP and UDP listeners only, not {}", l.protocol)));
+            }
+            Some(_) if other_gateway.is_some() => {
+                valid = false;
+                conditions.push(Condition::new(types::ACCEPTED, false, reasons::PORT_UNAVAILABLE,
+                    format!("{} port {} is served for Gateway {}", l.protocol, l.port, other_gateway.expect("checked"))));
+            }
+            Some(_) if earlier.is_some() => {
+                valid = false;
+                conditions.push(Condition::new(types::ACCEPTED, false, reasons::PROTOCOL_CONFLICT,
+                    format!("{} port {} is used by {}, which takes precedence", l.protocol, l.port, earlier.expect("checked"))));
+            }
+            Some(_) => conditions.push(Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")),
+        }
+        if let Some(earlier) = earlier {
+            conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
+                format!("{} port {} is used by {earlier}, which takes precedence", l.protocol, l.port)));
+        } else if kind.is_some_and(|k| ports[&(k, l.port)] > 1) {
+            valid = false;
+            conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
+                format!("more than one {} listener uses port {}", l.protocol, l.port)));
+        } else {
+            conditions.push(Condition::new(types::CONFLICTED, false, reasons::NO_CONFLICTS, ""));
+        }
+        if bad_kinds {
+            let message = match kind {
+                Some(k) => format!("only {} is supported on a {} listener", k.name(), k.protocol()),
+                None => format!("sockgate supports no route kind on a {} listener", l.protocol),
+            };
+            conditions.push(Condition::new(types::RESOLVED_REFS, false, reasons::INVALID_ROUTE_KINDS, message));
+            valid &= !kinds.is_empty();
+        } else {
+            conditions.push(Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""));
+        }
+        conditions.push(if earlier.is_some() {
+            Condition::new(types::PROGRAMMED, false, reasons::PROTOCOL_CONFLICT, "the listener lost its port to one that takes precedence")
+        } else if valid {
+            Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, "")
+        } else {
+            Condition::new(types::PROGRAMMED, false, reasons::INVALID, "the listener is not valid")
+        });
+        verdicts.push(ListenerVerdict { gateway: gateway.clone(), owner: owner.clone(), index, kind, valid, supported_kinds: kinds, conditions });
+    }
 }

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod changes;
 pub mod config;
 pub mod ignored;
+pub mod listener_sets;
 pub mod listeners;
 pub mod policies;
 pub mod routes;
@@ -18,15 +19,18 @@ mod properties;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod listener_set_tests;
+#[cfg(test)]
 mod udp_tests;
 
 use std::collections::BTreeMap;
 
 use config::{DataplaneConfig, ListenerConfig};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use listeners::RouteKind;
-use status::{reasons, types, Condition, GatewayStatus, ListenerStatus, StatusReport};
+use listeners::{ListenerOwner, RouteKind};
+use status::{reasons, types, Condition, GatewayStatus, ListenerSetStatus, ListenerStatus, StatusReport};
 
+use crate::resources::gateway_api::Listener;
 use crate::resources::{Gateway, ObjectKey, Snapshot};
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "sockgate.io/gateway-controller";
@@ -79,16 +83,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         .filter(|(_, g)| our_classes.contains(&g.spec.gateway_class_name))
         .collect();
     gateways.sort_by_key(|(k, g)| age_order(&g.metadata, k));
-    let verdicts = listeners::judge(&gateways);
-    // By Gateway, once: filtering all verdicts for each route's parent was quadratic.
-    let mut verdicts_by_gateway: BTreeMap<&ObjectKey, Vec<&listeners::ListenerVerdict>> = BTreeMap::new();
-    for verdict in &verdicts {
-        verdicts_by_gateway.entry(&verdict.gateway).or_default().push(verdict);
-    }
-    let verdicts_of = |gateway: &ObjectKey| -> &[&listeners::ListenerVerdict] { verdicts_by_gateway.get(gateway).map(Vec::as_slice).unwrap_or_default() };
     let gateway_by_key: BTreeMap<&ObjectKey, &Gateway> = gateways.iter().copied().collect();
-    let backends = backends::Backends::new(snapshot);
-
     let namespace_labels = |ns: &str| -> BTreeMap<String, String> {
         let mut labels = snapshot
             .namespaces
@@ -99,7 +94,23 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         labels.insert("kubernetes.io/metadata.name".into(), ns.to_string());
         labels
     };
-    let parents = routes::Parents { gateways: &gateway_by_key, verdicts: &verdicts_of, namespace_labels: &namespace_labels };
+    // ListenerSets of those Gateways; the allowed ones add their listeners, in precedence order.
+    let children = listener_sets::children(snapshot, &gateway_by_key, &namespace_labels);
+    let merged: BTreeMap<ObjectKey, Vec<(&ObjectKey, &[Listener])>> = children
+        .iter()
+        .map(|(g, sets)| (g.clone(), sets.iter().filter(|c| c.not_allowed.is_none()).map(|c| (c.key, c.set.spec.listeners.as_slice())).collect()))
+        .collect();
+    let verdicts = listeners::judge(&gateways, &merged);
+    // By owner, once: filtering all verdicts for each route's parent was quadratic.
+    let mut verdicts_by_owner: BTreeMap<&ListenerOwner, Vec<&listeners::ListenerVerdict>> = BTreeMap::new();
+    for verdict in &verdicts {
+        verdicts_by_owner.entry(&verdict.owner).or_default().push(verdict);
+    }
+    let verdicts_of = |owner: &ListenerOwner| -> &[&listeners::ListenerVerdict] { verdicts_by_owner.get(owner).map(Vec::as_slice).unwrap_or_default() };
+    let child_by_key: BTreeMap<&ObjectKey, &listener_sets::Child> = children.values().flatten().map(|c| (c.key, c)).collect();
+    let backends = backends::Backends::new(snapshot);
+
+    let parents = routes::Parents { gateways: &gateway_by_key, listener_sets: &child_by_key, verdicts: &verdicts_of, namespace_labels: &namespace_labels };
     let tcp = routes::route(RouteKind::Tcp, snapshot.tcp_routes.iter().map(|(k, r)| (k, &r.route.metadata, &r.route.spec)), &parents, &backends);
     let udp = routes::route(RouteKind::Udp, snapshot.udp_routes.iter().map(|(k, r)| (k, &r.route.metadata, &r.route.spec)), &parents, &backends);
     let routed_of = |kind: RouteKind| match kind {
@@ -109,14 +120,15 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
 
     // Listeners: status, and the data plane entry of every valid one.
     let mut dataplane = DataplaneConfig::default();
-    for (gateway_key, gateway) in &gateways {
-        let mut listener_statuses = Vec::new();
-        for verdict in verdicts_of(gateway_key) {
-            let listener = &gateway.spec.listeners[verdict.index];
+    let mut serve = |owner: &ListenerOwner, gateway_key: &ObjectKey, listeners: &[Listener]| -> Vec<ListenerStatus> {
+        let mut statuses = Vec::new();
+        for verdict in verdicts_of(owner) {
+            let listener = &listeners[verdict.index];
             let routed = verdict.kind.map(routed_of);
-            let routes = routed.and_then(|r| r.attached.get(&((*gateway_key).clone(), verdict.index)).cloned()).unwrap_or_default();
-            listener_statuses.push(ListenerStatus {
+            let routes = routed.and_then(|r| r.attached.get(&(owner.clone(), verdict.index)).cloned()).unwrap_or_default();
+            statuses.push(ListenerStatus {
                 name: listener.name.clone(),
+                port: listener.port,
                 attached_routes: routes.len() as u32,
                 supported_kinds: verdict.supported_kinds.clone(),
                 conditions: verdict.conditions.clone(),
@@ -127,15 +139,50 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
             // `attached` lists routes in age order: the first one wins the traffic.
             let winner = routes.first().cloned();
             let backends = winner.as_ref().map(|r| routed.resolved[r].clone()).unwrap_or_default();
-            let config = ListenerConfig { gateway: (*gateway_key).clone(), listener: listener.name.clone(), route: winner, backends, policy: Default::default() };
+            let listener_set = match owner {
+                ListenerOwner::ListenerSet(k) => Some(k.clone()),
+                ListenerOwner::Gateway(_) => None,
+            };
+            let config = ListenerConfig { gateway: gateway_key.clone(), listener_set, listener: listener.name.clone(), route: winner, backends, policy: Default::default() };
             let by_port = match kind {
                 RouteKind::Tcp => &mut dataplane.listeners,
                 RouteKind::Udp => &mut dataplane.udp_listeners,
             };
             by_port.insert(listener.port as u16, config);
         }
-        let all_valid = verdicts_of(gateway_key).iter().all(|v| v.valid);
-        let any_valid = verdicts_of(gateway_key).iter().any(|v| v.valid);
+        statuses
+    };
+    for (gateway_key, gateway) in &gateways {
+        let owner = ListenerOwner::Gateway((*gateway_key).clone());
+        let listener_statuses = serve(&owner, gateway_key, &gateway.spec.listeners);
+        let mut sets_valid = false;
+        let mut attached_listener_sets = 0;
+        for child in children.get(*gateway_key).into_iter().flatten() {
+            let set_status = match &child.not_allowed {
+                Some(why) => ListenerSetStatus {
+                    conditions: vec![
+                        Condition::new(types::ACCEPTED, false, reasons::NOT_ALLOWED, why.clone()),
+                        Condition::new(types::PROGRAMMED, false, reasons::NOT_ALLOWED, why.clone()),
+                    ],
+                    listeners: Vec::new(),
+                },
+                None => {
+                    let owner = ListenerOwner::ListenerSet(child.key.clone());
+                    let listeners = serve(&owner, gateway_key, &child.set.spec.listeners);
+                    let all_valid = verdicts_of(&owner).iter().all(|v| v.valid);
+                    let any_valid = verdicts_of(&owner).iter().any(|v| v.valid);
+                    sets_valid |= any_valid;
+                    attached_listener_sets += u32::from(any_valid);
+                    ListenerSetStatus { conditions: listener_set_conditions(all_valid, any_valid), listeners }
+                }
+            };
+            status.listener_sets.insert(child.key.clone(), set_status);
+        }
+        // The Gateway's own listeners decide whether it is fully valid (a
+        // ListenerSet's problems are said on the ListenerSet); any valid
+        // listener of the merged list makes it accepted and programmed.
+        let all_valid = verdicts_of(&owner).iter().all(|v| v.valid);
+        let any_valid = verdicts_of(&owner).iter().any(|v| v.valid) || sets_valid;
         let accepted = if all_valid {
             Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
         } else if any_valid {
@@ -150,7 +197,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         };
         status.gateways.insert(
             (*gateway_key).clone(),
-            GatewayStatus { addresses: settings.gateway_addresses.clone(), conditions: vec![accepted, programmed], listeners: listener_statuses },
+            GatewayStatus { addresses: settings.gateway_addresses.clone(), conditions: vec![accepted, programmed], listeners: listener_statuses, attached_listener_sets },
         );
     }
     status.routes = tcp.status;
@@ -158,6 +205,23 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
     status.policies = policies::apply(snapshot, &gateways, &mut dataplane);
     set_observed_generations(snapshot, &mut status);
     Translation { dataplane, status }
+}
+
+/// An attached ListenerSet's conditions: accepted and programmed while one of
+/// its listeners is valid (the spec's conformance cases read it so), with
+/// `ListenersNotValid` naming that some or all of them are not.
+fn listener_set_conditions(all_valid: bool, any_valid: bool) -> Vec<Condition> {
+    if all_valid {
+        vec![Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, ""), Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, "")]
+    } else if any_valid {
+        vec![
+            Condition::new(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, "some listeners are not valid: see status.listeners"),
+            Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, ""),
+        ]
+    } else {
+        let why = "no listener is valid: see status.listeners";
+        vec![Condition::new(types::ACCEPTED, false, reasons::LISTENERS_NOT_VALID, why), Condition::new(types::PROGRAMMED, false, reasons::LISTENERS_NOT_VALID, why)]
+    }
 }
 
 /// Every condition records the generation of the object it describes (an
@@ -171,6 +235,10 @@ fn set_observed_generations(snapshot: &Snapshot, status: &mut StatusReport) {
     for (key, gateway) in status.gateways.iter_mut() {
         let g = generation(snapshot.gateways.get(key).map(|o| &o.metadata));
         gateway.conditions.iter_mut().chain(gateway.listeners.iter_mut().flat_map(|l| l.conditions.iter_mut())).for_each(|c| c.observed_generation = g);
+    }
+    for (key, set) in status.listener_sets.iter_mut() {
+        let g = generation(snapshot.listener_sets.get(key).map(|o| &o.set.metadata));
+        set.conditions.iter_mut().chain(set.listeners.iter_mut().flat_map(|l| l.conditions.iter_mut())).for_each(|c| c.observed_generation = g);
     }
     for (key, parents) in status.routes.iter_mut() {
         let g = generation(snapshot.tcp_routes.get(key).map(|o| &o.route.metadata));

@@ -229,7 +229,11 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
     // connecting to backends, which UDP does not do: not applied there).
     for listener in dataplane.listeners.values_mut().chain(dataplane.udp_listeners.values_mut()) {
         let mut fields = claimed.get(&Target::Gateway(listener.gateway.clone())).cloned().unwrap_or_default();
-        fields.extend(claimed.get(&Target::Listener(listener.gateway.clone(), listener.listener.clone())).cloned().unwrap_or_default());
+        // A policy on one listener of a Gateway (its sectionName) names the
+        // Gateway's own listener, never a ListenerSet's of the same name.
+        if listener.listener_set.is_none() {
+            fields.extend(claimed.get(&Target::Listener(listener.gateway.clone(), listener.listener.clone())).cloned().unwrap_or_default());
+        }
         listener.policy = listener_config(fields.values());
     }
 

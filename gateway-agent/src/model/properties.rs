@@ -95,7 +95,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             // Listener names are unique within a Gateway (the loader rejects duplicates).
             let mut seen = std::collections::BTreeSet::new();
             listeners.retain(|l| seen.insert(l.name.clone()));
-            s.gateways.insert(ObjectKey::new(ns, name), Gateway { metadata: meta(name, Some(ns), age), spec: GatewaySpec { gateway_class_name: class.into(), listeners } });
+            s.gateways.insert(ObjectKey::new(ns, name), Gateway { metadata: meta(name, Some(ns), age), spec: GatewaySpec { gateway_class_name: class.into(), listeners, allowed_listeners: None } });
         }
         for (name, ns, parent_refs, rules, age) in routes {
             let rules = rules.into_iter().map(|backend_refs| TcpRouteRule { name: None, backend_refs }).collect();

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::age_order;
-use super::attach::{attach, parent_gateway, Attachment};
+use super::attach::{attach, parent_gateway, parent_listener_set, Attachment};
 use super::backends::Backends;
 use super::config::BackendGroup;
-use super::listeners::{ListenerVerdict, RouteKind};
+use super::listener_sets::Child;
+use super::listeners::{ListenerOwner, ListenerVerdict, RouteKind};
 use super::status::{reasons, types, Condition, RouteParentStatus};
 use crate::resources::gateway_api::TcpRouteSpec;
 use crate::resources::{Gateway, ObjectKey};
@@ -19,18 +20,20 @@ use crate::resources::{Gateway, ObjectKey};
 /// What the routes of one kind come to.
 #[derive(Default)]
 pub struct Routed {
-    /// (Gateway, listener index) → the routes attached there, oldest first.
-    pub attached: BTreeMap<(ObjectKey, usize), Vec<ObjectKey>>,
+    /// (Gateway or ListenerSet, listener index) → the routes attached there, oldest first.
+    pub attached: BTreeMap<(ListenerOwner, usize), Vec<ObjectKey>>,
     /// Each route's backendRefs resolved (groups of ready endpoints).
     pub resolved: BTreeMap<ObjectKey, Vec<BackendGroup>>,
     /// Each route's parents' status (only routes with a parent of ours).
     pub status: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
 }
 
-/// What attachment needs to know about sockgate's Gateways.
+/// What attachment needs to know about sockgate's Gateways and their ListenerSets.
 pub struct Parents<'a> {
     pub gateways: &'a BTreeMap<&'a ObjectKey, &'a Gateway>,
-    pub verdicts: &'a dyn Fn(&ObjectKey) -> &'a [&'a ListenerVerdict],
+    /// ListenerSets whose parent is one of `gateways`, allowed or not.
+    pub listener_sets: &'a BTreeMap<&'a ObjectKey, &'a Child<'a>>,
+    pub verdicts: &'a dyn Fn(&ListenerOwner) -> &'a [&'a ListenerVerdict],
     pub namespace_labels: &'a dyn Fn(&str) -> BTreeMap<String, String>,
 }
 
@@ -64,24 +67,35 @@ pub fn route<'r>(kind: RouteKind, routes: impl Iterator<Item = (&'r ObjectKey, &
         };
         let mut statuses = Vec::new();
         for parent in &spec.parent_refs {
-            let Some(gateway_key) = parent_gateway(route_key, parent) else { continue };
-            let Some(gateway) = parents.gateways.get(&gateway_key) else {
-                continue; // not a Gateway of ours: another controller's business
+            // The listeners this parentRef can bind to, whose they are, and
+            // why none can be bound to (a ListenerSet its Gateway does not take).
+            let (owner, listeners, refused) = if let Some(gateway_key) = parent_gateway(route_key, parent) {
+                let Some(gateway) = parents.gateways.get(&gateway_key) else {
+                    continue; // not a Gateway of ours: another controller's business
+                };
+                (ListenerOwner::Gateway(gateway_key.clone()), gateway.spec.listeners.as_slice(), None)
+            } else if let Some((api, set_key)) = parent_listener_set(route_key, parent) {
+                let Some(child) = parents.listener_sets.get(&set_key).filter(|c| c.api == api) else {
+                    continue; // not a ListenerSet of one of our Gateways
+                };
+                (ListenerOwner::ListenerSet(set_key.clone()), child.set.spec.listeners.as_slice(), child.not_allowed.as_ref())
+            } else {
+                continue;
             };
-            let accepted = match attach(
-                kind,
-                parent,
-                &route_key.namespace,
-                &gateway_key.namespace,
-                &gateway.spec.listeners,
-                (parents.verdicts)(&gateway_key),
-                parents.namespace_labels,
-            ) {
+            let verdicts = (parents.verdicts)(&owner);
+            let accepted = match refused {
+                Some(why) => Attachment::Rejected {
+                    reason: reasons::NOT_ALLOWED_BY_LISTENERS,
+                    message: format!("the ListenerSet is not attached to its Gateway: {why}"),
+                },
+                None => attach(kind, parent, &owner, &route_key.namespace, listeners, verdicts, parents.namespace_labels),
+            };
+            let accepted = match accepted {
                 Attachment::Attached(indexes) => {
                     for i in indexes {
                         // A route attaches to a listener once, even through two of its
                         // parentRefs ({name: gw} and {name: gw, namespace: <its own>}).
-                        let listener_routes = out.attached.entry((gateway_key.clone(), i)).or_default();
+                        let listener_routes = out.attached.entry((owner.clone(), i)).or_default();
                         if !listener_routes.contains(route_key) {
                             listener_routes.push(route_key.clone());
                         }

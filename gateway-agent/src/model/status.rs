@@ -69,6 +69,8 @@ pub mod reasons {
     pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
     pub const INVALID_KIND: &str = "InvalidKind";
     pub const UNSUPPORTED_VALUE: &str = "UnsupportedValue";
+    /// A ListenerSet its Gateway's allowedListeners does not take.
+    pub const NOT_ALLOWED: &str = "NotAllowed";
     // GEP-713 policy reasons
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
     pub const CONFLICTED: &str = "Conflicted";
@@ -77,6 +79,8 @@ pub mod reasons {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerStatus {
     pub name: String,
+    /// Written only for XListenerSet, whose entry status requires it.
+    pub port: i32,
     pub attached_routes: u32,
     pub supported_kinds: Vec<RouteGroupKind>,
     pub conditions: Vec<Condition>,
@@ -86,6 +90,15 @@ pub struct ListenerStatus {
 pub struct GatewayStatus {
     /// Where the Gateway is reachable: the addresses of the nodes whose agents serve it.
     pub addresses: Vec<IpAddr>,
+    pub conditions: Vec<Condition>,
+    pub listeners: Vec<ListenerStatus>,
+    /// ListenerSets attached and Accepted (`status.attachedListenerSets`).
+    pub attached_listener_sets: u32,
+}
+
+/// A ListenerSet's status: its conditions and its listeners'.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerSetStatus {
     pub conditions: Vec<Condition>,
     pub listeners: Vec<ListenerStatus>,
 }
@@ -114,6 +127,8 @@ pub struct PolicyAncestor {
 pub struct StatusReport {
     pub gateway_classes: BTreeMap<ObjectKey, Vec<Condition>>,
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
+    /// ListenerSets whose parent is one of sockgate's Gateways.
+    pub listener_sets: BTreeMap<ObjectKey, ListenerSetStatus>,
     /// TCPRoutes' parents.
     pub routes: BTreeMap<ObjectKey, Vec<RouteParentStatus>>,
     /// UDPRoutes' parents.
@@ -145,6 +160,12 @@ impl StatusReport {
                 take(failing(&l.conditions));
             }
         }
+        for set in self.listener_sets.values() {
+            take(failing(&set.conditions));
+            for l in &set.listeners {
+                take(failing(&l.conditions));
+            }
+        }
         for routes in [&self.routes, &self.udp_routes] {
             for parents in routes.values() {
                 for p in parents {
@@ -168,8 +189,15 @@ impl StatusReport {
             out.push(format!("GatewayClass {k}: {}", join(c)));
         }
         for (k, g) in &self.gateways {
-            out.push(format!("Gateway {k}: {}", join(&g.conditions)));
+            let sets = if g.attached_listener_sets > 0 { format!(" (attachedListenerSets={})", g.attached_listener_sets) } else { String::new() };
+            out.push(format!("Gateway {k}{sets}: {}", join(&g.conditions)));
             for l in &g.listeners {
+                out.push(format!("  listener {} (attachedRoutes={}): {}", l.name, l.attached_routes, join(&l.conditions)));
+            }
+        }
+        for (k, set) in &self.listener_sets {
+            out.push(format!("ListenerSet {k}: {}", join(&set.conditions)));
+            for l in &set.listeners {
                 out.push(format!("  listener {} (attachedRoutes={}): {}", l.name, l.attached_routes, join(&l.conditions)));
             }
         }

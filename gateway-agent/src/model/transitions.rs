@@ -34,6 +34,18 @@ pub fn carry(previous: &StatusReport, current: &mut StatusReport, now: Timestamp
             }
         }
     }
+    for (key, set) in current.listener_sets.iter_mut() {
+        let before = previous.listener_sets.get(key);
+        for c in set.conditions.iter_mut() {
+            c.last_transition_time = Some(since(before.map(|s| &s.conditions), c));
+        }
+        for listener in set.listeners.iter_mut() {
+            let before = before.and_then(|s| s.listeners.iter().find(|l| l.name == listener.name)).map(|l| &l.conditions);
+            for c in listener.conditions.iter_mut() {
+                c.last_transition_time = Some(since(before, c));
+            }
+        }
+    }
     for (routes, previous_routes) in [(&mut current.routes, &previous.routes), (&mut current.udp_routes, &previous.udp_routes)] {
         for (key, parents) in routes.iter_mut() {
             let before = previous_routes.get(key);

@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
+/// The experimental group, where ListenerSet lived as `XListenerSet` before v1.6.
+pub const X_GROUP: &str = "gateway.networking.x-k8s.io";
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +42,58 @@ pub struct GatewaySpec {
     pub gateway_class_name: String,
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Which ListenerSets may add listeners; absent means none (the CRD default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_listeners: Option<AllowedListeners>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedListeners {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<ListenerNamespaces>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerNamespaces {
+    /// `None` (the CRD default), `Same`, `All` or `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// A ListenerSet (`gateway.networking.k8s.io/v1`, or `XListenerSet` of the
+/// experimental group on servers older than v1.6): listeners added to a Gateway.
+/// Its entries have the fields of a Gateway's listeners that sockgate reads.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSet {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ListenerSetSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSetSpec {
+    pub parent_ref: ParentGatewayReference,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+/// A ListenerSet's parent: always a Gateway (group and kind are defaulted by the CRD).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentGatewayReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -215,30 +269,46 @@ impl Gateway {
         if self.spec.gateway_class_name.is_empty() {
             return Err("spec.gatewayClassName is required".into());
         }
-        if self.spec.listeners.is_empty() || self.spec.listeners.len() > 64 {
-            return Err(format!("spec.listeners must have 1 to 64 items, has {}", self.spec.listeners.len()));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, l) in self.spec.listeners.iter().enumerate() {
-            if l.name.is_empty() {
-                return Err(format!("spec.listeners[{i}].name is required"));
-            }
-            if !names.insert(l.name.as_str()) {
-                return Err(format!("spec.listeners[{i}].name {:?} is not unique", l.name));
-            }
-            if !(1..=65535).contains(&l.port) {
-                return Err(format!("spec.listeners[{i}].port {} is outside 1..65535", l.port));
-            }
-            if l.protocol.is_empty() {
-                return Err(format!("spec.listeners[{i}].protocol is required"));
-            }
-            let same = self.spec.listeners[..i].iter().position(|o| o.port == l.port && o.protocol == l.protocol && o.hostname == l.hostname);
-            if let Some(j) = same {
-                return Err(format!("spec.listeners[{i}] and [{j}]: the combination of port, protocol and hostname must be unique for each listener"));
-            }
-        }
-        Ok(())
+        validate_listeners(&self.spec.listeners)
     }
+}
+
+impl ListenerSet {
+    /// What the CRD schema and its CEL rules would have rejected at the API
+    /// server (the listener rules are the Gateway's).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.spec.parent_ref.name.is_empty() {
+            return Err("spec.parentRef.name is required".into());
+        }
+        validate_listeners(&self.spec.listeners)
+    }
+}
+
+/// The rules a Gateway's and a ListenerSet's `spec.listeners` share.
+fn validate_listeners(listeners: &[Listener]) -> Result<(), String> {
+    if listeners.is_empty() || listeners.len() > 64 {
+        return Err(format!("spec.listeners must have 1 to 64 items, has {}", listeners.len()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.name.is_empty() {
+            return Err(format!("spec.listeners[{i}].name is required"));
+        }
+        if !names.insert(l.name.as_str()) {
+            return Err(format!("spec.listeners[{i}].name {:?} is not unique", l.name));
+        }
+        if !(1..=65535).contains(&l.port) {
+            return Err(format!("spec.listeners[{i}].port {} is outside 1..65535", l.port));
+        }
+        if l.protocol.is_empty() {
+            return Err(format!("spec.listeners[{i}].protocol is required"));
+        }
+        let same = listeners[..i].iter().position(|o| o.port == l.port && o.protocol == l.protocol && o.hostname == l.hostname);
+        if let Some(j) = same {
+            return Err(format!("spec.listeners[{i}] and [{j}]: the combination of port, protocol and hostname must be unique for each listener"));
+        }
+    }
+    Ok(())
 }
 
 impl TcpRouteSpec {

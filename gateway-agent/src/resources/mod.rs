@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 pub use gateway_api::{
-    Gateway, GatewayClass, ReferenceGrant, TcpRoute, TcpRouteVersion, UdpRoute,
+    Gateway, GatewayClass, ListenerSet, ReferenceGrant, TcpRoute, TcpRouteVersion, UdpRoute,
 };
 
 /// namespace/name of a namespaced object ("" namespace for cluster-scoped ones).
@@ -54,6 +54,44 @@ pub struct VersionedUdpRoute {
     pub route: UdpRoute,
 }
 
+/// Which API a ListenerSet was read from: they have the same spec and status,
+/// and routes name them by the group and kind of that API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerSetApi {
+    /// `gateway.networking.k8s.io/v1` `ListenerSet` (Gateway API v1.6 on).
+    V1,
+    /// `gateway.networking.x-k8s.io/v1alpha1` `XListenerSet` (the experimental channel before v1.6).
+    XV1Alpha1,
+}
+
+impl ListenerSetApi {
+    pub fn group(self) -> &'static str {
+        match self {
+            ListenerSetApi::V1 => gateway_api::GROUP,
+            ListenerSetApi::XV1Alpha1 => gateway_api::X_GROUP,
+        }
+    }
+    pub fn kind(self) -> &'static str {
+        match self {
+            ListenerSetApi::V1 => "ListenerSet",
+            ListenerSetApi::XV1Alpha1 => "XListenerSet",
+        }
+    }
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ListenerSetApi::V1 => "gateway.networking.k8s.io/v1",
+            ListenerSetApi::XV1Alpha1 => "gateway.networking.x-k8s.io/v1alpha1",
+        }
+    }
+}
+
+/// A ListenerSet together with the API it was read from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedListenerSet {
+    pub api: ListenerSetApi,
+    pub set: ListenerSet,
+}
+
 /// Every object the translator reads, keyed by (namespace, name).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -61,6 +99,7 @@ pub struct Snapshot {
     pub gateways: BTreeMap<ObjectKey, Gateway>,
     pub tcp_routes: BTreeMap<ObjectKey, VersionedTcpRoute>,
     pub udp_routes: BTreeMap<ObjectKey, VersionedUdpRoute>,
+    pub listener_sets: BTreeMap<ObjectKey, VersionedListenerSet>,
     pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
@@ -75,6 +114,7 @@ impl Snapshot {
             + self.gateways.len()
             + self.tcp_routes.len()
             + self.udp_routes.len()
+            + self.listener_sets.len()
             + self.reference_grants.len()
             + self.services.len()
             + self.endpoint_slices.len()

@@ -106,6 +106,10 @@ impl CreationClock {
         for (k, o) in snapshot.udp_routes.iter_mut() {
             visit("UDPRoute", k, &mut o.route.metadata);
         }
+        // ListenerSets' age decides which keeps a contested port.
+        for (k, o) in snapshot.listener_sets.iter_mut() {
+            visit("ListenerSet", k, &mut o.set.metadata);
+        }
         for (k, o) in snapshot.reference_grants.iter_mut() {
             visit("ReferenceGrant", k, &mut o.metadata);
         }

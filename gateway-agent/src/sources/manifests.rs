@@ -34,11 +34,11 @@ use super::decode::decode;
 use super::schema::{self, Problem};
 use serde_json::Value;
 
-use crate::resources::gateway_api::GROUP;
+use crate::resources::gateway_api::{GROUP, X_GROUP};
 use crate::resources::policies::{self, BackendPolicy, ListenerPolicy};
 use crate::resources::{
-    Gateway, GatewayClass, ObjectKey, ReferenceGrant, Snapshot, TcpRoute, TcpRouteVersion,
-    UdpRoute, VersionedTcpRoute, VersionedUdpRoute,
+    Gateway, GatewayClass, ListenerSet, ListenerSetApi, ObjectKey, ReferenceGrant, Snapshot, TcpRoute,
+    TcpRouteVersion, UdpRoute, VersionedListenerSet, VersionedTcpRoute, VersionedUdpRoute,
 };
 
 /// One problem in one document of one file.
@@ -248,6 +248,17 @@ impl Loader {
                     Ok(())
                 })
             }
+            (GROUP, "ListenerSet") => self.add::<ListenerSet>(version, &["v1"], true, value, file, document, |s, k, o| {
+                o.validate()?;
+                s.listener_sets.insert(k, VersionedListenerSet { api: ListenerSetApi::V1, set: o });
+                Ok(())
+            }),
+            // What a server before v1.6 serves (experimental channel): the same spec.
+            (X_GROUP, "XListenerSet") => self.add::<ListenerSet>(version, &["v1alpha1"], true, value, file, document, |s, k, o| {
+                o.validate()?;
+                s.listener_sets.insert(k, VersionedListenerSet { api: ListenerSetApi::XV1Alpha1, set: o });
+                Ok(())
+            }),
             (GROUP, "ReferenceGrant") => self.add::<ReferenceGrant>(version, &["v1", "v1beta1", "v1alpha2"], true, value, file, document, |s, k, o| {
                 s.reference_grants.insert(k, o);
                 Ok(())
@@ -411,6 +422,8 @@ kind! {
     TcpRoute => "TCPRoute",
     UdpRoute => "UDPRoute",
     ReferenceGrant => "ReferenceGrant",
+    // XListenerSet too: one name in both kinds would be one ListenerSet twice.
+    ListenerSet => "ListenerSet",
     Service => "Service",
     Namespace => "Namespace",
     EndpointSlice => "EndpointSlice",
@@ -638,5 +651,20 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(e.0[0].file.ends_with("c.yaml") && e.0[1].file.ends_with("d.yaml"));
         assert!(e.0[1].reason.contains("duplicate object: already defined in"));
+    }
+
+    #[test]
+    fn listener_sets_are_decoded_strictly_and_their_listeners_validated_as_a_gateways() {
+        let set = |api: &str, kind: &str, listeners: &str| format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: ls}}\nspec:\n  parentRef: {{name: gw}}\n  listeners: {listeners}\n");
+        let loaded = load(&set("gateway.networking.k8s.io/v1", "ListenerSet", "[{name: a, port: 1, protocol: TCP}]")).unwrap();
+        assert_eq!(loaded.snapshot.listener_sets[&ObjectKey::new("default", "ls")].api, ListenerSetApi::V1);
+        let loaded = load(&set("gateway.networking.x-k8s.io/v1alpha1", "XListenerSet", "[{name: a, port: 1, protocol: TCP}]")).unwrap();
+        assert_eq!(loaded.snapshot.listener_sets[&ObjectKey::new("default", "ls")].api, ListenerSetApi::XV1Alpha1);
+        assert_eq!(errors(&set("gateway.networking.k8s.io/v1", "ListenerSet", "[{name: a, port: 1, protocl: TCP}]")),
+            ["m.yaml: document 1: ListenerSet default/ls: spec.listeners[0].protocol: is required; unknown field \"spec.listeners[0].protocl\" (did you mean \"protocol\"?)"]);
+        assert_eq!(errors(&set("gateway.networking.k8s.io/v1", "ListenerSet", "[{name: a, port: 1, protocol: TCP}, {name: b, port: 1, protocol: TCP}]")),
+            ["m.yaml: document 1: ListenerSet default/ls: spec.listeners[1] and [0]: the combination of port, protocol and hostname must be unique for each listener"]);
+        let both = [set("gateway.networking.k8s.io/v1", "ListenerSet", "[{name: a, port: 1, protocol: TCP}]"), set("gateway.networking.x-k8s.io/v1alpha1", "XListenerSet", "[{name: a, port: 1, protocol: TCP}]")].join("---\n");
+        assert_eq!(errors(&both), ["m.yaml: document 2: XListenerSet default/ls: duplicate object: already defined in m.yaml document 1"]);
     }
 }

@@ -2,13 +2,13 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
-use crate::model::status::{Condition, StatusReport, SUPPORTED_FEATURES};
+use crate::model::status::{Condition, ListenerStatus, StatusReport, SUPPORTED_FEATURES};
 use crate::resources::gateway_api::{ParentReference, GROUP};
 use crate::resources::policies;
-use crate::resources::{ObjectKey, Snapshot, TcpRouteVersion};
+use crate::resources::{ListenerSetApi, ObjectKey, Snapshot, TcpRouteVersion};
 
-/// One document per GatewayClass, Gateway, TCPRoute and UDPRoute with a
-/// status from sockgate, in that order (each kind by key), then policies.
+/// One document per GatewayClass, Gateway, ListenerSet, TCPRoute and UDPRoute
+/// with a status from sockgate, in that order (each kind by key), then policies.
 /// The most ancestors a policy's status lists (GEP-713's PolicyAncestorStatus cap).
 pub const MAX_POLICY_ANCESTORS: usize = 16;
 
@@ -25,20 +25,17 @@ pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_nam
             .iter()
             .map(|a| json!({ "type": "IPAddress", "value": a.to_string() }))
             .collect();
-        let listeners: Vec<Value> = gateway
-            .listeners
-            .iter()
-            .map(|l| {
-                let kinds: Vec<Value> = l
-                    .supported_kinds
-                    .iter()
-                    .map(|k| json!({ "group": k.group.clone().unwrap_or_else(|| GROUP.into()), "kind": k.kind }))
-                    .collect();
-                json!({ "name": l.name, "supportedKinds": kinds, "attachedRoutes": l.attached_routes, "conditions": conditions_json(&l.conditions) })
-            })
-            .collect();
-        let status = json!({ "addresses": addresses, "conditions": conditions_json(&gateway.conditions), "listeners": listeners });
+        let listeners: Vec<Value> = gateway.listeners.iter().map(|l| listener_json(l, false)).collect();
+        let status = json!({ "addresses": addresses, "conditions": conditions_json(&gateway.conditions), "listeners": listeners, "attachedListenerSets": gateway.attached_listener_sets });
         out.push(object("gateway.networking.k8s.io/v1", "Gateway", &key.namespace, &key.name, status));
+    }
+    for (key, set) in &report.listener_sets {
+        // Written to the API it was read from: XListenerSet's entries also carry their port.
+        let api = snapshot.listener_sets.get(key).map(|s| s.api).unwrap_or(ListenerSetApi::V1);
+        let with_port = api == ListenerSetApi::XV1Alpha1;
+        let listeners: Vec<Value> = set.listeners.iter().map(|l| listener_json(l, with_port)).collect();
+        let status = json!({ "conditions": conditions_json(&set.conditions), "listeners": listeners });
+        out.push(object(api.api_version(), api.kind(), &key.namespace, &key.name, status));
     }
     let tcp_version = |key: &ObjectKey| snapshot.tcp_routes.get(key).map(|r| r.version);
     let udp_version = |key: &ObjectKey| snapshot.udp_routes.get(key).map(|r| r.version);
@@ -68,6 +65,16 @@ pub fn status_objects(snapshot: &Snapshot, report: &StatusReport, controller_nam
         out.push(object(&api_version, crate::model::policies::kind_name(*kind), &key.namespace, &key.name, json!({ "ancestors": ancestors })));
     }
     out
+}
+
+/// One entry of a Gateway's or ListenerSet's `status.listeners`.
+fn listener_json(l: &ListenerStatus, with_port: bool) -> Value {
+    let kinds: Vec<Value> = l.supported_kinds.iter().map(|k| json!({ "group": k.group.clone().unwrap_or_else(|| GROUP.into()), "kind": k.kind })).collect();
+    let mut v = json!({ "name": l.name, "supportedKinds": kinds, "attachedRoutes": l.attached_routes, "conditions": conditions_json(&l.conditions) });
+    if with_port {
+        v["port"] = l.port.into();
+    }
+    v
 }
 
 /// The documents as multi-document YAML.
@@ -144,7 +151,7 @@ fn parent_ref_json(p: &ParentReference) -> Value {
 mod tests {
     use super::*;
     use crate::model::transitions::carry;
-    use crate::model::{translate, Settings};
+    use crate::model::{translate, Settings, DEFAULT_CONTROLLER_NAME as DEFAULT_CONTROLLER};
     use crate::sources::manifests::load_dir;
 
     #[test]
@@ -173,5 +180,31 @@ mod tests {
         );
         let yaml = to_yaml(&docs);
         assert_eq!(yaml.matches("\n---\n").count(), 3, "{yaml}");
+    }
+
+    #[test]
+    fn a_listener_sets_status_is_written_to_the_api_it_came_from_and_its_gateway_counts_it() {
+        let docs = |api: &str, kind: &str| {
+            let text = format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: sg}}\nspec: {{controllerName: sockgate.io/gateway-controller}}\n---\n\
+                 apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  gatewayClassName: sg\n  allowedListeners: {{namespaces: {{from: Same}}}}\n  listeners: [{{name: a, port: 8080, protocol: TCP}}]\n---\n\
+                 apiVersion: {api}\nkind: {kind}\nmetadata: {{name: ls}}\nspec:\n  parentRef: {{name: gw}}\n  listeners: [{{name: b, port: 8081, protocol: TCP}}]\n"
+            );
+            let snapshot = crate::sources::manifests::load_text(std::path::Path::new("t.yaml"), &text).unwrap().snapshot;
+            let t = translate(&snapshot, &Settings::default());
+            status_objects(&snapshot, &t.status, DEFAULT_CONTROLLER)
+        };
+        let v1 = docs("gateway.networking.k8s.io/v1", "ListenerSet");
+        assert_eq!(v1[1]["status"]["attachedListenerSets"], 1);
+        let set = &v1[2];
+        assert_eq!((set["apiVersion"].as_str(), set["kind"].as_str()), (Some("gateway.networking.k8s.io/v1"), Some("ListenerSet")));
+        assert_eq!(set["status"]["conditions"][0]["reason"], "Accepted");
+        assert_eq!(set["status"]["listeners"][0]["name"], "b");
+        assert_eq!(set["status"]["listeners"][0]["supportedKinds"], json!([{ "group": GROUP, "kind": "TCPRoute" }]));
+        assert!(set["status"]["listeners"][0].get("port").is_none(), "ListenerSet v1's entry status has no port");
+        let x = docs("gateway.networking.x-k8s.io/v1alpha1", "XListenerSet");
+        let set = &x[2];
+        assert_eq!((set["apiVersion"].as_str(), set["kind"].as_str()), (Some("gateway.networking.x-k8s.io/v1alpha1"), Some("XListenerSet")));
+        assert_eq!(set["status"]["listeners"][0]["port"], 8081, "XListenerSet's entry status requires the port");
     }
 }

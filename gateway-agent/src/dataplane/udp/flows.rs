@@ -218,6 +218,7 @@ mod tests {
     fn config(route: &str, groups: &[(u32, &[&str])]) -> ListenerConfig {
         ListenerConfig {
             gateway: ObjectKey::new("default", "gw"),
+            listener_set: None,
             listener: "dns".into(),
             route: (!route.is_empty()).then(|| ObjectKey::new("default", route)),
             backends: groups

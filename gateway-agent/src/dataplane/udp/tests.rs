@@ -31,6 +31,7 @@ fn free_port() -> u16 {
 fn listener(groups: &[(u32, &[SocketAddr])], policy: ListenerPolicyConfig) -> ListenerConfig {
     ListenerConfig {
         gateway: ObjectKey::new("default", "gw"),
+        listener_set: None,
         listener: "udp".into(),
         route: Some(ObjectKey::new("default", "r")),
         backends: groups.iter().map(|(weight, eps)| BackendGroup { weight: *weight, endpoints: eps.to_vec(), ..Default::default() }).collect(),

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 pub use walk::{closest, describe, Problem};
 
-use crate::resources::gateway_api::GROUP;
+use crate::resources::gateway_api::{GROUP, X_GROUP};
 use crate::resources::policies::{self, BackendPolicy, ListenerPolicy};
 
 const GATEWAY_API: &str = include_str!("gateway-api.json");
@@ -56,12 +56,18 @@ fn core_schema<T: schemars::JsonSchema>() -> Value {
 }
 
 /// Every problem of `value` against the schema of `group`/`kind` at `version`
-/// (ReferenceGrant v1alpha2, gone from the v1.6 bundle, is read as v1beta1).
+/// (ReferenceGrant v1alpha2, gone from the v1.6 bundle, is read as v1beta1;
+/// XListenerSet v1alpha1, the experimental ListenerSet before v1.6, as ListenerSet v1,
+/// whose spec is the one sockgate reads).
 /// None when sockgate has no schema for the kind or version (the loader then
 /// says the version is not one it reads).
 pub fn check(group: &str, kind: &str, version: &str, value: &Value) -> Option<Vec<Problem>> {
+    let (group, kind, version) = match (group, kind, version) {
+        (X_GROUP, "XListenerSet", "v1alpha1") => (GROUP, "ListenerSet", "v1"),
+        (_, "ReferenceGrant", "v1alpha2") => (group, kind, "v1beta1"),
+        other => other,
+    };
     let versions = schemas().get(&(group.to_string(), kind.to_string()))?;
-    let version = if kind == "ReferenceGrant" && version == "v1alpha2" { "v1beta1" } else { version };
     let schema = versions.get(version)?;
     Some(walk::check(schema, value))
 }
@@ -81,7 +87,7 @@ mod tests {
 
     #[test]
     fn every_gateway_api_kind_sockgate_reads_has_a_schema_for_each_version_it_reads() {
-        for (kind, versions) in [("GatewayClass", &["v1", "v1beta1"][..]), ("Gateway", &["v1", "v1beta1"]), ("TCPRoute", &["v1", "v1alpha2"]), ("UDPRoute", &["v1", "v1alpha2"]), ("ReferenceGrant", &["v1", "v1beta1"])] {
+        for (kind, versions) in [("GatewayClass", &["v1", "v1beta1"][..]), ("Gateway", &["v1", "v1beta1"]), ("TCPRoute", &["v1", "v1alpha2"]), ("UDPRoute", &["v1", "v1alpha2"]), ("ReferenceGrant", &["v1", "v1beta1"]), ("ListenerSet", &["v1"])] {
             for version in versions {
                 assert!(schemas()[&(GROUP.to_string(), kind.to_string())].contains_key(*version), "{kind} {version}");
             }
