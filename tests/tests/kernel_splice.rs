@@ -152,7 +152,8 @@ fn receive_window_scale(ns: &NetNs) -> u8 {
 
 #[test]
 fn timestamps_on_one_leg_only_keep_the_pair_on_splice_with_every_byte_intact() {
-    let node = node();
+    // At once: the refusal's reason is judged before the transfer can end.
+    let node = node_with(&["--kernel-splice-after", "0s"]);
     sh(&node.hosts.client, "sysctl -qw net.ipv4.tcp_timestamps=0");
     transfer_both_ways(&node, 41, 16 * MIB);
     let (spliced, refused) = spliced_and_refused(&node);
@@ -162,7 +163,8 @@ fn timestamps_on_one_leg_only_keep_the_pair_on_splice_with_every_byte_intact() {
 
 #[test]
 fn a_smaller_mtu_on_the_backend_leg_keeps_the_pair_on_splice_with_every_byte_intact() {
-    let node = node();
+    // At once: the refusal's reason is judged before the transfer can end.
+    let node = node_with(&["--kernel-splice-after", "0s"]);
     let dev = interface(&node.hosts.backend1);
     sh(&node.hosts.backend1, &format!("ip link set {dev} mtu 1280"));
     transfer_both_ways(&node, 51, 16 * MIB);
