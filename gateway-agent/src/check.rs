@@ -26,7 +26,7 @@ fn load(args: &CheckArgs) -> Result<(Loaded, Settings)> {
         None => CreationClock::default(),
     };
     clock.stamp(&mut loaded.snapshot, now());
-    let settings = Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() };
+    let settings = Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone(), ..Settings::default() };
     Ok((loaded, settings))
 }
 

@@ -1,5 +1,6 @@
 //! The health endpoint: `/healthz` (alive), `/readyz` (a configuration is
-//! applied) and `/metrics` (Prometheus text: per-listener counters).
+//! applied and every listener port it wants is bound: a port held by another
+//! process makes the node not ready, naming the port) and `/metrics` (Prometheus text: per-listener counters).
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ type Series = (&'static str, &'static str, &'static str, fn(&ListenerCounters) -
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// Listener ports wanted and not bound, each with why ("TCP 9000: cannot listen on …").
+    unbound: Mutex<Vec<String>>,
     counters: Mutex<BTreeMap<u16, Arc<ListenerCounters>>>,
     /// XDP drops per listener port: (packets, bytes).
     xdp_drops: Mutex<BTreeMap<u16, (u64, u64)>>,
@@ -31,6 +34,23 @@ impl Health {
     pub fn publish(&self, listeners: &ListenerSet) {
         *self.counters.lock().unwrap() = listeners.counters();
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The listener ports that could not be bound (empty when all are).
+    pub fn publish_unbound(&self, unbound: Vec<String>) {
+        *self.unbound.lock().unwrap() = unbound;
+    }
+
+    /// `/readyz`: status line and body.
+    fn readiness(&self) -> (&'static str, String) {
+        if !self.ready.load(Ordering::Relaxed) {
+            return ("503 Service Unavailable", "no configuration applied yet\n".to_string());
+        }
+        let unbound = self.unbound.lock().unwrap();
+        if unbound.is_empty() {
+            return ("200 OK", "ready\n".to_string());
+        }
+        ("503 Service Unavailable", format!("listener ports not bound (retried; free them to serve):\n{}\n", unbound.join("\n")))
     }
 
     pub fn publish_splice(&self, report: SpliceReport) {
@@ -140,8 +160,7 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>, patience: std::time::D
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
                     "/healthz" => ("200 OK", "ok\n".to_string()),
-                    "/readyz" if health.ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".to_string()),
-                    "/readyz" => ("503 Service Unavailable", "no configuration applied yet\n".to_string()),
+                    "/readyz" => health.readiness(),
                     "/metrics" => ("200 OK", health.metrics()),
                     _ => ("404 Not Found", "not found\n".to_string()),
                 };

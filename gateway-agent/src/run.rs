@@ -76,7 +76,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         first_seen_file: args.source.first_seen_file().filter(|_| args.source.manifests.is_some()),
         first_seen_unsaved: false,
         status: StatusReport::default(),
-        settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone() },
+        settings: Settings { controller_name: args.source.controller_name.clone(), gateway_addresses: args.source.gateway_addresses.clone(), ..Settings::default() },
         health: health.clone(),
         settle_limit: settle_limit(&args),
         applied_once: false,
@@ -260,20 +260,26 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often leases are renewed; a lease lapses after three missed renewals.
 const LEASE_RENEW: Duration = Duration::from_secs(2);
 const LEASE_DURATION: Duration = Duration::from_secs(6);
+/// The leader re-reads the CRDs' bundle versions every this many renewals (30 s).
+const CRD_RECHECK_TICKS: u64 = 15;
 
 /// Kubernetes mode: reflectors feed snapshots; every agent programs its own
 /// node; the leader alone writes status.
 async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offer: &Offer) -> Result<Ending> {
     let client = kube::Client::try_default().await.context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
     let resources = crate::sources::kube::discover(&client).await?;
+    applier.settings.crds = crate::sources::kube::installed_crds(&client, &resources).await;
+    let crd_resources = resources.clone();
     let mut snapshots = crate::sources::kube::start(client.clone(), resources.clone());
     let mut writer = StatusWriter::new(client.clone(), resources, &applier.settings.controller_name);
     let node = args.node_name.clone().unwrap_or_else(hostname);
+    let lease_client = client.clone();
     let leases = Leases::new(client, &args.lease_namespace, &node, LEASE_DURATION);
     let own_addresses = applier.settings.gateway_addresses.clone();
     let mut leader = false;
     let mut last: Option<Arc<Loaded>> = None;
     let mut tick = tokio::time::interval(LEASE_RENEW);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             changed = snapshots.changed() => {
@@ -286,7 +292,7 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offe
             }
             _ = tick.tick() => {
                 applier.tick();
-                if let Err(e) = leases.announce(&node, &own_addresses).await {
+                if let Err(e) = leases.announce(&node, &own_addresses, &applier.unbound()).await {
                     tracing::warn!(error = %e, "renewing this node's lease failed; the data plane keeps serving");
                 }
                 let was_leader = leader;
@@ -298,15 +304,26 @@ async fn kubernetes(args: &RunArgs, applier: &mut Applier, stop: &mut Stop, offe
                     tracing::info!(node = %node, leader, "status writer {}", if leader { "elected: this agent writes status" } else { "is another agent" });
                     writer.forget();
                 }
+                ticks += 1;
+                if leader && ticks % CRD_RECHECK_TICKS == 0 {
+                    // CRDs are upgraded in place: SupportedVersion follows within half a minute.
+                    let crds = crate::sources::kube::installed_crds(&lease_client, &crd_resources).await;
+                    if crds != applier.settings.crds {
+                        applier.settings.crds = crds;
+                        if let Some(loaded) = &last {
+                            applier.apply((**loaded).clone());
+                        }
+                    }
+                }
                 if leader {
-                    match leases.serving_addresses().await {
-                        Ok(addresses) if addresses != applier.settings.gateway_addresses => {
-                            applier.settings.gateway_addresses = addresses;
-                            if let Some(loaded) = &last {
-                                applier.apply((**loaded).clone());
+                    match leases.reports().await {
+                        Ok(reports) => {
+                            if applier.take_node_reports(reports) {
+                                if let Some(loaded) = &last {
+                                    applier.apply((**loaded).clone());
+                                }
                             }
                         }
-                        Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "listing node leases failed"),
                     }
                 }
@@ -483,6 +500,7 @@ impl Applier {
         for (port, why) in self.udp.unbound() {
             tracing::error!(port, "status: UDP listener not programmed: {why}");
         }
+        self.publish_unbound();
         self.status = translation.status;
     }
 
@@ -508,10 +526,36 @@ impl Applier {
         self.publish_activity();
     }
 
+    /// The listener ports this agent wants and could not bind, for its node Lease.
+    fn unbound(&self) -> Vec<crate::status::lease::Unbound> {
+        use crate::model::node_reports::Protocol;
+        let tcp = self.listeners.unbound().iter().map(|(port, why)| (Protocol::Tcp, *port, why.to_string()));
+        let udp = self.udp.unbound().map(|(port, why)| (Protocol::Udp, port, why.to_string()));
+        tcp.chain(udp).map(|(protocol, port, error)| crate::status::lease::Unbound { protocol, port, error }).collect()
+    }
+
+    /// Tells `/readyz` which listener ports are not bound.
+    fn publish_unbound(&self) {
+        self.health.publish_unbound(self.unbound().iter().map(|u| format!("{} {}: {}", u.protocol.name(), u.port, u.error)).collect());
+    }
+
+    /// The leader's view of the nodes, for the next translation; true if it changed.
+    fn take_node_reports(&mut self, reports: crate::status::lease::NodeReports) -> bool {
+        let s = &mut self.settings;
+        if (&s.gateway_addresses, s.serving_nodes, &s.unbound) == (&reports.addresses, reports.nodes, &reports.unbound) {
+            return false;
+        }
+        s.gateway_addresses = reports.addresses;
+        s.serving_nodes = reports.nodes;
+        s.unbound = reports.unbound;
+        true
+    }
+
     /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
     fn tick(&mut self) {
         self.listeners.retry_unbound();
         self.udp.retry_unbound();
+        self.publish_unbound();
         if let Some(nat) = &self.udp_nat {
             nat.sweep();
         }

@@ -190,6 +190,20 @@ impl GatewayNode {
         wait_for_log(&mut self.agent, needle, Duration::from_secs(10))
     }
 
+    /// `GET path` from inside the node, of the agent's health endpoint at
+    /// `address` (its `--health-address`): the whole HTTP response.
+    pub fn health_get(&self, address: &str, path: &str) -> Result<String> {
+        let (address, request) = (address.to_string(), format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let response = self.hosts.node.enter(move || {
+            let mut s = TcpStream::connect(address.as_str())?;
+            std::io::Write::write_all(&mut s, request.as_bytes())?;
+            let mut response = String::new();
+            std::io::Read::read_to_string(&mut s, &mut response)?;
+            Ok::<_, std::io::Error>(response)
+        })??;
+        Ok(response)
+    }
+
     /// How many times the agent logged `needle` so far.
     pub fn log_count(&self, needle: &str) -> usize {
         self.agent.logs().matches(needle).count()

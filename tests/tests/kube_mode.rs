@@ -40,7 +40,7 @@ impl std::ops::Deref for Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let kinds = "gateways.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,udproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps,listenerpolicies.sockgate.io,backendpolicies.sockgate.io";
+        let kinds = "gateways.gateway.networking.k8s.io,listenersets.gateway.networking.k8s.io,tcproutes.gateway.networking.k8s.io,udproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io,services,endpointslices.discovery.k8s.io,leases.coordination.k8s.io,deployments.apps,daemonsets.apps,listenerpolicies.sockgate.io,backendpolicies.sockgate.io";
         let _ = kubectl(&["delete", kinds, "--all", "-n", &self.0, "--wait=false"], None);
         let _ = kubectl(&["delete", "gatewayclass", &self.0, "--ignore-not-found", "--wait=false"], None);
         let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
@@ -123,7 +123,7 @@ fn the_guides_manifests_applied_with_kubectl_are_served_and_their_status_written
         assert_eq!(conditions(&parent["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
     }
     let class = get("gatewayclass", "", "eg").unwrap();
-    assert_eq!(conditions(&class["status"]["conditions"]), ["Accepted=True/Accepted"]);
+    assert_eq!(conditions(&class["status"]["conditions"]), ["Accepted=True/Accepted", "SupportedVersion=True/SupportedVersion"]);
 
     // Policies (sockgate's CRDs, installed by `cluster up` from the chart): the
     // example BackendPolicies and one ListenerPolicy for a Gateway that does not exist.
@@ -255,6 +255,97 @@ fn a_udproute_applied_with_kubectl_is_served_and_its_status_written() {
     kubectl(&["delete", "udproute", "r", "-n", &ns], None).unwrap();
     eventually(WAIT, "attachedRoutes 0", || get("gateway", &ns, "gw").filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 0)).unwrap();
     eventually(WAIT, "no answer", || answer().is_none().then_some(())).unwrap();
+}
+
+/// A ListenerSet applied with kubectl (the server serves ListenerSet v1, so
+/// discovery picks it): its listener is merged onto the Gateway that allows
+/// it and serves a TCPRoute attached to the set by `sectionName`; its
+/// listener on the Gateway's own port loses, and all three statuses say so.
+#[test]
+fn a_listenerset_applied_with_kubectl_serves_its_routes_and_its_status_is_written() {
+    let ns = namespace("lset");
+    let controller = format!("sockgate.io/{}", ns.as_str());
+    apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {ns}\nspec:\n  controllerName: {controller}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {ns}\nspec:\n  gatewayClassName: {ns}\n  allowedListeners: {{namespaces: {{from: Same}}}}\n  listeners:\n  - {{name: own, port: 9000, protocol: TCP}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata:\n  name: extra\n  namespace: {ns}\nspec:\n  parentRef: {{name: gw}}\n  listeners:\n  - {{name: more, port: 9001, protocol: TCP}}\n  - {{name: taken, port: 9000, protocol: TCP}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata:\n  name: r\n  namespace: {ns}\nspec:\n  parentRefs: [{{group: gateway.networking.k8s.io, kind: ListenerSet, name: extra, sectionName: more}}]\n  rules: [{{backendRefs: [{{name: one, port: 80}}]}}]\n---\n{}",
+        in_namespace(&for_this_server(&sockgate_tests::manifests::service("one", 80, 7000, &["198.18.2.2"])), ns.as_str()),
+        ns = ns.as_str()
+    ))
+    .unwrap();
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", "node-a"]).unwrap();
+    assert!(node.agent.logs().contains("kind=ListenerSet"), "the agent watches ListenerSets: {}", node.agent.logs());
+    identity_then_echo_backend(&node);
+    let through_the_set = || {
+        let mut s = node.connect(9001).ok()?;
+        s.shutdown(std::net::Shutdown::Write).ok()?;
+        let mut name = String::new();
+        s.read_to_string(&mut name).ok()?;
+        Some(name)
+    };
+    eventually(WAIT, "the ListenerSet's listener to reach the route's backend", || through_the_set().filter(|who| who == "one"))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+
+    let set = eventually(WAIT, "the ListenerSet's status", || get("listenerset", &ns, "extra").filter(|s| s["status"]["listeners"].as_array().is_some_and(|l| l.len() == 2)))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    assert_eq!(conditions(&set["status"]["conditions"]), ["Accepted=True/ListenersNotValid", "Programmed=True/Programmed"], "{set}");
+    let listener = |name: &str| set["status"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == name).cloned().unwrap();
+    assert_eq!(listener("more")["attachedRoutes"], 1, "{set}");
+    assert_eq!(conditions(&listener("more")["conditions"]), ["Accepted=True/Accepted", "Conflicted=False/NoConflicts", "ResolvedRefs=True/ResolvedRefs", "Programmed=True/Programmed"]);
+    assert_eq!(conditions(&listener("taken")["conditions"])[1], "Conflicted=True/ProtocolConflict", "the Gateway's own listener holds 9000: {set}");
+
+    let gw = eventually(WAIT, "the Gateway's attachedListenerSets", || get("gateway", &ns, "gw").filter(|g| g["status"]["attachedListenerSets"] == 1))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    assert_eq!(gw["status"]["listeners"].as_array().unwrap().len(), 1, "a set's listeners are in the set's status, not the Gateway's: {gw}");
+    let route = eventually(WAIT, "the TCPRoute's status", || get("tcproute", &ns, "r").filter(|r| !entries_of(&r["status"]["parents"], &controller).is_empty())).unwrap();
+    let ours = entries_of(&route["status"]["parents"], &controller);
+    assert_eq!((ours[0]["parentRef"]["kind"].as_str(), ours[0]["parentRef"]["name"].as_str()), (Some("ListenerSet"), Some("extra")));
+    assert_eq!(conditions(&ours[0]["conditions"]), ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]);
+    let class = eventually(WAIT, "the GatewayClass's features", || get("gatewayclass", "", &ns).filter(|c| c["status"]["supportedFeatures"].is_array())).unwrap();
+    assert!(class["status"]["supportedFeatures"].as_array().unwrap().contains(&json!({ "name": "ListenerSet" })), "{class}");
+    // The cluster has the v1.6.1 CRDs: read from their bundle-version annotations.
+    assert_eq!(conditions(&class["status"]["conditions"]), ["Accepted=True/Accepted", "SupportedVersion=True/SupportedVersion"], "{class}");
+    assert!(class["status"]["conditions"][1]["message"].as_str().unwrap().contains("v1.6.1"), "{class}");
+
+    // The set deleted: its port closes, the Gateway counts no set.
+    kubectl(&["delete", "listenerset", "extra", "-n", &ns], None).unwrap();
+    eventually(WAIT, "attachedListenerSets 0", || get("gateway", &ns, "gw").filter(|g| g["status"]["attachedListenerSets"] == 0)).unwrap();
+    eventually(WAIT, "port 9001 to close", || node.connect(9001).is_err().then_some(())).unwrap();
+}
+
+/// A listener whose port another process holds on the node: the agent says
+/// so in its node Lease, and the leader writes that listener `Programmed=False`
+/// (reason Pending, the port and the error named) while the others stay
+/// programmed; once the port is free the agent binds it and the status follows.
+#[test]
+fn a_port_held_by_another_process_makes_its_listener_programmed_false_until_it_is_free() {
+    let ns = namespace("held");
+    let controller = private_setup(&ns);
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", "node-a"]).unwrap();
+    let squatter = node.hosts.node.enter(|| std::net::TcpListener::bind("0.0.0.0:9100")).unwrap().unwrap();
+    apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {ns}\nspec:\n  gatewayClassName: {ns}\n  listeners:\n  - {{name: a, port: 9000, protocol: TCP}}\n  - {{name: held, port: 9100, protocol: TCP}}\n",
+        ns = ns.as_str()
+    ))
+    .unwrap();
+    let programmed = |g: &Value, listener: &str| -> Option<Value> {
+        let l = g["status"]["listeners"].as_array()?.iter().find(|l| l["name"] == listener)?.clone();
+        l["conditions"].as_array()?.iter().find(|c| c["type"] == "Programmed").cloned()
+    };
+    let gw = eventually(WAIT, "listener held to be Programmed=False", || get("gateway", &ns, "gw").filter(|g| programmed(g, "held").is_some_and(|c| c["status"] == "False")))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    let held = programmed(&gw, "held").unwrap();
+    assert_eq!(held["reason"], "Pending", "{gw}");
+    let message = held["message"].as_str().unwrap();
+    assert!(message.starts_with("TCP port 9100 cannot be bound on 1 of 1 node (node-a: cannot listen on 0.0.0.0:9100: Address already in use"), "{message}");
+    assert_eq!(programmed(&gw, "a").unwrap()["status"], "True", "the other listener serves: {gw}");
+    let gateway_programmed = gw["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Programmed").unwrap().clone();
+    assert_eq!(gateway_programmed["status"], "True", "listener a is bound: {gw}");
+
+    drop(squatter);
+    eventually(WAIT, "listener held to be Programmed=True once the port is free", || get("gateway", &ns, "gw").filter(|g| programmed(g, "held").is_some_and(|c| c["status"] == "True")))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
 }
 
 fn lease_holder(ns: &str) -> Option<String> {
@@ -398,6 +489,10 @@ fn the_charts_objects_apply_to_a_real_api_server() {
         ("watch", "tcproutes.gateway.networking.k8s.io", "yes"),
         ("watch", "udproutes.gateway.networking.k8s.io", "yes"),
         ("patch", "udproutes.gateway.networking.k8s.io/status", "yes"),
+        ("watch", "listenersets.gateway.networking.k8s.io", "yes"),
+        ("patch", "listenersets.gateway.networking.k8s.io/status", "yes"),
+        ("get", "customresourcedefinitions.apiextensions.k8s.io", "yes"),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io", "no"),
         ("patch", "gateways.gateway.networking.k8s.io/status", "yes"),
         ("list", "endpointslices.discovery.k8s.io", "yes"),
         ("update", "leases.coordination.k8s.io", "yes"),

@@ -195,17 +195,29 @@ fn a_route_to_a_missing_service_resets_its_connections_and_reports_backend_not_f
 }
 
 #[test]
-fn a_port_already_in_use_is_reported_and_served_once_it_is_free_while_other_listeners_serve() {
-    let mut node = GatewayNode::start(&[("gw.yaml", gateway(&[("a", 9000)]))], &["--dataplane", "userspace"]).unwrap();
+fn a_port_already_in_use_is_reported_makes_the_node_not_ready_and_is_served_once_it_is_free_while_other_listeners_serve() {
+    const HEALTH: &str = "127.0.0.1:19091";
+    let mut node = GatewayNode::start(&[("gw.yaml", gateway(&[("a", 9000)]))], &["--dataplane", "userspace", "--health-address", HEALTH]).unwrap();
+    assert!(node.health_get(HEALTH, "/readyz").unwrap().starts_with("HTTP/1.1 200"), "ready before the clash");
     // Something else on the node holds 9001 when listener b asks for it.
     let squatter = node.hosts.node.enter(|| TcpListener::bind("0.0.0.0:9001")).unwrap().unwrap();
     let all = documents(&[gateway(&[("a", 9000), ("b", 9001)]), route("ra", "a", "sink", 7001), route("rb", "b", "sink", 7001), sink_service()]);
     node.write("gw.yaml", &all).unwrap();
     node.wait_for_log("cannot listen on 0.0.0.0:9001").unwrap();
     node.wait_for_log("status: listener not programmed").unwrap();
+    // Not ready while a wanted port is held elsewhere, and /readyz says which and why.
+    let readyz = node.health_get(HEALTH, "/readyz").unwrap();
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(readyz.contains("TCP 9001: cannot listen on 0.0.0.0:9001: Address already in use"), "{readyz}");
     echo_backend(&node);
     echo_across(node.connect(9000).unwrap(), &pattern(18, 4 * MIB), || {});
     drop(squatter);
     node.wait_for_log("addr=0.0.0.0:9001").unwrap();
     echo_across(node.connect(9001).unwrap(), &pattern(19, MIB), || {});
+    let ready_again = || node.health_get(HEALTH, "/readyz").unwrap().starts_with("HTTP/1.1 200");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !ready_again() {
+        assert!(std::time::Instant::now() < deadline, "ready again once the port is bound");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

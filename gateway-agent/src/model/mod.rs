@@ -8,9 +8,11 @@ pub mod config;
 pub mod ignored;
 pub mod listener_sets;
 pub mod listeners;
+pub mod node_reports;
 pub mod policies;
 pub mod routes;
 pub mod status;
+pub mod supported_version;
 pub mod transitions;
 #[cfg(test)]
 mod policy_tests;
@@ -20,6 +22,8 @@ mod properties;
 mod tests;
 #[cfg(test)]
 mod listener_set_tests;
+#[cfg(test)]
+mod node_report_tests;
 #[cfg(test)]
 mod udp_tests;
 
@@ -42,11 +46,17 @@ pub struct Settings {
     pub controller_name: String,
     /// Addresses of the nodes serving the Gateways (their `status.addresses`).
     pub gateway_addresses: Vec<std::net::IpAddr>,
+    /// Listener ports serving nodes could not bind, and how many nodes serve
+    /// (from the node Leases; empty outside Kubernetes mode's status writer).
+    pub unbound: Vec<node_reports::UnboundPort>,
+    pub serving_nodes: usize,
+    /// The Gateway API CRDs installed (GatewayClass `SupportedVersion`).
+    pub crds: supported_version::Crds,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { controller_name: DEFAULT_CONTROLLER_NAME.to_string(), gateway_addresses: Vec::new() }
+        Settings { controller_name: DEFAULT_CONTROLLER_NAME.to_string(), gateway_addresses: Vec::new(), unbound: Vec::new(), serving_nodes: 0, crds: supported_version::Crds::Standalone }
     }
 }
 
@@ -72,7 +82,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
             our_classes.push(key.name.clone());
             status
                 .gateway_classes
-                .insert(key.clone(), vec![Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")]);
+                .insert(key.clone(), vec![Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, ""), supported_version::condition(&settings.crds)]);
         }
     }
 
@@ -203,6 +213,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
     status.routes = tcp.status;
     status.udp_routes = udp.status;
     status.policies = policies::apply(snapshot, &gateways, &mut dataplane);
+    node_reports::mark_unbound(&settings.unbound, settings.serving_nodes, &dataplane, &mut status);
     set_observed_generations(snapshot, &mut status);
     Translation { dataplane, status }
 }

@@ -41,7 +41,7 @@ impl fmt::Display for Condition {
 
 /// The conformance features a GatewayClass of sockgate's advertises in
 /// `status.supportedFeatures` (the spec wants them sorted by name).
-pub const SUPPORTED_FEATURES: [&str; 4] = ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute"];
+pub const SUPPORTED_FEATURES: [&str; 5] = ["Gateway", "ListenerSet", "ReferenceGrant", "TCPRoute", "UDPRoute"];
 
 pub mod types {
     pub const ACCEPTED: &str = "Accepted";
@@ -49,6 +49,7 @@ pub mod types {
     pub const CONFLICTED: &str = "Conflicted";
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
+    pub const SUPPORTED_VERSION: &str = "SupportedVersion";
 }
 
 pub mod reasons {
@@ -62,6 +63,10 @@ pub mod reasons {
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
     pub const PROTOCOL_CONFLICT: &str = "ProtocolConflict";
     pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
+    /// Programmed=False while a node cannot bind a listener's port (it may yet).
+    pub const PENDING: &str = "Pending";
+    pub const SUPPORTED_VERSION: &str = "SupportedVersion";
+    pub const UNSUPPORTED_VERSION: &str = "UnsupportedVersion";
     pub const INVALID_ROUTE_KINDS: &str = "InvalidRouteKinds";
     pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
     pub const NO_MATCHING_PARENT: &str = "NoMatchingParent";

@@ -371,7 +371,7 @@ fn status_objects_carry_udproutes_in_their_version_and_the_class_advertises_udpr
     assert_eq!(find("UDPRoute", "new")["apiVersion"], "gateway.networking.k8s.io/v1");
     assert_eq!(find("UDPRoute", "new")["status"]["parents"][0]["controllerName"], DEFAULT_CONTROLLER_NAME);
     let features: Vec<&str> = find("GatewayClass", "sg")["status"]["supportedFeatures"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert_eq!(features, ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute"]);
+    assert_eq!(features, ["Gateway", "ListenerSet", "ReferenceGrant", "TCPRoute", "UDPRoute"]);
     assert!(t.status.lines().iter().any(|l| l.starts_with("UDPRoute gateway-conformance-infra/new -> gw: Accepted=True/Accepted")), "{:?}", t.status.lines());
 }
 

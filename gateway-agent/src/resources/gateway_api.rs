@@ -9,6 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
+/// The Gateway API release sockgate is built against (its vendored schemas'):
+/// CRDs of this minor version are supported (GatewayClass `SupportedVersion`).
+pub const BUNDLE_VERSION: &str = "v1.6.1";
+/// The annotation on each Gateway API CRD naming its release.
+pub const BUNDLE_VERSION_ANNOTATION: &str = "gateway.networking.k8s.io/bundle-version";
 /// The experimental group, where ListenerSet lived as `XListenerSet` before v1.6.
 pub const X_GROUP: &str = "gateway.networking.x-k8s.io";
 

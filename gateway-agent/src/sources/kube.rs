@@ -20,6 +20,9 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use super::manifests::{load_objects, Loaded};
+use crate::model::supported_version::{Crds, InstalledCrd};
+use crate::resources::gateway_api::{BUNDLE_VERSION_ANNOTATION, GROUP, X_GROUP};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The kinds sockgate reads: (group, kind).
 const KINDS: &[(&str, &str)] = &[
@@ -49,7 +52,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// and UDPRoute v1 or v1alpha2, EndpointSlice v1 or, on old servers, v1beta1).
 pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
     let discovery = Discovery::new(client.clone())
-        .filter(&["", "gateway.networking.k8s.io", "discovery.k8s.io", "sockgate.io"])
+        .filter(&["", "gateway.networking.k8s.io", "gateway.networking.x-k8s.io", "discovery.k8s.io", "sockgate.io"])
         .run()
         .await
         .context("API discovery")?;
@@ -70,7 +73,39 @@ pub async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
             None => tracing::warn!(kind, group, "the API server does not serve {kind}: {without}"),
         }
     }
+    match listener_set_kind(&discovery) {
+        Some(resource) => found.push(resource),
+        None => tracing::warn!("the API server serves neither ListenerSet (gateway.networking.k8s.io) nor XListenerSet (gateway.networking.x-k8s.io): Gateways get no listeners from ListenerSets (install the Gateway API v1.6 CRDs)"),
+    }
     Ok(found)
+}
+
+/// The bundle version of the CRD behind each Gateway API kind being read
+/// (for GatewayClass `SupportedVersion`); metadata only.
+pub async fn installed_crds(client: &Client, resources: &[ApiResource]) -> Crds {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut installed = Vec::new();
+    for r in resources.iter().filter(|r| r.group == GROUP || r.group == X_GROUP) {
+        let name = format!("{}.{}", r.plural, r.group);
+        match api.get_metadata(&name).await {
+            Ok(crd) => {
+                let bundle_version = crd.metadata.annotations.and_then(|a| a.get(BUNDLE_VERSION_ANNOTATION).cloned());
+                installed.push(InstalledCrd { name, bundle_version });
+            }
+            Err(e) => return Crds::Unreadable(format!("getting CustomResourceDefinition {name}: {e}")),
+        }
+    }
+    installed.sort();
+    Crds::Installed(installed)
+}
+
+/// ListenerSet where the server has it (standard since v1.6), else the
+/// experimental XListenerSet. One of the two, never both: the same set is not
+/// to be read twice where a cluster still has the old CRD beside the new one.
+fn listener_set_kind(discovery: &Discovery) -> Option<ApiResource> {
+    [(GROUP, "ListenerSet"), (X_GROUP, "XListenerSet")]
+        .into_iter()
+        .find_map(|(group, kind)| discovery.groups().find(|g| g.name() == group).and_then(|g| g.recommended_kind(kind)).map(|(r, _)| r))
 }
 
 /// Starts a reflector per kind (`resources`, from [`discover`]); the receiver

@@ -1,5 +1,6 @@
 //! Leases: one elects the agent that writes status; one per node tells the
-//! leader where that node's agent serves (for Gateway `status.addresses`).
+//! leader where that node's agent serves (for Gateway `status.addresses`) and
+//! which listener ports it could not bind (for listeners' `Programmed`).
 //!
 //! Plain coordination.k8s.io/v1 Leases with optimistic concurrency: a write
 //! that loses a race gets 409 and simply tries again next round.
@@ -13,10 +14,32 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 
+use crate::model::node_reports::{Protocol, UnboundPort};
+
 pub const LEADER_LEASE: &str = "sockgate-status-writer";
 const NODE_LEASE_PREFIX: &str = "sockgate-node-";
 const NODE_LABEL: &str = "sockgate.io/node-lease";
 const ADDRESSES_ANNOTATION: &str = "sockgate.io/addresses";
+/// JSON: `[{"protocol":"TCP","port":9000,"error":"Address in use (os error 98)"}]`.
+const UNBOUND_ANNOTATION: &str = "sockgate.io/unbound-ports";
+
+/// A listener port this node's agent wants and could not bind.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unbound {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub error: String,
+}
+
+/// What the live node leases say, together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeReports {
+    /// Every serving node's addresses, sorted.
+    pub addresses: Vec<IpAddr>,
+    /// How many nodes renewed their lease in time.
+    pub nodes: usize,
+    pub unbound: Vec<UnboundPort>,
+}
 
 pub struct Leases {
     api: Api<Lease>,
@@ -90,14 +113,16 @@ impl Leases {
         }
     }
 
-    /// Renews this node's lease, announcing the addresses its agent serves on.
-    pub async fn announce(&self, node: &str, addresses: &[IpAddr]) -> kube::Result<()> {
+    /// Renews this node's lease, announcing the addresses its agent serves on
+    /// and the listener ports it could not bind.
+    pub async fn announce(&self, node: &str, addresses: &[IpAddr], unbound: &[Unbound]) -> kube::Result<()> {
         let name = format!("{NODE_LEASE_PREFIX}{node}");
         let annotation = addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let unbound = serde_json::to_string(unbound).unwrap_or_else(|_| "[]".into());
         let metadata = ObjectMeta {
             name: Some(name.clone()),
             labels: Some([(NODE_LABEL.to_string(), "true".to_string())].into()),
-            annotations: Some([(ADDRESSES_ANNOTATION.to_string(), annotation)].into()),
+            annotations: Some([(ADDRESSES_ANNOTATION.to_string(), annotation), (UNBOUND_ANNOTATION.to_string(), unbound)].into()),
             ..Default::default()
         };
         match self.api.get_opt(&name).await? {
@@ -115,18 +140,26 @@ impl Leases {
         Ok(())
     }
 
-    /// Addresses of every node whose agent renewed its lease in time, sorted.
-    pub async fn serving_addresses(&self) -> kube::Result<Vec<IpAddr>> {
+    /// What every node whose agent renewed its lease in time reports.
+    pub async fn reports(&self) -> kube::Result<NodeReports> {
         let leases = self.api.list(&ListParams::default().labels(&format!("{NODE_LABEL}=true"))).await?;
         let now = now();
         let mut addresses = BTreeSet::new();
+        let mut reports = NodeReports::default();
         for lease in leases {
             if lease.spec.as_ref().is_none_or(|s| expired(s, now)) {
                 continue;
             }
-            let annotation = lease.metadata.annotations.as_ref().and_then(|a| a.get(ADDRESSES_ANNOTATION)).cloned().unwrap_or_default();
-            addresses.extend(annotation.split(',').filter_map(|a| a.parse::<IpAddr>().ok()));
+            reports.nodes += 1;
+            let node = lease.metadata.name.as_deref().unwrap_or_default().trim_start_matches(NODE_LEASE_PREFIX).to_string();
+            let annotation = |key: &str| lease.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned().unwrap_or_default();
+            addresses.extend(annotation(ADDRESSES_ANNOTATION).split(',').filter_map(|a| a.parse::<IpAddr>().ok()));
+            // An agent of an older version writes no such annotation: nothing unbound that we know of.
+            let unbound: Vec<Unbound> = serde_json::from_str(&annotation(UNBOUND_ANNOTATION)).unwrap_or_default();
+            reports.unbound.extend(unbound.into_iter().map(|u| UnboundPort { node: node.clone(), protocol: u.protocol, port: u.port, error: u.error }));
         }
-        Ok(addresses.into_iter().collect())
+        reports.addresses = addresses.into_iter().collect();
+        reports.unbound.sort();
+        Ok(reports)
     }
 }

@@ -85,7 +85,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MANIFEST), config.yaml()).unwrap();
         let loaded = gateway_agent::sources::manifests::load_dir(dir.path()).unwrap_or_else(|e| panic!("{config:?} rejected: {e:?}"));
-        let settings = gateway_agent::model::Settings { controller_name: gateway_agent::model::DEFAULT_CONTROLLER_NAME.into(), gateway_addresses: vec![] };
+        let settings = gateway_agent::model::Settings { controller_name: gateway_agent::model::DEFAULT_CONTROLLER_NAME.into(), gateway_addresses: vec![], ..Default::default() };
         let translation = gateway_agent::model::translate(&loaded.snapshot, &settings);
         translation
             .dataplane

@@ -86,6 +86,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_vendored_schemas_are_of_the_bundle_sockgate_says_it_supports() {
+        let vendored: Value = serde_json::from_str(GATEWAY_API).unwrap();
+        assert_eq!(vendored["bundleVersion"], crate::resources::gateway_api::BUNDLE_VERSION);
+    }
+
+    #[test]
     fn every_gateway_api_kind_sockgate_reads_has_a_schema_for_each_version_it_reads() {
         for (kind, versions) in [("GatewayClass", &["v1", "v1beta1"][..]), ("Gateway", &["v1", "v1beta1"]), ("TCPRoute", &["v1", "v1alpha2"]), ("UDPRoute", &["v1", "v1alpha2"]), ("ReferenceGrant", &["v1", "v1beta1"]), ("ListenerSet", &["v1"])] {
             for version in versions {
