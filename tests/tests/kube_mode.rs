@@ -348,6 +348,40 @@ fn a_port_held_by_another_process_makes_its_listener_programmed_false_until_it_i
         .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
 }
 
+/// A misspelt field of sockgate's policy API in Kubernetes mode: kubectl's
+/// validation refuses it by name where the server publishes the schema, and
+/// where it is applied anyway the server prunes it: the policy's status then
+/// says `Accepted=False`, naming the field (read from the manifest kubectl
+/// recorded), and none of its fields applies.
+#[test]
+fn a_misspelt_policy_field_is_refused_by_kubectl_and_when_the_server_prunes_it_the_status_names_it() {
+    let ns = namespace("typo");
+    let controller = private_setup(&ns);
+    let policy = format!(
+        "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata:\n  name: typo\n  namespace: {}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  maxConnections: 1\n  clientCIDR: {{deny: [198.18.0.0/15]}}\n",
+        ns.as_str()
+    );
+    let refused = kubectl(&["apply", "-f", "-"], Some(&policy)).unwrap_err().to_string();
+    assert!(refused.contains("unknown field \"clientCIDR\""), "{refused}");
+    let node = GatewayNode::start_in_cluster(&["--dataplane", "userspace", "--controller-name", &controller, "--lease-namespace", &ns, "--node-name", "node-a"]).unwrap();
+    apply(&policy).unwrap(); // --validate=false: the server prunes the field
+    assert!(get("listenerpolicy", &ns, "typo").unwrap()["spec"].get("clientCIDR").is_none(), "the server pruned it");
+    let status = eventually(WAIT, "the policy's status", || get("listenerpolicy", &ns, "typo").filter(|p| !entries_of(&p["status"]["ancestors"], &controller).is_empty()))
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", node.agent.logs()));
+    let ours = entries_of(&status["status"]["ancestors"], &controller);
+    assert_eq!(conditions(&ours[0]["conditions"]), ["Accepted=False/Invalid"], "{status}");
+    let message = ours[0]["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("unknown field \"spec.clientCIDR\" (did you mean \"clientCIDRs\"?): in the manifest last applied with kubectl, dropped by the API server"), "{message}");
+    // Not accepted, so maxConnections: 1 does not apply either: two connections are both served.
+    identity_then_echo_backend(&node);
+    let (first, second) = (node.connect(9000).unwrap(), node.connect(9000).unwrap());
+    for mut s in [first, second] {
+        let mut hello = [0u8; 3];
+        s.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello, b"one");
+    }
+}
+
 fn lease_holder(ns: &str) -> Option<String> {
     get("lease", ns, "sockgate-status-writer").and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
 }

@@ -219,7 +219,7 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                 })
                 .collect();
             let accepted = if policy.spec.deprecated_client_cidrs.is_some() { DEPRECATED_CLIENT_CIDRS.to_string() } else { String::new() };
-            (key.clone(), &policy.metadata, listener_fields(&policy.spec), targets, accepted)
+            (key.clone(), &policy.metadata, pruned(snapshot, "ListenerPolicy", key).map_or_else(|| listener_fields(&policy.spec), Err), targets, accepted)
         })
         .collect();
     let (claimed, judged) = judge(listener_policies);
@@ -264,7 +264,7 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
                     })
                 })
                 .collect();
-            (key.clone(), &policy.metadata, backend_fields(&policy.spec), targets, String::new())
+            (key.clone(), &policy.metadata, pruned(snapshot, "BackendPolicy", key).map_or_else(|| backend_fields(&policy.spec), Err), targets, String::new())
         })
         .collect();
     let (claimed, judged) = judge(backend_policies);
@@ -319,6 +319,17 @@ impl WithKind for AncestorRef {
 }
 
 /// The kinds' status subjects, for `lines()` and the writer.
+/// The fields the API server dropped from a policy's last applied manifest,
+/// as the reason it is not accepted: a policy that silently lost a field (a
+/// security setting, say) must not look as if it applied.
+fn pruned(snapshot: &Snapshot, kind: &str, key: &ObjectKey) -> Option<String> {
+    let fields = snapshot.pruned_fields.get(&(kind.to_string(), key.clone()))?;
+    Some(format!(
+        "{}: in the manifest last applied with kubectl, dropped by the API server (its schema has no such field); fix the manifest and apply it again",
+        fields.join("; ")
+    ))
+}
+
 pub fn kind_name(kind: PolicyKind) -> &'static str {
     match kind {
         PolicyKind::Listener => "ListenerPolicy",

@@ -167,3 +167,16 @@ fn policy_durations_are_gateway_api_durations_and_a_bare_number_is_refused_by_th
         assert!(e.contains("ListenerPolicy default/bare: spec.idleTimeout: ") && e.contains("does not match the pattern ^([0-9]{1,5}(h|m|s|ms)){1,4}$"), "{e}");
     }
 }
+
+#[test]
+fn a_policy_whose_applied_manifest_lost_a_field_to_the_servers_pruning_is_not_accepted_and_applies_nothing() {
+    let text = format!("{BASE}---\n{}", listener_policy("typo", 1, FOO, "  maxConnections: 5\n"));
+    let mut snapshot = load_text(Path::new("t.yaml"), &text).unwrap().snapshot;
+    // What the Kubernetes source records when `clientCIDR:` was applied and pruned.
+    snapshot.pruned_fields.insert(("ListenerPolicy".into(), ObjectKey::new("default", "typo")), vec!["unknown field \"spec.clientCIDR\" (did you mean \"clientCIDRs\"?)".into()]);
+    let t = translate(&snapshot, &Settings::default());
+    assert_eq!(verdicts(&t, PolicyKind::Listener, "typo"), ["Accepted=False/Invalid"]);
+    let condition = &t.status.policies[&(PolicyKind::Listener, ObjectKey::new("default", "typo"))][0].conditions[0];
+    assert!(condition.message.starts_with("unknown field \"spec.clientCIDR\" (did you mean \"clientCIDRs\"?): in the manifest last applied with kubectl, dropped by the API server"), "{}", condition.message);
+    assert_eq!(t.dataplane.listeners[&8088].policy.max_connections, None, "a policy not accepted applies none of its fields");
+}

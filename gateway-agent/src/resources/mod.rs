@@ -106,6 +106,10 @@ pub struct Snapshot {
     pub namespaces: BTreeMap<ObjectKey, Namespace>,
     pub listener_policies: BTreeMap<ObjectKey, policies::ListenerPolicy>,
     pub backend_policies: BTreeMap<ObjectKey, policies::BackendPolicy>,
+    /// (kind, key) of sockgate's policies → fields of the manifest last applied
+    /// with kubectl that the API server dropped (pruned: its schema has no such
+    /// field), each said as the schema check says it. Kubernetes mode only.
+    pub pruned_fields: BTreeMap<(String, ObjectKey), Vec<String>>,
 }
 
 impl Snapshot {

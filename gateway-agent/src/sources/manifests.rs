@@ -222,6 +222,19 @@ impl Loader {
                 return self.fail(file, document, format!("{} {described}: {reason}", type_meta.kind));
             }
         }
+        let pruned = if self.strictness == Strictness::Cluster { pruned_fields(group, &type_meta.kind, schema_version, &value) } else { Vec::new() };
+        if !pruned.is_empty() {
+            if group == policies::GROUP {
+                // Said in the policy's own status (Accepted=False) by the translator.
+                let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+                let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                self.loaded.snapshot.pruned_fields.insert((type_meta.kind.clone(), ObjectKey::new(namespace, name)), pruned);
+            } else {
+                for field in &pruned {
+                    self.loaded.notes.push(format!("{} {described}: {field} in the manifest last applied with kubectl: the API server dropped it (its schema has no such field), so it has no effect; fix the manifest", type_meta.kind));
+                }
+            }
+        }
         let result = match (group, type_meta.kind.as_str()) {
             (GROUP, "GatewayClass") => self.add::<GatewayClass>(version, &["v1", "v1beta1"], false, value, file, document, |s, k, o| {
                 s.gateway_classes.insert(k, o);
@@ -431,6 +444,31 @@ kind! {
     BackendPolicy => "BackendPolicy",
 }
 
+/// Unknown fields of the manifest last applied with `kubectl apply` (its
+/// `last-applied-configuration` annotation) that the live object does not
+/// have: a server that prunes unknown fields (every server without strict
+/// field validation, such as 1.20) drops a misspelt field without a word, and
+/// this annotation is the only place it survives.
+fn pruned_fields(group: &str, kind: &str, version: &str, live: &Value) -> Vec<String> {
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+    let Some(applied) = live.pointer("/metadata/annotations").and_then(|a| a.get(LAST_APPLIED)).and_then(Value::as_str) else { return Vec::new() };
+    let Ok(applied) = serde_json::from_str::<Value>(applied) else { return Vec::new() };
+    // A manifest applied as another version is not comparable field by field.
+    if applied.get("apiVersion") != live.get("apiVersion") {
+        return Vec::new();
+    }
+    let unknown = |value: &Value| -> Vec<String> {
+        schema::check(group, kind, version, value)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| matches!(p, Problem::UnknownField { .. }))
+            .map(|p| p.to_string())
+            .collect()
+    };
+    let live_unknown = unknown(live);
+    unknown(&applied).into_iter().filter(|p| !live_unknown.contains(p)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,6 +624,42 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
             assert!(e[0].contains(expected), "{}\n  does not contain\n{expected}", e[0]);
             assert!(!e[0].contains("u32") && !e[0].contains("i32") && !e[0].contains("struct"), "a Rust type name in: {}", e[0]);
         }
+    }
+
+    /// A live object as a pruning API server returns it after `kubectl apply`
+    /// of `applied`: the misspelt field gone, the manifest kept in the annotation.
+    fn pruned_by_the_server(live: &str, applied: &str) -> Value {
+        let mut live: Value = serde_yaml::from_str(live).unwrap();
+        let applied: Value = serde_yaml::from_str(applied).unwrap();
+        live["metadata"]["annotations"] = serde_json::json!({ "kubectl.kubernetes.io/last-applied-configuration": applied.to_string() });
+        live
+    }
+
+    #[test]
+    fn from_a_cluster_a_field_the_server_pruned_from_the_applied_manifest_is_named_for_policies_and_noted_for_gateway_api_objects() {
+        let policy = pruned_by_the_server(
+            "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: p, namespace: apps}\nspec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: g}], maxConnections: 5}\n",
+            "apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {name: p, namespace: apps}\nspec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: g}], maxConnections: 5, clientCIDR: {deny: [198.18.0.0/15]}}\n",
+        );
+        let gateway = pruned_by_the_server(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: apps}\nspec: {gatewayClassName: c, listeners: [{name: a, port: 1, protocol: TCP}]}\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: apps}\nspec: {gatewayClassName: c, listeners: [{name: a, port: 1, protocol: TCP, allowedRoute: {namespaces: {from: All}}}]}\n",
+        );
+        // Applied as it is now: nothing was pruned.
+        let clean = pruned_by_the_server(
+            "apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: b, namespace: apps}\nspec: {targetRefs: [{kind: Service, name: s}]}\n",
+            "apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: b, namespace: apps}\nspec: {targetRefs: [{kind: Service, name: s}]}\n",
+        );
+        let (loaded, problems) = load_objects([("cluster ListenerPolicy".to_string(), policy), ("cluster Gateway".to_string(), gateway), ("cluster BackendPolicy".to_string(), clean)]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(loaded.snapshot.listener_policies.len(), 1, "the policy is read: its status will say what is wrong");
+        assert_eq!(
+            loaded.snapshot.pruned_fields,
+            BTreeMap::from([(("ListenerPolicy".to_string(), ObjectKey::new("apps", "p")), vec!["unknown field \"spec.clientCIDR\" (did you mean \"clientCIDRs\"?)".to_string()])])
+        );
+        assert_eq!(loaded.snapshot.gateways.len(), 1, "the Gateway keeps serving");
+        assert_eq!(loaded.notes.len(), 1, "{:?}", loaded.notes);
+        assert!(loaded.notes[0].starts_with("Gateway apps/g: unknown field \"spec.listeners[0].allowedRoute\" (did you mean \"allowedRoutes\"?) in the manifest last applied with kubectl: the API server dropped it"), "{}", loaded.notes[0]);
     }
 
     #[test]
