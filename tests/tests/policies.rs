@@ -416,3 +416,56 @@ fn the_example_policies_attach_to_the_guides_objects_and_are_all_accepted() {
         }
     }
 }
+
+/// A client that vanishes without a FIN or RST (every packet to and from it
+/// dropped): the listener's tcpKeepalive probes go unanswered and the gateway
+/// lets the connection go after idleTime + probes × interval, closing the
+/// backend's side too, instead of holding both for ever. On the userspace
+/// paths; on the kernel path keepalive stops at the handover (idleTimeout
+/// takes its place there).
+#[test]
+fn tcp_keepalive_lets_go_of_a_client_that_vanished_and_closes_its_backend_connection() {
+    for dataplane in ["copy", "splice"] {
+        let yaml = documents(&[
+            gateway(&[("echo", 9000)]),
+            route("echo", "echo", "echo", 7001),
+            service("echo", 7001, 7000, &["198.18.2.2"]),
+            listener_policy("alive", None, "  tcpKeepalive: {idleTime: 1s, interval: 1s, probes: 2}\n"),
+        ]);
+        let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", dataplane]).unwrap();
+        // The backend greets, then reports when its side of the connection ends.
+        let ended = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| {
+            s.write_all(b"hi").ok()?;
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return Some(Instant::now()),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .unwrap();
+        node.wait_for_port(9000).unwrap();
+        let mut client = node.connect(9000).unwrap();
+        let mut hello = [0u8; 2];
+        client.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello, b"hi");
+        // The client's host goes dark: nothing in, nothing out, no RST.
+        for chain in ["INPUT", "OUTPUT"] {
+            let out = node.hosts.client.command("iptables").args(["-A", chain, "-j", "DROP"]).output().unwrap();
+            assert!(out.status.success(), "iptables: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let dark = Instant::now();
+        // Connections that ended before (wait_for_port's probe) are not this one.
+        let after = loop {
+            let at = ended.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("{dataplane}: the backend's connection is still open 15 s after its client vanished; agent log:\n{}", node.agent.logs()));
+            match at {
+                Some(at) if at > dark => break at - dark,
+                _ => continue,
+            }
+        };
+        // 1 s quiet + 2 probes 1 s apart = about 3 s; the kernel's default would be 2 hours.
+        assert!(after >= Duration::from_millis(1500) && after < Duration::from_secs(8), "{dataplane}: closed {after:?} after the client vanished");
+        drop(client);
+    }
+}

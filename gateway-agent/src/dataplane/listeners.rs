@@ -537,6 +537,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context
     }
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
+    super::sockets::set_liveness(&client, &listener.policy.liveness);
+    super::sockets::set_liveness(&backend, &policy.liveness);
     forward(Start::Pair { client, backend, up, down: Carried::default() }, route, peer, context).await;
 }
 

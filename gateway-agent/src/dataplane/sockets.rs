@@ -38,6 +38,28 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 
 /// Closes with an RST (SO_LINGER 0): how a proxy passes on a reset, and how it
 /// refuses a connection it accepted but cannot serve.
+/// Keepalive and TCP_USER_TIMEOUT on one side of a connection. Failure only
+/// costs the early detection of a vanished peer, so it is logged, not fatal.
+pub fn set_liveness(stream: &TcpStream, liveness: &crate::model::config::Liveness) {
+    let socket = SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new().with_time(liveness.keepalive_idle).with_interval(liveness.keepalive_interval).with_retries(liveness.keepalive_probes);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "setting TCP keepalive failed");
+    }
+    if let Some(timeout) = liveness.user_timeout {
+        if let Err(e) = socket.set_tcp_user_timeout(Some(timeout)) {
+            tracing::debug!(error = %e, "setting TCP_USER_TIMEOUT failed");
+        }
+    }
+}
+
+/// Turns keepalive off: a socket handed to the kernel splice must send
+/// nothing more, and a keepalive probe is a segment (its peer's liveness is
+/// then the flow's idle timeout's business).
+pub fn stop_keepalive(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    SockRef::from(fd).set_keepalive(false)
+}
+
 pub fn reset(stream: TcpStream) {
     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);

@@ -51,6 +51,9 @@ pub struct ListenerPolicyConfig {
     pub idle_timeout: Option<Duration>,
     /// Expect a PROXY protocol header first and take the client's address from it.
     pub accept_proxy_protocol: bool,
+    /// Toward the client (`#[serde(default)]`: an older agent's takeover payload has none).
+    #[serde(default)]
+    pub liveness: Liveness,
 }
 
 impl ListenerPolicyConfig {
@@ -68,6 +71,30 @@ pub struct BackendPolicyConfig {
     /// Further endpoints tried after a failed connect.
     pub retries: Option<u32>,
     pub outlier: Option<OutlierConfig>,
+    /// Toward the backend.
+    #[serde(default)]
+    pub liveness: Liveness,
+}
+
+/// How one side of a connection finds out its peer is gone without a FIN or
+/// RST: keepalive probes after a quiet time, and TCP_USER_TIMEOUT for data
+/// that stays unacknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub keepalive_idle: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_probes: u32,
+    /// None: the kernel's default.
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for Liveness {
+    /// A quiet connection is probed after 2 minutes and closed after 4
+    /// unanswered probes 30 s apart: a vanished peer is let go of within 4
+    /// minutes, at the cost of one small segment per 2 quiet minutes.
+    fn default() -> Self {
+        Liveness { keepalive_idle: Duration::from_secs(120), keepalive_interval: Duration::from_secs(30), keepalive_probes: 4, user_timeout: None }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

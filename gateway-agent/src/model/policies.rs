@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::age_order;
 use super::attach::parent_gateway;
-use super::config::{BackendPolicyConfig, DataplaneConfig, ListenerPolicyConfig, OutlierConfig};
+use super::config::{BackendPolicyConfig, DataplaneConfig, ListenerPolicyConfig, Liveness, OutlierConfig};
 use super::status::{reasons, types, Condition, PolicyAncestor, PolicyKind};
 use crate::dataplane::xdp::Cidr;
 use crate::resources::gateway_api::{ParentReference, GROUP as GATEWAY_GROUP};
@@ -49,6 +49,8 @@ enum ListenerField {
     MaxConnections(u32),
     IdleTimeout(Duration),
     AcceptProxy(bool),
+    Keepalive(Keepalive),
+    UserTimeout(Duration),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +59,43 @@ enum BackendField {
     ConnectTimeout(Duration),
     Retries(u32),
     Outlier(OutlierConfig),
+    Keepalive(Keepalive),
+    UserTimeout(Duration),
+}
+
+/// `tcpKeepalive`, parsed: each part the policy sets (the rest stays default).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Keepalive {
+    idle: Option<Duration>,
+    interval: Option<Duration>,
+    probes: Option<u32>,
+}
+
+/// A keepalive time: whole seconds (what TCP_KEEPIDLE and TCP_KEEPINTVL take), at least 1s.
+fn keepalive_time(text: &str, field: &str) -> Result<Duration, String> {
+    let d = positive(text, field)?;
+    if d.subsec_nanos() != 0 || d.as_secs() > i32::MAX as u64 {
+        return Err(format!("{field} must be whole seconds (the kernel counts keepalive time in seconds), is {text}"));
+    }
+    Ok(d)
+}
+
+fn keepalive(spec: &crate::resources::policies::TcpKeepalive) -> Result<Keepalive, String> {
+    let probes = spec
+        .probes
+        .map(|p| u32::try_from(p).ok().filter(|p| (1..=127).contains(p)).ok_or_else(|| format!("tcpKeepalive.probes must be 1 to 127, is {p}")))
+        .transpose()?;
+    Ok(Keepalive {
+        idle: spec.idle_time.as_deref().map(|t| keepalive_time(t, "tcpKeepalive.idleTime")).transpose()?,
+        interval: spec.interval.as_deref().map(|t| keepalive_time(t, "tcpKeepalive.interval")).transpose()?,
+        probes,
+    })
+}
+
+fn apply_keepalive(liveness: &mut Liveness, k: &Keepalive) {
+    liveness.keepalive_idle = k.idle.unwrap_or(liveness.keepalive_idle);
+    liveness.keepalive_interval = k.interval.unwrap_or(liveness.keepalive_interval);
+    liveness.keepalive_probes = k.probes.unwrap_or(liveness.keepalive_probes);
 }
 
 fn positive(text: &str, field: &str) -> Result<Duration, String> {
@@ -90,6 +129,12 @@ fn listener_fields(spec: &ListenerPolicySpec) -> Result<Fields<ListenerField>, S
     if let Some(proxy) = &spec.proxy_protocol {
         fields.insert("proxyProtocol", ListenerField::AcceptProxy(proxy.accept));
     }
+    if let Some(k) = &spec.tcp_keepalive {
+        fields.insert("tcpKeepalive", ListenerField::Keepalive(keepalive(k)?));
+    }
+    if let Some(t) = &spec.tcp_user_timeout {
+        fields.insert("tcpUserTimeout", ListenerField::UserTimeout(positive(t, "tcpUserTimeout")?));
+    }
     Ok(fields)
 }
 
@@ -110,6 +155,12 @@ fn backend_fields(spec: &BackendPolicySpec) -> Result<Fields<BackendField>, Stri
         let failures = u32::try_from(failures).ok().filter(|f| *f >= 1).ok_or_else(|| format!("outlierDetection.consecutiveConnectFailures must be at least 1, is {failures}"))?;
         let ejection = positive(&outlier.ejection_time, "outlierDetection.ejectionTime")?;
         fields.insert("outlierDetection", BackendField::Outlier(OutlierConfig { consecutive_failures: failures, ejection }));
+    }
+    if let Some(k) = &spec.tcp_keepalive {
+        fields.insert("tcpKeepalive", BackendField::Keepalive(keepalive(k)?));
+    }
+    if let Some(t) = &spec.tcp_user_timeout {
+        fields.insert("tcpUserTimeout", BackendField::UserTimeout(positive(t, "tcpUserTimeout")?));
     }
     Ok(fields)
 }
@@ -288,6 +339,8 @@ fn listener_config<'a>(fields: impl Iterator<Item = &'a ListenerField>) -> Liste
             ListenerField::MaxConnections(n) => config.max_connections = Some(*n),
             ListenerField::IdleTimeout(d) => config.idle_timeout = Some(*d),
             ListenerField::AcceptProxy(accept) => config.accept_proxy_protocol = *accept,
+            ListenerField::Keepalive(k) => apply_keepalive(&mut config.liveness, k),
+            ListenerField::UserTimeout(d) => config.liveness.user_timeout = Some(*d),
         }
     }
     config
@@ -301,6 +354,8 @@ fn backend_config<'a>(fields: impl Iterator<Item = &'a BackendField>) -> Backend
             BackendField::ConnectTimeout(d) => config.connect_timeout = Some(*d),
             BackendField::Retries(n) => config.retries = Some(*n),
             BackendField::Outlier(o) => config.outlier = Some(*o),
+            BackendField::Keepalive(k) => apply_keepalive(&mut config.liveness, k),
+            BackendField::UserTimeout(d) => config.liveness.user_timeout = Some(*d),
         }
     }
     config

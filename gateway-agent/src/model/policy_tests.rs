@@ -180,3 +180,40 @@ fn a_policy_whose_applied_manifest_lost_a_field_to_the_servers_pruning_is_not_ac
     assert!(condition.message.starts_with("unknown field \"spec.clientCIDR\" (did you mean \"clientCIDRs\"?): in the manifest last applied with kubectl, dropped by the API server"), "{}", condition.message);
     assert_eq!(t.dataplane.listeners[&8088].policy.max_connections, None, "a policy not accepted applies none of its fields");
 }
+
+#[test]
+fn keepalive_and_user_timeout_default_sensibly_and_a_policy_overrides_each_part_per_side() {
+    let t = translate_with(&[]);
+    let defaults = config::Liveness::default();
+    assert_eq!((defaults.keepalive_idle, defaults.keepalive_interval, defaults.keepalive_probes, defaults.user_timeout), (Duration::from_secs(120), Duration::from_secs(30), 4, None));
+    assert_eq!(t.dataplane.listeners[&8088].policy.liveness, defaults, "no policy: the defaults, so a vanished peer is let go of");
+    let t = translate_with(&[
+        listener_policy("alive", 1, FOO, "  tcpKeepalive: {idleTime: 10s}\n  tcpUserTimeout: 20s\n"),
+        backend_policy("svc", 1, "[{kind: Service, name: a}]", "  tcpKeepalive: {interval: 5s, probes: 9}\n"),
+    ]);
+    let listener = &t.dataplane.listeners[&8088];
+    assert_eq!(listener.policy.liveness, config::Liveness { keepalive_idle: Duration::from_secs(10), user_timeout: Some(Duration::from_secs(20)), ..defaults });
+    let a = listener.backends.iter().find(|b| b.service.name == "a").unwrap();
+    assert_eq!(a.policy.liveness, config::Liveness { keepalive_interval: Duration::from_secs(5), keepalive_probes: 9, ..defaults });
+    let b = listener.backends.iter().find(|b| b.service.name == "b").unwrap();
+    assert_eq!(b.policy.liveness, defaults, "the other Service keeps the defaults");
+}
+
+#[test]
+fn keepalive_values_the_kernel_cannot_take_make_the_policy_invalid_naming_the_value() {
+    for (fields, message) in [
+        ("  tcpKeepalive: {idleTime: 1500ms}\n", "tcpKeepalive.idleTime must be whole seconds (the kernel counts keepalive time in seconds), is 1500ms"),
+        ("  tcpKeepalive: {interval: 0s}\n", "tcpKeepalive.interval must be longer than zero"),
+        ("  tcpUserTimeout: 0s\n", "tcpUserTimeout must be longer than zero"),
+    ] {
+        let t = translate_with(&[listener_policy("bad", 1, FOO, fields)]);
+        assert_eq!(verdicts(&t, PolicyKind::Listener, "bad"), ["Accepted=False/Invalid"], "{fields}");
+        let condition = &t.status.policies[&(PolicyKind::Listener, ObjectKey::new("default", "bad"))][0].conditions[0];
+        assert_eq!(condition.message, message);
+        assert_eq!(t.dataplane.listeners[&8088].policy.liveness, config::Liveness::default());
+    }
+    // Out of the schema's range: the manifest itself is refused, naming the field.
+    let text = format!("{BASE}---\n{}", listener_policy("bad", 1, FOO, "  tcpKeepalive: {probes: 128}\n"));
+    let error = load_text(Path::new("t.yaml"), &text).err().expect("refused").to_string();
+    assert!(error.contains("ListenerPolicy default/bad: spec.tcpKeepalive.probes: must be at most 127, got 128"), "{error}");
+}

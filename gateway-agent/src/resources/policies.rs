@@ -47,6 +47,31 @@ pub struct ListenerPolicySpec {
     /// Accept a PROXY protocol (v1 or v2) header from an outer load balancer and use the client address it carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<AcceptProxyProtocol>,
+    /// TCP keepalive probes toward clients, so a client that vanished without a FIN or RST does not hold its connection forever. Default: idleTime 2m, interval 30s, probes 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// TCP_USER_TIMEOUT toward clients: a connection whose sent data stays unacknowledged this long is closed. Gateway API duration format (GEP-2257). Default: the kernel's (about 15 minutes of retransmissions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub tcp_user_timeout: Option<String>,
+}
+
+/// TCP keepalive on one side of the gateway (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    /// How long a connection is quiet before the first probe, at least 1s. Gateway API duration format (GEP-2257). Default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub idle_time: Option<String>,
+    /// Time between unanswered probes, at least 1s. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub interval: Option<String>,
+    /// Unanswered probes after which the connection is closed, 1 to 127. Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 127))]
+    pub probes: Option<i32>,
 }
 
 /// A Gateway, or one listener of it.
@@ -111,6 +136,13 @@ pub struct BackendPolicySpec {
     /// Endpoints that fail to connect this many times in a row get no new connections for a while.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// TCP keepalive probes toward the backends, so a backend that vanished does not hold connections forever. Default: idleTime 2m, interval 30s, probes 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// TCP_USER_TIMEOUT toward the backends: a connection whose sent data stays unacknowledged this long is closed. Gateway API duration format (GEP-2257). Default: the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub tcp_user_timeout: Option<String>,
 }
 
 /// A TCPRoute or a Service in the policy's namespace.

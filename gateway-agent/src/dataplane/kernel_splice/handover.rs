@@ -308,6 +308,14 @@ fn splice_now(kernel: &KernelSplice, pair: &Pair, keys: [FlowKey; 2], addresses:
             state => return Err((Refusal::Closing, format!("{RESET_DURING_HANDOVER}: the {side} socket closed just before the switch ({state:?})"))),
         }
     }
+    // No keepalive probe may leave a socket the kernel splice speaks for (a
+    // refusal before this point returns the pair to splice(2) with its
+    // keepalive still on). The splice's idle timeout takes its place.
+    for (stream, side) in [(&pair.client, "client"), (&pair.backend, "backend")] {
+        if let Err(e) = crate::dataplane::sockets::stop_keepalive(stream) {
+            tracing::warn!(side, error = %e, "could not turn keepalive off on a spliced socket; a probe after its idle time would reach a peer the splice speaks for");
+        }
+    }
     // The hold showed both peers a zero window: give each the other's real
     // one now, or a peer with nothing in flight would wait for its persist timer.
     for (leg, seq, rec, other, other_rec) in [(&client, client_seq, client_rec, &backend, backend_rec), (&backend, backend_seq, backend_rec, &client, client_rec)] {
