@@ -31,7 +31,14 @@ pub enum Command {
     /// Print the pinned eBPF maps in words.
     Inspect(InspectArgs),
     /// Print the CustomResourceDefinitions of sockgate's policy kinds (ListenerPolicy, BackendPolicy).
-    Crds,
+    Crds(CrdsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrdsArgs {
+    /// Print the policy reference (Markdown, every field from the CRDs' schemas) instead.
+    #[arg(long)]
+    pub reference: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -35,7 +35,8 @@ fn main() -> Result<std::process::ExitCode> {
         }
         Command::Status(args) => gateway_agent::check::status(&args)?,
         Command::Inspect(args) => gateway_agent::inspect::inspect(&args)?,
-        Command::Crds => print!("{}", gateway_agent::resources::policies::crds_yaml()),
+        Command::Crds(args) if args.reference => print!("{}", gateway_agent::resources::policies::reference_markdown()),
+        Command::Crds(_) => print!("{}", gateway_agent::resources::policies::crds_yaml()),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -82,3 +82,11 @@ fn the_charts_policy_crds_are_exactly_what_the_agent_generates() {
     let committed = std::fs::read_to_string(sockgate_tests::workspace_root().join("charts/sockgate/crds/sockgate-policies.yaml")).unwrap();
     assert_eq!(committed, gateway_agent::resources::policies::crds_yaml(), "regenerate with: gateway-agent crds > charts/sockgate/crds/sockgate-policies.yaml");
 }
+
+#[test]
+fn the_readmes_policy_reference_is_exactly_what_the_crds_schemas_generate() {
+    let readme = std::fs::read_to_string(sockgate_tests::workspace_root().join("README.md")).unwrap();
+    let (_, rest) = readme.split_once("<!-- policy-reference:begin -->\n").expect("the README has the begin marker");
+    let (committed, _) = rest.split_once("<!-- policy-reference:end -->").expect("the README has the end marker");
+    assert_eq!(committed, gateway_agent::resources::policies::reference_markdown(), "regenerate the README's policy reference with: gateway-agent crds --reference");
+}

@@ -288,6 +288,62 @@ pub fn crds_yaml() -> String {
     out
 }
 
+/// The policy reference in Markdown, generated from the CRDs' schemas (field,
+/// type with its limits, required, description): the README carries this text
+/// between its `policy-reference` markers, and a test keeps the two equal, so
+/// the docs cannot drift from the schema. `gateway-agent crds --reference`.
+pub fn reference_markdown() -> String {
+    use kube::CustomResourceExt;
+    let mut out = String::new();
+    for crd in [ListenerPolicy::crd(), BackendPolicy::crd()] {
+        let version = &crd.spec.versions[0];
+        let schema = serde_json::to_value(version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref())).expect("a schema is JSON");
+        out.push_str(&format!("#### {} (`{}/{}`)\n\n", crd.spec.names.kind, crd.spec.group, version.name));
+        out.push_str("| field | type | description |\n| --- | --- | --- |\n");
+        rows(&schema["properties"]["spec"], "spec", &mut out);
+        out.push('\n');
+    }
+    out
+}
+
+fn rows(schema: &serde_json::Value, path: &str, out: &mut String) {
+    let Some(properties) = schema["properties"].as_object() else { return };
+    let required: Vec<&str> = schema["required"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    for (name, field) in properties {
+        let path = format!("{path}.{name}");
+        let item = if field["type"] == "array" { &field["items"] } else { field };
+        let mut kind = match (field["type"].as_str(), item["type"].as_str()) {
+            (Some("array"), Some(t)) => format!("[]{t}"),
+            (Some(t), _) => t.to_string(),
+            _ => "object".to_string(),
+        };
+        if let Some(values) = item["enum"].as_array() {
+            kind = values.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" \\| ");
+        }
+        let mut limits = Vec::new();
+        for (key, word) in [("minimum", "≥"), ("maximum", "≤")] {
+            if let Some(n) = item[key].as_f64() {
+                limits.push(format!("{word} {n}"));
+            }
+        }
+        for (key, word) in [("minItems", "min items"), ("maxItems", "max items")] {
+            if let Some(n) = field[key].as_u64() {
+                limits.push(format!("{word} {n}"));
+            }
+        }
+        if item["pattern"].is_string() {
+            kind = "duration (GEP-2257: 1m30s, 500ms)".into();
+        }
+        if required.contains(&name.as_str()) {
+            limits.push("required".into());
+        }
+        let limits = if limits.is_empty() { String::new() } else { format!(" ({})", limits.join(", ")) };
+        let description = field["description"].as_str().unwrap_or_default().replace('|', "\\|").replace('\n', " ");
+        out.push_str(&format!("| `{path}` | {kind}{limits} | {description} |\n"));
+        rows(item, &path, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
