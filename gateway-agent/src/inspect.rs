@@ -233,6 +233,7 @@ mod tests {
                     BackendGroup { name: "default/gone:1".into(), weight: 30, endpoints: vec![], ..Default::default() },
                 ],
                 policy: Default::default(),
+                load_balancer: Default::default(),
             },
         );
         let backends = backend_entries(&config);

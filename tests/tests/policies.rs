@@ -469,3 +469,31 @@ fn tcp_keepalive_lets_go_of_a_client_that_vanished_and_closes_its_backend_connec
         drop(client);
     }
 }
+
+/// loadBalancer ConsistentHash on a route: every connection from one client
+/// address reaches the same endpoint, where the default round robin
+/// alternates between the two (the control, in the same test).
+#[test]
+fn consistent_hash_sends_every_connection_of_a_client_to_one_endpoint_where_round_robin_alternates() {
+    let names = |policy: &str| -> std::collections::BTreeSet<String> {
+        let mut docs = vec![gateway(&[("echo", 9000)]), route("echo", "echo", "echo", 7001), service("echo", 7001, 7000, &["198.18.2.2", "198.18.3.2"])];
+        if !policy.is_empty() {
+            docs.push(policy.to_string());
+        }
+        let node = GatewayNode::start(&[("all.yaml", documents(&docs))], &["--dataplane", "splice"]).unwrap();
+        let _one = serve(&node.hosts.backend1, 7000, |mut s: TcpStream| s.write_all(b"one")).unwrap();
+        let _two = serve(&node.hosts.backend2, 7000, |mut s: TcpStream| s.write_all(b"two")).unwrap();
+        node.wait_for_port(9000).unwrap();
+        (0..20)
+            .map(|_| {
+                let mut s = node.connect(9000).unwrap();
+                let mut name = String::new();
+                s.read_to_string(&mut name).unwrap();
+                name
+            })
+            .collect()
+    };
+    let hashed = names("apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: sticky}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: echo}]\n  loadBalancer: {type: ConsistentHash}\n");
+    assert_eq!(hashed.len(), 1, "one client address, one endpoint: {hashed:?}");
+    assert_eq!(names(""), ["one".to_string(), "two".to_string()].into(), "round robin uses both");
+}

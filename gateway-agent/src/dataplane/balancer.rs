@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::model::config::BackendGroup;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Pick {
     Endpoint(SocketAddr),
     /// Reset the client: the chosen share belongs to a backend that cannot serve.
@@ -59,6 +59,60 @@ impl Picker {
     }
 }
 
+/// The consistent choice for `client`: weighted rendezvous (highest random
+/// weight) hashing. Every endpoint gets a score from a hash of (client,
+/// endpoint) scaled by its share of the weight (its backendRef's weight over
+/// that backendRef's endpoints); the highest wins. A client keeps its
+/// endpoint while that endpoint stays, and removing one of N endpoints moves
+/// only the clients it had (about 1/N), adding one takes about 1/(N+1) from
+/// the others. A backendRef with weight and no endpoint competes as a whole
+/// with its weight: the clients it wins are reset, as the spec wants for its share.
+pub fn consistent_pick(groups: &[BackendGroup], client: std::net::IpAddr) -> Pick {
+    let mut best: Option<(f64, Pick)> = None;
+    for (i, g) in groups.iter().enumerate().filter(|(_, g)| g.weight > 0) {
+        let candidates: Vec<(Option<SocketAddr>, f64)> = if g.endpoints.is_empty() {
+            vec![(None, f64::from(g.weight))]
+        } else {
+            g.endpoints.iter().map(|e| (Some(*e), f64::from(g.weight) / g.endpoints.len() as f64)).collect()
+        };
+        for (endpoint, weight) in candidates {
+            let h = match endpoint {
+                Some(e) => hash(client, &address_bytes(e.ip(), e.port())),
+                None => hash(client, &(i as u64).to_be_bytes()),
+            };
+            // A uniform (0, 1) from the hash; -weight / ln(u) is the weighted rendezvous score.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = -weight / u.ln();
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, endpoint.map_or(Pick::Reject, Pick::Endpoint)));
+            }
+        }
+    }
+    best.map_or(Pick::Reject, |(_, p)| p)
+}
+
+/// A hash that is the same in every agent and every version (SipHash-2-4
+/// with a fixed key over explicit bytes: std's DefaultHasher and derived
+/// Hash impls are not promised to stay the same), so nodes and upgrades agree
+/// on each client's endpoint.
+fn hash(client: std::net::IpAddr, candidate: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(0x736f_636b_6761_7465, 0x636f_6e73_6973_7465);
+    h.write(&address_bytes(client, 0));
+    h.write(candidate);
+    h.finish()
+}
+
+fn address_bytes(ip: std::net::IpAddr, port: u16) -> Vec<u8> {
+    let mut bytes = match ip {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    bytes.extend_from_slice(&port.to_be_bytes());
+    bytes
+}
+
 /// A retry after `failed` endpoints refused or timed out: another endpoint,
 /// chosen by weight among the groups that still have an untried one.
 pub fn retry_pick(groups: &[BackendGroup], failed: &BTreeSet<SocketAddr>, rng: &mut impl Rng) -> Option<SocketAddr> {
@@ -93,6 +147,65 @@ fn weighted(weights: impl Iterator<Item = u32> + Clone, rng: &mut impl Rng) -> O
 
 #[cfg(test)]
 mod tests {
+    fn groups_of(endpoints: &[Vec<SocketAddr>], weights: &[u32]) -> Vec<BackendGroup> {
+        endpoints.iter().zip(weights).map(|(e, w)| BackendGroup { weight: *w, endpoints: e.clone(), ..Default::default() }).collect()
+    }
+
+    fn endpoints(n: u8) -> Vec<SocketAddr> {
+        (1..=n).map(|i| SocketAddr::from(([198, 18, 2, i], 3000))).collect()
+    }
+
+    fn clients(n: u32) -> Vec<std::net::IpAddr> {
+        (0..n).map(|i| std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])).collect()
+    }
+
+    #[test]
+    fn consistent_hashing_keeps_a_client_on_its_endpoint_and_removing_one_of_n_moves_about_one_nth() {
+        let all = endpoints(10);
+        let before = groups_of(&[all.clone()], &[1]);
+        let removed = all[3];
+        let after = groups_of(&[all.iter().copied().filter(|e| *e != removed).collect()], &[1]);
+        let clients = clients(20_000);
+        let (mut moved, mut had_removed) = (0, 0);
+        for c in &clients {
+            let (b, a) = (consistent_pick(&before, *c), consistent_pick(&after, *c));
+            assert_eq!(b, consistent_pick(&before, *c), "the same client, the same endpoint");
+            if b == Pick::Endpoint(removed) {
+                had_removed += 1;
+            } else {
+                assert_eq!(a, b, "a client whose endpoint stayed keeps it");
+            }
+            moved += usize::from(a != b);
+        }
+        assert_eq!(moved, had_removed, "only the removed endpoint's clients move");
+        let share = moved as f64 / clients.len() as f64;
+        assert!((0.08..0.12).contains(&share), "removing 1 of 10 moved {share:.3} of clients (round robin would move most)");
+        // Spread: every endpoint gets about a tenth.
+        let mut counts = std::collections::BTreeMap::new();
+        for c in &clients {
+            *counts.entry(consistent_pick(&before, *c)).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 10);
+        assert!(counts.values().all(|n| (1600..2400).contains(n)), "{counts:?}");
+    }
+
+    #[test]
+    fn consistent_hashing_follows_backend_ref_weights_and_resets_the_share_of_one_without_endpoints() {
+        let groups = groups_of(&[endpoints(2), vec![SocketAddr::from(([198, 18, 3, 1], 3000))], vec![]], &[60, 30, 10]);
+        let clients = clients(20_000);
+        let (mut first, mut second, mut reset) = (0, 0, 0);
+        for c in &clients {
+            match consistent_pick(&groups, *c) {
+                Pick::Endpoint(e) if e.ip().to_string().starts_with("198.18.2.") => first += 1,
+                Pick::Endpoint(_) => second += 1,
+                Pick::Reject => reset += 1,
+            }
+        }
+        let share = |n: i32| n as f64 / clients.len() as f64;
+        assert!((share(first) - 0.6).abs() < 0.02 && (share(second) - 0.3).abs() < 0.02 && (share(reset) - 0.1).abs() < 0.02, "{first} {second} {reset}");
+        assert_eq!(consistent_pick(&groups_of(&[endpoints(2)], &[0]), clients[0]), Pick::Reject, "no weight: nothing to pick");
+    }
+
     use super::*;
     use rand::{rngs::StdRng, SeedableRng};
 

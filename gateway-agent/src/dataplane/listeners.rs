@@ -479,7 +479,11 @@ fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::s
     counters.open.fetch_add(1, Ordering::Relaxed);
     let open = Open(counters.clone());
     // Picked here, in accept order, so the round-robin follows arrivals.
-    let first = picker.lock().unwrap().pick(&listener.backends);
+    let first = match listener.load_balancer {
+        crate::model::config::LoadBalancing::RoundRobin => picker.lock().unwrap().pick(&listener.backends),
+        // By the connection's source address (a PROXY header's address is read later, after the pick).
+        crate::model::config::LoadBalancing::ConsistentHash => super::balancer::consistent_pick(&listener.backends, peer.ip()),
+    };
     let in_flight = context.connections.enter();
     let context = context.clone();
     tokio::spawn(async move {

@@ -30,7 +30,7 @@ mod tests {
     use crate::resources::ObjectKey;
 
     fn listener(route: Option<&str>) -> ListenerConfig {
-        ListenerConfig { gateway: ObjectKey::new("default", "gw"), listener_set: None, listener: "web".into(), route: route.map(|r| ObjectKey::new("default", r)), backends: vec![], policy: Default::default() }
+        ListenerConfig { gateway: ObjectKey::new("default", "gw"), listener_set: None, listener: "web".into(), route: route.map(|r| ObjectKey::new("default", r)), backends: vec![], policy: Default::default(), load_balancer: Default::default() }
     }
 
     #[test]

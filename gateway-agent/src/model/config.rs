@@ -36,6 +36,17 @@ pub struct ListenerConfig {
     /// What ListenerPolicies say about this listener (defaults when none does).
     #[serde(default)]
     pub policy: ListenerPolicyConfig,
+    /// How a connection picks among `backends` (a BackendPolicy on the route says).
+    #[serde(default)]
+    pub load_balancer: LoadBalancing,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    /// By the client's IP address.
+    ConsistentHash,
 }
 
 /// A listener's effective ListenerPolicy fields.

@@ -153,7 +153,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
                 ListenerOwner::ListenerSet(k) => Some(k.clone()),
                 ListenerOwner::Gateway(_) => None,
             };
-            let config = ListenerConfig { gateway: gateway_key.clone(), listener_set, listener: listener.name.clone(), route: winner, backends, policy: Default::default() };
+            let config = ListenerConfig { gateway: gateway_key.clone(), listener_set, listener: listener.name.clone(), route: winner, backends, policy: Default::default(), load_balancer: Default::default() };
             let by_port = match kind {
                 RouteKind::Tcp => &mut dataplane.listeners,
                 RouteKind::Udp => &mut dataplane.udp_listeners,

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::age_order;
 use super::attach::parent_gateway;
-use super::config::{BackendPolicyConfig, DataplaneConfig, ListenerPolicyConfig, Liveness, OutlierConfig};
+use super::config::{BackendPolicyConfig, DataplaneConfig, ListenerPolicyConfig, Liveness, LoadBalancing, OutlierConfig};
 use super::status::{reasons, types, Condition, PolicyAncestor, PolicyKind};
 use crate::dataplane::xdp::Cidr;
 use crate::resources::gateway_api::{ParentReference, GROUP as GATEWAY_GROUP};
@@ -59,6 +59,7 @@ enum BackendField {
     ConnectTimeout(Duration),
     Retries(u32),
     Outlier(OutlierConfig),
+    LoadBalancer(LoadBalancing),
     Keepalive(Keepalive),
     UserTimeout(Duration),
 }
@@ -155,6 +156,16 @@ fn backend_fields(spec: &BackendPolicySpec) -> Result<Fields<BackendField>, Stri
         let failures = u32::try_from(failures).ok().filter(|f| *f >= 1).ok_or_else(|| format!("outlierDetection.consecutiveConnectFailures must be at least 1, is {failures}"))?;
         let ejection = positive(&outlier.ejection_time, "outlierDetection.ejectionTime")?;
         fields.insert("outlierDetection", BackendField::Outlier(OutlierConfig { consecutive_failures: failures, ejection }));
+    }
+    if let Some(lb) = &spec.load_balancer {
+        if spec.target_refs.iter().any(|t| t.kind != "TCPRoute") {
+            return Err("loadBalancer is about all of a route's backends: set it on a policy whose targetRefs are TCPRoutes only".into());
+        }
+        let lb = match lb.type_ {
+            crate::resources::policies::LoadBalancerType::RoundRobin => LoadBalancing::RoundRobin,
+            crate::resources::policies::LoadBalancerType::ConsistentHash => LoadBalancing::ConsistentHash,
+        };
+        fields.insert("loadBalancer", BackendField::LoadBalancer(lb));
     }
     if let Some(k) = &spec.tcp_keepalive {
         fields.insert("tcpKeepalive", BackendField::Keepalive(keepalive(k)?));
@@ -322,6 +333,10 @@ pub fn apply(snapshot: &Snapshot, gateways: &[(&ObjectKey, &Gateway)], dataplane
     statuses.extend(judged.into_iter().map(|(k, v)| ((PolicyKind::Backend, k), v)));
     for listener in dataplane.listeners.values_mut() {
         let route_fields = listener.route.as_ref().and_then(|r| claimed.get(&Target::Route(r.clone()))).cloned().unwrap_or_default();
+        listener.load_balancer = match route_fields.get("loadBalancer") {
+            Some(BackendField::LoadBalancer(lb)) => *lb,
+            _ => LoadBalancing::RoundRobin,
+        };
         for group in listener.backends.iter_mut() {
             let mut fields = route_fields.clone();
             fields.extend(claimed.get(&Target::Service(group.service.clone())).cloned().unwrap_or_default());
@@ -354,6 +369,7 @@ fn backend_config<'a>(fields: impl Iterator<Item = &'a BackendField>) -> Backend
             BackendField::ConnectTimeout(d) => config.connect_timeout = Some(*d),
             BackendField::Retries(n) => config.retries = Some(*n),
             BackendField::Outlier(o) => config.outlier = Some(*o),
+            BackendField::LoadBalancer(_) => {} // the route's, not a backend's: see apply
             BackendField::Keepalive(k) => apply_keepalive(&mut config.liveness, k),
             BackendField::UserTimeout(d) => config.liveness.user_timeout = Some(*d),
         }

@@ -217,3 +217,16 @@ fn keepalive_values_the_kernel_cannot_take_make_the_policy_invalid_naming_the_va
     let error = load_text(Path::new("t.yaml"), &text).err().expect("refused").to_string();
     assert!(error.contains("ListenerPolicy default/bad: spec.tcpKeepalive.probes: must be at most 127, got 128"), "{error}");
 }
+
+#[test]
+fn a_route_policys_load_balancer_sets_its_listeners_algorithm_and_on_a_service_it_is_invalid() {
+    let t = translate_with(&[]);
+    assert_eq!(t.dataplane.listeners[&8088].load_balancer, config::LoadBalancing::RoundRobin, "the default");
+    let t = translate_with(&[backend_policy("hash", 1, ROUTE, "  loadBalancer: {type: ConsistentHash}\n")]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "hash"), ["Accepted=True/Accepted"]);
+    assert_eq!(t.dataplane.listeners[&8088].load_balancer, config::LoadBalancing::ConsistentHash);
+    assert_eq!(t.dataplane.listeners[&8089].load_balancer, config::LoadBalancing::RoundRobin, "listener bar has no route of that policy");
+    let t = translate_with(&[backend_policy("svc", 1, "[{kind: Service, name: a}]", "  loadBalancer: {type: ConsistentHash}\n")]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "svc"), ["Accepted=False/Invalid"]);
+    assert_eq!(t.dataplane.listeners[&8088].load_balancer, config::LoadBalancing::RoundRobin);
+}

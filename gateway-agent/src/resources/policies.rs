@@ -136,6 +136,9 @@ pub struct BackendPolicySpec {
     /// Endpoints that fail to connect this many times in a row get no new connections for a while.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// How a new connection picks among the route's backends. Only on a policy whose targets are TCPRoutes (it is about all of a route's backends). Default RoundRobin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
     /// TCP keepalive probes toward the backends, so a backend that vanished does not hold connections forever. Default: idleTime 2m, interval 30s, probes 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
@@ -168,6 +171,20 @@ pub enum ProxyProtocolVersion {
     /// The binary header.
     #[serde(rename = "V2", alias = "v2")]
     V2,
+}
+
+/// The load-balancing algorithm of a route's backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LoadBalancer {
+    /// RoundRobin: weighted, interleaved (the default). ConsistentHash: by the client's IP address (weighted rendezvous hashing), so a client keeps its endpoint across connections and removing one of N endpoints moves only the clients it had (about 1/N).
+    #[serde(rename = "type")]
+    pub type_: LoadBalancerType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LoadBalancerType {
+    RoundRobin,
+    ConsistentHash,
 }
 
 /// The PROXY header sent to backends.

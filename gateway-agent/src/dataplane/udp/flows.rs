@@ -226,6 +226,7 @@ mod tests {
                 .map(|(weight, eps)| BackendGroup { weight: *weight, endpoints: eps.iter().map(|e| e.parse().unwrap()).collect(), ..Default::default() })
                 .collect(),
             policy: Default::default(),
+            load_balancer: Default::default(),
         }
     }
 

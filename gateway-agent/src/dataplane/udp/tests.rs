@@ -36,6 +36,7 @@ fn listener(groups: &[(u32, &[SocketAddr])], policy: ListenerPolicyConfig) -> Li
         route: Some(ObjectKey::new("default", "r")),
         backends: groups.iter().map(|(weight, eps)| BackendGroup { weight: *weight, endpoints: eps.to_vec(), ..Default::default() }).collect(),
         policy,
+        load_balancer: Default::default(),
     }
 }
 
