@@ -157,7 +157,7 @@ fn connection_cap(path: &dyn DataPath) -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
-    soft.saturating_sub(RESERVED_DESCRIPTORS) / path.descriptors_per_connection()
+    soft.saturating_sub(RESERVED_DESCRIPTORS + path.idle_descriptors()) / path.descriptors_per_connection()
 }
 
 impl ListenerSet {
