@@ -14,12 +14,16 @@ const BACKEND_PORT: u16 = 7000;
 const MIB: usize = 1024 * 1024;
 
 fn node(path: &str) -> GatewayNode {
+    node_with(path, &[])
+}
+
+fn node_with(path: &str, args: &[&str]) -> GatewayNode {
     let yaml = documents(&[
         gateway(&[("data", PORT)]),
         route("data", "data", "sink", 7001),
         service("sink", 7001, BACKEND_PORT, &["198.18.2.2"]),
     ]);
-    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", path]).unwrap();
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &[&["--dataplane", path], args].concat()).unwrap();
     assert!(node.agent.logs().contains(&format!("path=\"{path}\"")), "the agent must use the {path} path:\n{}", node.agent.logs());
     node.wait_for_port(PORT).unwrap();
     node
@@ -98,7 +102,10 @@ fn both_sides_write_immediately_and_at_full_rate_in_both_directions(path: &str) 
 }
 
 fn thirty_two_concurrent_connections_each_arrive_intact(path: &str) {
-    let node = node(path);
+    // Through `ebpf`, handed over at once: 2 MiB each way can end within the
+    // default 20 ms on splice(2), and then no connection reaches the kernel
+    // (seen failing 3 runs in 6, before and after the pipe pool).
+    let node = if path == "ebpf" { node_with(path, &["--kernel-splice-after", "0s"]) } else { node(path) };
     // The backend answers each connection with a stream derived from what it received first.
     let backend = serve(&node.hosts.backend1, BACKEND_PORT, |mut s: TcpStream| {
         let mut seed = [0u8; 8];

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -157,7 +156,7 @@ fn connection_cap(path: &dyn DataPath) -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
-    soft.saturating_sub(RESERVED_DESCRIPTORS) / path.descriptors_per_connection()
+    soft.saturating_sub(RESERVED_DESCRIPTORS + path.idle_descriptors()) / path.descriptors_per_connection()
 }
 
 impl ListenerSet {
@@ -503,12 +502,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context
         return reset(client);
     };
     let mut up = Carried::default();
-    let (mut source, mut destination) = (peer, client.local_addr().unwrap_or(peer));
+    // The destination is needed only for a PROXY header: asked of the kernel
+    // (getsockname) only then, not for every connection.
+    let (mut source, mut destination) = (peer, None);
     if listener.policy.accept_proxy_protocol {
         match proxy_io::read_header(&mut client, PROXY_HEADER_TIMEOUT).await {
             Ok((header, rest)) => {
                 if let Some((src, dst)) = header.addresses {
-                    (source, destination) = (src, dst);
+                    (source, destination) = (src, Some(dst));
                 }
                 up.pending = rest;
             }
@@ -535,6 +536,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context
     };
     if let Some(version) = policy.send_proxy_protocol {
         // Goes out before any client byte: the data path writes pending bytes first.
+        let destination = destination.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
         let mut header = proxy_io::encode(version, source, destination);
         header.append(&mut up.pending);
         up.pending = header;
@@ -647,11 +649,13 @@ async fn connect_backend(
     counters: &ListenerCounters,
     outliers: &std::sync::Mutex<Outliers>,
 ) -> Option<(TcpStream, BackendPolicyConfig)> {
-    let mut rng = rand::rngs::StdRng::from_os_rng();
+    // The thread's generator, taken at each use (it cannot be held across an
+    // await): seeding one per connection from the OS was a getrandom(2) call
+    // per connection, for draws only a retry or an ejected first pick makes.
     let Pick::Endpoint(first) = first else { return None };
     let policy_of = |addr: SocketAddr| listener.backends.iter().find(|g| g.endpoints.contains(&addr)).map(|g| g.policy.clone()).unwrap_or_default();
     let ejected = outliers.lock().unwrap().ejected(Instant::now());
-    let first = if ejected.contains(&first) { retry_pick(&listener.backends, &ejected, &mut rng).unwrap_or(first) } else { first };
+    let first = if ejected.contains(&first) { retry_pick(&listener.backends, &ejected, &mut rand::rng()).unwrap_or(first) } else { first };
     let attempts = 1 + policy_of(first).retries.map(|r| r as usize).unwrap_or(CONNECT_ATTEMPTS - 1);
     let mut failed = BTreeSet::new();
     let mut next = Some(first);
@@ -676,7 +680,11 @@ async fn connect_backend(
         }
         let mut skip = failed.clone();
         skip.extend(outliers.lock().unwrap().ejected(Instant::now()));
-        next = if failed.len() < attempts { retry_pick(&listener.backends, &skip, &mut rng).or_else(|| retry_pick(&listener.backends, &failed, &mut rng)) } else { None };
+        next = if failed.len() < attempts {
+            retry_pick(&listener.backends, &skip, &mut rand::rng()).or_else(|| retry_pick(&listener.backends, &failed, &mut rand::rng()))
+        } else {
+            None
+        };
     }
     None
 }

@@ -84,6 +84,12 @@ pub trait DataPath: Send + Sync {
         2
     }
 
+    /// File descriptors the path keeps open between connections (splice(2)'s
+    /// pool of idle pipes), which the connection cap leaves room for.
+    fn idle_descriptors(&self) -> u64 {
+        0
+    }
+
     /// Forwards until both directions end, a side resets, `stop` fires, or
     /// `pause` fires. `up`/`down` carry state from an earlier owner of the
     /// connection (first their pending bytes are written). Semantics every path

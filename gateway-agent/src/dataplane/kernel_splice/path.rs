@@ -98,6 +98,11 @@ impl DataPath for KernelPath {
         1
     }
 
+    /// Connections start on splice(2), whose idle pipes stay open between them.
+    fn idle_descriptors(&self) -> u64 {
+        self.fallback.idle_descriptors()
+    }
+
     fn splice_report(&self) -> Option<super::SpliceReport> {
         Some(self.kernel.report())
     }
