@@ -360,7 +360,20 @@ pub fn paced_echo(stream: TcpStream, bytes_per_second: usize, stop: Arc<AtomicBo
     Ok(Transfer { sent, echoed: echoed?, seconds: started.elapsed().as_secs_f64() })
 }
 
-/// Copies of the agent pods' logs, taken every 200 ms while it runs: the
+/// Agent pods that have a log directory on the node (`NAMESPACE_POD_UID`).
+fn logged_agent_pods() -> Vec<String> {
+    let prefix = format!("{RELEASE_NAMESPACE}_sockgate-agent-");
+    let Ok(dirs) = std::fs::read_dir("/var/log/pods") else { return Vec::new() };
+    dirs.flatten()
+        .filter_map(|d| {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(&format!("{RELEASE_NAMESPACE}_"))?;
+            name.starts_with(&prefix).then(|| rest.rsplit_once('_').map(|(pod, _uid)| pod.to_string()))?
+        })
+        .collect()
+}
+
+/// Copies of the agent pods' logs, taken every 100 ms while it runs: the
 /// kubelet removes a pod's log with the pod, and a replaced agent's last
 /// words are what the tests read.
 pub struct LogKeeper {
@@ -377,7 +390,12 @@ impl LogKeeper {
             let (logs, stop) = (logs.clone(), stop.clone());
             move || {
                 while !stop.load(Ordering::Relaxed) {
-                    for pod in agent_pods().into_keys() {
+                    // The API's list and the kubelet's log directories: a pod
+                    // being deleted leaves the list before its last words
+                    // (the drain) are all written, its directory later.
+                    let mut pods: std::collections::BTreeSet<String> = agent_pods().into_keys().collect();
+                    pods.extend(logged_agent_pods());
+                    for pod in pods {
                         let text = pod_log(RELEASE_NAMESPACE, &pod);
                         let mut logs = logs.lock().unwrap();
                         let kept = logs.entry(pod).or_default();
@@ -385,7 +403,7 @@ impl LogKeeper {
                             *kept = text;
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         });
