@@ -553,6 +553,7 @@ impl Applier {
 
     /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
     fn tick(&mut self) {
+        crate::dataplane::splice::sweep_idle_pipes();
         self.listeners.retry_unbound();
         self.udp.retry_unbound();
         self.publish_unbound();

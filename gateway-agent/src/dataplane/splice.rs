@@ -66,9 +66,18 @@ const POOL_PIPES: usize = 32;
 
 static POOL: PipePool = PipePool::new(POOL_PIPES);
 
+/// How long an unused pipe stays pooled.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes the splice path's pipes idle for a second or more (called from the agent's periodic tick).
+pub fn sweep_idle_pipes() {
+    POOL.sweep(POOL_IDLE);
+}
+
 /// A bounded stack of empty pipes.
 pub(crate) struct PipePool {
-    idle: Mutex<Vec<Pipe>>,
+    /// Each with when it came back: a pipe idle for long is closed (see `sweep`).
+    idle: Mutex<Vec<(Pipe, std::time::Instant)>>,
     cap: usize,
 }
 
@@ -79,7 +88,7 @@ impl PipePool {
 
     /// An idle pipe, or a new one when none is idle.
     pub(crate) fn lease(&self) -> io::Result<Lease<'_>> {
-        let idle = self.idle.lock().unwrap().pop();
+        let idle = self.idle.lock().unwrap().pop().map(|(pipe, _)| pipe);
         let pipe = match idle {
             Some(pipe) => pipe,
             None => Pipe::new()?,
@@ -97,8 +106,15 @@ impl PipePool {
         }
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < self.cap {
-            idle.push(pipe);
+            idle.push((pipe, std::time::Instant::now()));
         }
+    }
+
+    /// Closes the pipes idle for `older_than` or more: a pool kept after the
+    /// traffic went would hold its descriptors (and pipe pages) for nothing,
+    /// and an agent at rest should hold what it held before the burst.
+    pub(crate) fn sweep(&self, older_than: std::time::Duration) {
+        self.idle.lock().unwrap().retain(|(_, since)| since.elapsed() < older_than);
     }
 
     #[cfg(test)]
@@ -271,6 +287,25 @@ mod tests {
         assert_eq!(pool.idle(), 0, "a pipe holding bytes must not serve another connection");
         let fresh = pool.lease().unwrap();
         assert_eq!(fresh.queued(), Some(0));
+    }
+
+    #[test]
+    fn pipes_idle_past_the_limit_are_closed_and_recent_ones_kept() {
+        let pool = PipePool::new(4);
+        drop(pool.lease().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        drop(pool.lease().unwrap());
+        drop(pool.lease().unwrap()); // reuses the newer one: still one idle after
+        assert_eq!(pool.idle(), 1);
+        let fresh = pool.lease().unwrap();
+        let older = pool.lease().unwrap();
+        drop(older);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        drop(fresh);
+        pool.sweep(std::time::Duration::from_millis(20));
+        assert_eq!(pool.idle(), 1, "the pipe idle for 30 ms went, the one just returned stayed");
+        pool.sweep(std::time::Duration::ZERO);
+        assert_eq!(pool.idle(), 0);
     }
 
     #[test]

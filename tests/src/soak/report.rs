@@ -136,8 +136,9 @@ impl Report {
             format!("{} connections closed cleanly at the end; main alone had {}", self.clean_closes, self.main_connections),
         );
         check(
-            self.agent_after_close.fds == self.agent_baseline.fds,
-            format!("agent descriptors after close {} != baseline {}", self.agent_after_close.fds, self.agent_baseline.fds),
+            // Fewer is fine: the baseline may hold pooled splice pipes (closed after a second idle).
+            self.agent_after_close.fds <= self.agent_baseline.fds,
+            format!("agent descriptors after close {} > baseline {}: descriptors leaked", self.agent_after_close.fds, self.agent_baseline.fds),
         );
         let grew = |name: &str, mid: u64, end: u64| {
             let bound = MEMORY_GROWTH_BOUND_KIB.max((mid as f64 * MEMORY_GROWTH_BOUND_FRACTION) as u64);
