@@ -83,12 +83,15 @@ fn open_fds(pid: u32) -> usize {
 }
 
 /// Waits for the agent's fd count to come back to `baseline` (connections close asynchronously).
+/// Fewer than at baseline is no leak: the splice pipe pool closes pipes idle for a second, and
+/// the probe connection of `wait_for_port` may have left a pooled pair in the baseline count.
 fn assert_no_fd_leak(node: &GatewayNode, baseline: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while open_fds(node.agent.pid()) > baseline && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(open_fds(node.agent.pid()), baseline, "the agent leaked file descriptors");
+    let after = open_fds(node.agent.pid());
+    assert!(after <= baseline, "the agent leaked file descriptors: {after} open after the storm, {baseline} before");
 }
 
 fn two_hundred_connections_over_veth_both_sides_writing_at_once(path: &str) {
