@@ -128,7 +128,12 @@ pub struct RunArgs {
     /// Where the UDP relay's counters and flow table are written every tick, for `inspect`.
     #[arg(long, default_value = DEFAULT_UDP_STATE_FILE)]
     pub udp_state_file: PathBuf,
+    /// Where the backends' active health checks are written every tick, for `inspect`.
+    #[arg(long, default_value = DEFAULT_BACKEND_HEALTH_FILE)]
+    pub backend_health_file: PathBuf,
 }
+
+pub const DEFAULT_BACKEND_HEALTH_FILE: &str = "/run/sockgate/backend-health.json";
 
 pub const DEFAULT_UDP_STATE_FILE: &str = "/run/sockgate/udp-flows.json";
 
@@ -167,6 +172,9 @@ pub struct InspectArgs {
     /// The UDP relay's state file (what `run --udp-state-file` writes).
     #[arg(long, default_value = DEFAULT_UDP_STATE_FILE)]
     pub udp_state_file: PathBuf,
+    /// The backends' health check file (what `run --backend-health-file` writes).
+    #[arg(long, default_value = DEFAULT_BACKEND_HEALTH_FILE)]
+    pub backend_health_file: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

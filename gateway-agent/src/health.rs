@@ -27,12 +27,15 @@ pub struct Health {
     splice: Mutex<Option<SpliceReport>>,
     /// The UDP relay's listeners, read live on every scrape.
     udp: Mutex<Option<crate::dataplane::udp::Served>>,
+    /// The endpoints' health checks and open connections, read live on every scrape.
+    endpoints: Mutex<Option<(Arc<crate::dataplane::health_checks::HealthState>, Arc<crate::dataplane::endpoint_load::EndpointLoad>)>>,
 }
 
 impl Health {
     /// Called after each applied configuration: ready, and these listeners' counters.
     pub fn publish(&self, listeners: &ListenerSet) {
         *self.counters.lock().unwrap() = listeners.counters();
+        *self.endpoints.lock().unwrap() = Some((listeners.health(), listeners.endpoint_load()));
         self.ready.store(true, Ordering::Relaxed);
     }
 
@@ -99,11 +102,40 @@ impl Health {
                 let _ = writeln!(out, "{name}{{port=\"{port}\"}} {packets}");
             }
         }
+        if let Some((health, load)) = self.endpoints.lock().unwrap().as_ref() {
+            write_endpoints(&mut out, health, load);
+        }
         if let Some(served) = self.udp.lock().unwrap().as_ref() {
             let state = crate::dataplane::udp::state::RelayState::of(&served.lock().unwrap());
             crate::dataplane::udp::metrics::render(&state, &mut out);
         }
         out
+    }
+}
+
+/// Per backend endpoint: its health check's verdict and counts (endpoints
+/// with a check only), and the connections this agent holds open to it
+/// (endpoints with one only). Bounded by the endpoints of the served routes.
+fn write_endpoints(out: &mut String, health: &crate::dataplane::health_checks::HealthState, load: &crate::dataplane::endpoint_load::EndpointLoad) {
+    let checks = health.snapshot();
+    if !checks.is_empty() {
+        let name = "sockgate_backend_endpoint_healthy";
+        let _ = writeln!(out, "# HELP {name} 1 while the endpoint passes its active health check (or has not been checked yet), 0 while it is left out of the pick.\n# TYPE {name} gauge");
+        for c in &checks {
+            let _ = writeln!(out, "{name}{{endpoint=\"{}\",backend=\"{}\"}} {}", c.endpoint, c.backends.join(","), u8::from(c.healthy != Some(false)));
+        }
+        let name = "sockgate_backend_health_checks_total";
+        let _ = writeln!(out, "# HELP {name} Active health checks of the endpoint, by result.\n# TYPE {name} counter");
+        for c in &checks {
+            let _ = writeln!(out, "{name}{{endpoint=\"{}\",result=\"passed\"}} {}", c.endpoint, c.checks_passed);
+            let _ = writeln!(out, "{name}{{endpoint=\"{}\",result=\"failed\"}} {}", c.endpoint, c.checks_failed);
+        }
+    }
+    let open = load.snapshot();
+    let name = "sockgate_backend_endpoint_connections";
+    let _ = writeln!(out, "# HELP {name} Connections this agent holds open to the endpoint (what LeastConnections compares).\n# TYPE {name} gauge");
+    for (endpoint, n) in open {
+        let _ = writeln!(out, "{name}{{endpoint=\"{endpoint}\"}} {n}");
     }
 }
 

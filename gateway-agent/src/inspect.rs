@@ -15,11 +15,13 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     // The UDP relay's listeners and flow table, when an agent serves UDP
     // (they are in a file the agent writes, not in a map).
     let udp = RelayState::read(&args.udp_state_file).ok();
-    let view = match (read_pinned(&args.bpf_pin_dir), &udp) {
+    // The backends' active health checks, when a BackendPolicy asks for them.
+    let checks = crate::dataplane::health_checks::read_state(&args.backend_health_file).unwrap_or_default();
+    let view = match (read_pinned(&args.bpf_pin_dir), udp.is_some() || !checks.is_empty()) {
         (Ok(view), _) => Some(view),
-        // --dataplane userspace pins nothing, yet serves UDP.
-        (Err(_), Some(_)) => None,
-        (Err(e), None) => return Err(e),
+        // --dataplane userspace pins nothing, yet serves UDP and checks backends.
+        (Err(_), true) => None,
+        (Err(e), false) => return Err(e),
     };
     // Connections the kernel splice carries, when the agent runs it (--dataplane ebpf).
     let flows = read_pinned_flows(&args.bpf_pin_dir).map(|entries| flow_table(&entries)).unwrap_or_default();
@@ -30,6 +32,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
                 json["udpListeners"] = serde_json::to_value(&udp.listeners)?;
             }
             json["splicedConnections"] = flows.iter().map(Flow::to_json).collect();
+            json["backendHealthChecks"] = serde_json::to_value(&checks)?;
             println!("{}", serde_json::to_string_pretty(&json)?)
         }
         OutputFormat::Text => {
@@ -38,6 +41,19 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
             }
             if let Some(udp) = &udp {
                 print!("{}", udp.text());
+            }
+            if !checks.is_empty() {
+                println!("backend health checks ({}):", checks.len());
+                println!("  {:<24} {:<10} {:>7} {:>7}  {:<32} last failure", "endpoint", "state", "passed", "failed", "backends");
+                for c in &checks {
+                    let state = match c.healthy {
+                        None => "unchecked",
+                        Some(true) => "healthy",
+                        Some(false) => "unhealthy",
+                    };
+                    let failure = c.last_failure.as_deref().unwrap_or("-");
+                    println!("  {:<24} {:<10} {:>7} {:>7}  {:<32} {failure}", c.endpoint.to_string(), state, c.checks_passed, c.checks_failed, c.backends.join(", "));
+                }
             }
             if !flows.is_empty() {
                 println!("connections in the kernel splice ({}):", flows.len());

@@ -66,6 +66,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         udp,
         udp_nat,
         udp_state_file: args.udp_state_file.clone(),
+        backend_health_file: args.backend_health_file.clone(),
         xdp,
         xdp_unattached: args.xdp_interfaces.clone(),
         bind_address: args.listen_address,
@@ -388,6 +389,7 @@ struct Applier {
     /// the relay stays bound beside it for what passes to the stack (fragments, IPv6).
     udp_nat: Option<crate::dataplane::udp_nat::UdpNat>,
     udp_state_file: PathBuf,
+    backend_health_file: PathBuf,
     xdp: Option<XdpFilter>,
     /// Interfaces the filter goes on once it holds the first rules: attached
     /// empty, it would let denied clients through (or, taking over a running
@@ -561,6 +563,9 @@ impl Applier {
             nat.sweep();
         }
         self.write_udp_state();
+        if let Err(e) = crate::dataplane::health_checks::write_state(&self.listeners.health(), &self.backend_health_file) {
+            tracing::debug!(file = %self.backend_health_file.display(), error = %e, "writing the backends' health checks failed");
+        }
         self.publish_activity();
         if let Some(report) = self.listeners.splice_report() {
             self.health.publish_splice(report);
@@ -645,6 +650,7 @@ impl Applier {
         drop(self.listeners);
         drop(self.udp);
         let _ = std::fs::remove_file(&self.udp_state_file);
+        let _ = std::fs::remove_file(&self.backend_health_file);
         // A load still running would pin maps after we are gone: wait for it.
         if let Some(loading) = self.kernel_loading.take() {
             self.kernel = loading.await.ok().and_then(|(kernel, _)| kernel);

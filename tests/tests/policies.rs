@@ -497,3 +497,105 @@ fn consistent_hash_sends_every_connection_of_a_client_to_one_endpoint_where_roun
     assert_eq!(hashed.len(), 1, "one client address, one endpoint: {hashed:?}");
     assert_eq!(names(""), ["one".to_string(), "two".to_string()].into(), "round robin uses both");
 }
+
+/// The value of one series of the agent's /metrics whose labels start with `labels`.
+fn series(node: &GatewayNode, name: &str, labels: &str) -> Option<f64> {
+    let body = node.health_get(HEALTH, "/metrics").unwrap();
+    let prefix = format!("{name}{{{labels}");
+    body.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()).map(|v| v.parse().unwrap())
+}
+
+fn wait_for_series(node: &GatewayNode, name: &str, labels: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while series(node, name, labels) != Some(value) {
+        assert!(Instant::now() < deadline, "{name}{{{labels}…}} never became {value}: {:?}\n{}", series(node, name, labels), node.agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An echo backend that says its `name` first, then answers a health check's
+/// `PING` with `PONG` (or `FAIL` while `sick`), and holds a client's
+/// connection until the client closes it.
+fn named_backend(name: &'static str, sick: std::sync::Arc<std::sync::atomic::AtomicBool>) -> impl Fn(TcpStream) + Send + Sync + Clone + 'static {
+    move |mut s: TcpStream| {
+        let _ = s.write_all(name.as_bytes());
+        let mut asked = [0u8; 5];
+        if s.read_exact(&mut asked).is_ok() && &asked == b"PING\n" {
+            let _ = s.write_all(if sick.load(std::sync::atomic::Ordering::SeqCst) { b"FAIL" } else { b"PONG" });
+        }
+    }
+}
+
+/// Connects and reads the backend's name (four bytes), keeping the connection open.
+fn named_connection(node: &GatewayNode) -> (TcpStream, String) {
+    let mut s = node.connect(9000).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut name = [0u8; 4];
+    s.read_exact(&mut name).unwrap();
+    (s, String::from_utf8_lossy(&name).into_owned())
+}
+
+#[test]
+fn an_active_health_check_keeps_new_connections_off_an_endpoint_that_fails_it_until_it_passes_again() {
+    use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+    let check = "  healthCheck: {interval: 200ms, timeout: 1s, unhealthyThreshold: 1, healthyThreshold: 2, send: {text: \"PING\\n\"}, receive: {text: PONG}}\n";
+    let docs = [gateway(&[("echo", 9000)]), route("echo", "echo", "echo", 7001), service("echo", 7001, 7000, &["198.18.2.2", "198.18.3.2"]), backend_policy("check", "echo", check)];
+    let node = GatewayNode::start(&[("all.yaml", documents(&docs))], &["--dataplane", "splice", "--health-address", HEALTH]).unwrap();
+    let sick = Arc::new(AtomicBool::new(true));
+    let _one = serve(&node.hosts.backend1, 7000, named_backend("one:", Arc::new(AtomicBool::new(false)))).unwrap();
+    let _two = serve(&node.hosts.backend2, 7000, named_backend("two:", sick.clone())).unwrap();
+    node.wait_for_port(9000).unwrap();
+    // The backends started after the agent: its first checks may have found nothing listening.
+    wait_for_series(&node, "sockgate_backend_endpoint_healthy", "endpoint=\"198.18.2.2:7000\"", 1.0);
+    wait_for_series(&node, "sockgate_backend_endpoint_healthy", "endpoint=\"198.18.3.2:7000\"", 0.0);
+    let names: Vec<String> = (0..20).map(|_| named_connection(&node).1).collect();
+    assert!(names.iter().all(|n| n == "one:"), "no connection reaches the endpoint failing its check: {names:?}");
+    // inspect shows the verdict and why.
+    let out = std::process::Command::new(sockgate_tests::workspace_bin("gateway-agent").unwrap())
+        .args(["inspect", "--output", "json", "--bpf-pin-dir", "/nonexistent/sockgate-health-test", "--backend-health-file"])
+        .arg(node.logs.path().join("backend-health.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = view["backendHealthChecks"].as_array().cloned().unwrap_or_default();
+    let two = checks.iter().find(|c| c["endpoint"] == "198.18.3.2:7000").unwrap_or_else(|| panic!("inspect lists the check: {view}"));
+    assert_eq!(two["healthy"], false, "{two}");
+    assert!(two["lastFailure"].as_str().unwrap_or("").contains("without answering \"PONG\""), "{two}");
+    assert!(node.log_count("endpoint failed its health check") >= 1, "the log says so");
+    // Healed: back in the pick after two passes in a row.
+    sick.store(false, Ordering::SeqCst);
+    wait_for_series(&node, "sockgate_backend_endpoint_healthy", "endpoint=\"198.18.3.2:7000\"", 1.0);
+    let names: std::collections::BTreeSet<String> = (0..20).map(|_| named_connection(&node).1).collect();
+    assert_eq!(names, ["one:".to_string(), "two:".to_string()].into(), "both endpoints serve again");
+}
+
+#[test]
+fn least_connections_sends_new_connections_to_the_endpoint_with_fewer_open_where_round_robin_would_alternate() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    let policy = "apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: least}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: echo}]\n  loadBalancer: {type: LeastConnections}\n";
+    let docs = [gateway(&[("echo", 9000)]), route("echo", "echo", "echo", 7001), service("echo", 7001, 7000, &["198.18.2.2", "198.18.3.2"]), policy.to_string()];
+    let node = GatewayNode::start(&[("all.yaml", documents(&docs))], &["--dataplane", "splice", "--health-address", HEALTH]).unwrap();
+    let _one = serve(&node.hosts.backend1, 7000, named_backend("one:", Arc::new(AtomicBool::new(false)))).unwrap();
+    let _two = serve(&node.hosts.backend2, 7000, named_backend("two:", Arc::new(AtomicBool::new(false)))).unwrap();
+    node.wait_for_port(9000).unwrap();
+    let mut held: Vec<(TcpStream, String)> = (0..4).map(|_| named_connection(&node)).collect();
+    let first = held[0].1.clone();
+    assert_eq!(held.iter().filter(|(_, n)| *n == first).count(), 2, "equal loads take turns: {:?}", held.iter().map(|h| &h.1).collect::<Vec<_>>());
+    let (first_endpoint, other_endpoint) = if first == "one:" { ("198.18.2.2:7000", "198.18.3.2:7000") } else { ("198.18.3.2:7000", "198.18.2.2:7000") };
+    wait_for_series(&node, "sockgate_backend_endpoint_connections", &format!("endpoint=\"{first_endpoint}\""), 2.0);
+    // Both of one endpoint's connections end: it has 0 open, the other 2.
+    held.retain(|(_, n)| *n != first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while series(&node, "sockgate_backend_endpoint_connections", &format!("endpoint=\"{first_endpoint}\"")).is_some() {
+        assert!(Instant::now() < deadline, "the closed connections are never counted out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(series(&node, "sockgate_backend_endpoint_connections", &format!("endpoint=\"{other_endpoint}\"")), Some(2.0));
+    // Round robin would now alternate; the least loaded endpoint takes both.
+    let next: Vec<String> = (0..2).map(|_| named_connection(&node)).map(|(s, n)| {
+        held.push((s.try_clone().unwrap(), n.clone()));
+        n
+    }).collect();
+    assert_eq!(next, [first.clone(), first], "both new connections go to the endpoint that had none");
+}

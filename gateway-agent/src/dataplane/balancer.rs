@@ -34,12 +34,35 @@ pub struct Picker {
 impl Picker {
     /// The first choice for a new connection.
     pub fn pick(&mut self, groups: &[BackendGroup]) -> Pick {
+        let Some(best) = self.pick_group(groups) else { return Pick::Reject };
+        let endpoints = &groups[best].endpoints;
+        let endpoint = endpoints[self.next[best] % endpoints.len()];
+        self.next[best] = self.next[best].wrapping_add(1);
+        Pick::Endpoint(endpoint)
+    }
+
+    /// The backendRef by weight as [`Picker::pick`] chooses it, then its
+    /// endpoint with the fewest `open` connections. Ties take turns: the scan
+    /// starts one endpoint further at each pick, so equal loads rotate.
+    pub fn pick_least(&mut self, groups: &[BackendGroup], open: impl Fn(SocketAddr) -> u32) -> Pick {
+        let Some(best) = self.pick_group(groups) else { return Pick::Reject };
+        let endpoints = &groups[best].endpoints;
+        let start = self.next[best];
+        self.next[best] = self.next[best].wrapping_add(1);
+        let endpoint = (0..endpoints.len()).map(|i| endpoints[(start + i) % endpoints.len()]).min_by_key(|e| open(*e)).expect("a group with endpoints");
+        Pick::Endpoint(endpoint)
+    }
+
+    /// Smooth weighted round-robin over the backendRefs: the index of the one
+    /// chosen, or None when the share chosen cannot be served (no weight at
+    /// all, or a backendRef without endpoints: its share is reset).
+    fn pick_group(&mut self, groups: &[BackendGroup]) -> Option<usize> {
         if self.current.len() != groups.len() {
             *self = Picker { current: vec![0; groups.len()], next: vec![0; groups.len()] };
         }
         let total: i64 = groups.iter().map(|g| i64::from(g.weight)).sum();
         if total == 0 {
-            return Pick::Reject;
+            return None;
         }
         let mut best = 0;
         for (i, g) in groups.iter().enumerate() {
@@ -49,14 +72,21 @@ impl Picker {
             }
         }
         self.current[best] -= total;
-        let endpoints = &groups[best].endpoints;
-        if endpoints.is_empty() {
-            return Pick::Reject;
-        }
-        let endpoint = endpoints[self.next[best] % endpoints.len()];
-        self.next[best] = self.next[best].wrapping_add(1);
-        Pick::Endpoint(endpoint)
+        (!groups[best].endpoints.is_empty()).then_some(best)
     }
+}
+
+/// `groups` without the `excluded` endpoints (failing their health check),
+/// except where that would leave a backendRef with none: there all of its
+/// endpoints stay (fail open), since an empty backendRef's share is reset.
+pub fn without(groups: &[BackendGroup], excluded: &BTreeSet<SocketAddr>) -> Vec<BackendGroup> {
+    groups
+        .iter()
+        .map(|g| {
+            let kept: Vec<SocketAddr> = g.endpoints.iter().copied().filter(|e| !excluded.contains(e)).collect();
+            BackendGroup { endpoints: if kept.is_empty() { g.endpoints.clone() } else { kept }, ..g.clone() }
+        })
+        .collect()
 }
 
 /// The consistent choice for `client`: weighted rendezvous (highest random
@@ -147,6 +177,7 @@ fn weighted(weights: impl Iterator<Item = u32> + Clone, rng: &mut impl Rng) -> O
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     fn groups_of(endpoints: &[Vec<SocketAddr>], weights: &[u32]) -> Vec<BackendGroup> {
         endpoints.iter().zip(weights).map(|(e, w)| BackendGroup { weight: *w, endpoints: e.clone(), ..Default::default() }).collect()
     }
@@ -157,6 +188,52 @@ mod tests {
 
     fn clients(n: u32) -> Vec<std::net::IpAddr> {
         (0..n).map(|i| std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])).collect()
+    }
+
+    #[test]
+    fn least_connections_keeps_the_route_split_and_sends_each_connection_to_the_least_loaded_endpoint() {
+        let a = endpoints(3);
+        let b = vec![SocketAddr::from(([198, 18, 3, 1], 3000))];
+        let groups = groups_of(&[a.clone(), b.clone()], &[3, 1]);
+        let mut open: std::collections::BTreeMap<SocketAddr, u32> = [(a[0], 5), (a[1], 0), (a[2], 2)].into();
+        let mut picker = Picker::default();
+        let mut to_b = 0;
+        for _ in 0..400 {
+            match picker.pick_least(&groups, |e| open.get(&e).copied().unwrap_or(0)) {
+                Pick::Endpoint(e) if b.contains(&e) => to_b += 1,
+                Pick::Endpoint(e) => {
+                    let least = a.iter().map(|x| open[x]).min().unwrap();
+                    assert_eq!(open[&e], least, "{e} has {} open, the least loaded has {least}", open[&e]);
+                    *open.get_mut(&e).unwrap() += 1;
+                }
+                Pick::Reject => panic!("every backendRef has endpoints"),
+            }
+        }
+        assert_eq!(to_b, 100, "weights 3:1 between backendRefs hold exactly");
+        // The loads evened out: 300 connections plus 7 already open over three endpoints.
+        let loads: Vec<u32> = a.iter().map(|e| open[e]).collect();
+        assert!(loads.iter().max().unwrap() - loads.iter().min().unwrap() <= 1, "{loads:?}");
+    }
+
+    #[test]
+    fn least_connections_rotates_among_equally_loaded_endpoints_and_resets_the_share_without_endpoints() {
+        let groups = groups_of(&[endpoints(3), vec![]], &[1, 1]);
+        let mut picker = Picker::default();
+        let picks: Vec<Pick> = (0..6).map(|_| picker.pick_least(&groups, |_| 0)).collect();
+        let served: BTreeSet<SocketAddr> = picks.iter().filter_map(|p| if let Pick::Endpoint(e) = p { Some(*e) } else { None }).collect();
+        assert_eq!(picks.iter().filter(|p| **p == Pick::Reject).count(), 3, "half the share belongs to the backendRef without endpoints");
+        assert_eq!(served.len(), 3, "ties take turns: {picks:?}");
+    }
+
+    #[test]
+    fn unhealthy_endpoints_are_left_out_unless_none_of_their_backend_ref_would_stay() {
+        let (a, b) = (endpoints(2), vec![SocketAddr::from(([198, 18, 3, 1], 3000))]);
+        let groups = groups_of(&[a.clone(), b.clone()], &[1, 1]);
+        let excluded: BTreeSet<SocketAddr> = [a[0], b[0]].into();
+        let view = without(&groups, &excluded);
+        assert_eq!(view[0].endpoints, vec![a[1]]);
+        assert_eq!(view[1].endpoints, b, "all of a backendRef failing: its checks are ignored (fail open)");
+        assert_eq!(view[0].weight, 1);
     }
 
     #[test]

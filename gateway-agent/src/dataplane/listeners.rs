@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::balancer::{retry_pick, Pick, Picker};
 use super::connections::{Connections, PausedConnection};
+use super::endpoint_load::{EndpointLoad, LoadLease};
+use super::health_checks::{HealthChecks, HealthState};
 use super::outliers::Outliers;
 use super::proxy_io;
 use super::path::{Carried, Control, DataPath, End, Outcome};
@@ -144,6 +146,10 @@ pub struct ListenerSet {
     unbound: BTreeMap<u16, String>,
     desired: DataplaneConfig,
     connections: Arc<Connections>,
+    /// Active health checks of the backends' endpoints (BackendPolicy healthCheck).
+    health_checks: HealthChecks,
+    /// Connections open to each endpoint (LeastConnections).
+    load: Arc<EndpointLoad>,
 }
 
 /// Descriptors kept free for everything but connections (the manifests
@@ -169,6 +175,8 @@ impl ListenerSet {
             unbound: BTreeMap::new(),
             desired: DataplaneConfig::default(),
             connections: Arc::default(),
+            health_checks: HealthChecks::default(),
+            load: Arc::default(),
         }
     }
 
@@ -198,6 +206,16 @@ impl ListenerSet {
         self.path.splice_report()
     }
 
+    /// The endpoints' health check verdicts.
+    pub fn health(&self) -> Arc<HealthState> {
+        self.health_checks.state()
+    }
+
+    /// Connections open to each endpoint.
+    pub fn endpoint_load(&self) -> Arc<EndpointLoad> {
+        self.load.clone()
+    }
+
     /// The counters of every served listener, by port.
     pub fn counters(&self) -> BTreeMap<u16, Arc<ListenerCounters>> {
         self.served.iter().map(|(port, s)| (*port, s.counters.clone())).collect()
@@ -208,6 +226,7 @@ impl ListenerSet {
     /// `unbound()` and retried by `retry_unbound()`; the others are unaffected.
     pub fn apply(&mut self, config: &DataplaneConfig) {
         self.desired = config.clone();
+        self.health_checks.apply(config);
         self.served.retain(|port, _| config.listeners.contains_key(port));
         self.unbound.retain(|port, _| config.listeners.contains_key(port));
         for (port, listener) in &config.listeners {
@@ -302,6 +321,8 @@ impl ListenerSet {
             config: served.config.subscribe(),
             counters: served.counters.clone(),
             outliers: served.outliers.clone(),
+            health: self.health_checks.state(),
+            load: self.load.clone(),
             path: self.path.clone(),
             connect_timeout: self.connect_timeout,
             connections: self.connections.clone(),
@@ -418,6 +439,8 @@ struct Context {
     config: watch::Receiver<Arc<ListenerConfig>>,
     counters: Arc<ListenerCounters>,
     outliers: Arc<std::sync::Mutex<Outliers>>,
+    health: Arc<HealthState>,
+    load: Arc<EndpointLoad>,
     path: Arc<dyn DataPath>,
     connect_timeout: Duration,
     connections: Arc<Connections>,
@@ -478,23 +501,36 @@ fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::s
     counters.open.fetch_add(1, Ordering::Relaxed);
     let open = Open(counters.clone());
     // Picked here, in accept order, so the round-robin follows arrivals.
-    let first = match listener.load_balancer {
-        crate::model::config::LoadBalancing::RoundRobin => picker.lock().unwrap().pick(&listener.backends),
-        // By the connection's source address (a PROXY header's address is read later, after the pick).
-        crate::model::config::LoadBalancing::ConsistentHash => super::balancer::consistent_pick(&listener.backends, peer.ip()),
+    // Endpoints failing their health check are left out of the pick.
+    let unhealthy = context.health.unhealthy();
+    let healthy_view;
+    let backends = match &unhealthy {
+        None => &listener.backends,
+        Some(excluded) => {
+            healthy_view = super::balancer::without(&listener.backends, excluded);
+            &healthy_view
+        }
     };
+    let first = match listener.load_balancer {
+        crate::model::config::LoadBalancing::RoundRobin => picker.lock().unwrap().pick(backends),
+        crate::model::config::LoadBalancing::LeastConnections => picker.lock().unwrap().pick_least(backends, |e| context.load.open(e)),
+        // By the connection's source address (a PROXY header's address is read later, after the pick).
+        crate::model::config::LoadBalancing::ConsistentHash => super::balancer::consistent_pick(backends, peer.ip()),
+    };
+    // Counted against its endpoint from now on, so connections set up at once spread out.
+    let lease = if let Pick::Endpoint(e) = first { Some(context.load.lease(e)) } else { None };
     let in_flight = context.connections.enter();
     let context = context.clone();
     tokio::spawn(async move {
         let _held = (in_flight, open);
-        serve(client, peer, first, context).await;
+        serve(client, peer, first, lease, context).await;
     });
 }
 
 /// One new connection: read a PROXY header if the listener expects one, pick
 /// a backend, connect (retrying others), send a PROXY header if the backend
 /// wants one, forward.
-async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context: Context) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut lease: Option<LoadLease>, mut context: Context) {
     let listener = context.config.borrow_and_update().clone();
     let Some(route) = listener.route.clone() else {
         context.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -526,14 +562,18 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut context
         }
     }
     let connected = tokio::select! {
-        connected = connect_backend(&listener, first, context.connect_timeout, &context.counters, &context.outliers) => connected,
+        connected = connect_backend(&listener, first, context.connect_timeout, &context.counters, &context.outliers, &context.health) => connected,
         _ = context.connections.abort.cancelled() => None,
     };
-    let Some((backend, policy)) = connected else {
+    let Some((backend, endpoint, policy)) = connected else {
         context.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, %route, "no backend could take the connection: reset");
         return reset(client);
     };
+    if let Some(lease) = lease.as_mut() {
+        lease.move_to(endpoint);
+    }
+    let _lease = lease;
     if let Some(version) = policy.send_proxy_protocol {
         // Goes out before any client byte: the data path writes pending bytes first.
         let destination = destination.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
@@ -640,21 +680,25 @@ async fn watch_idle(limit: Option<Duration>, activity: Arc<AtomicU64>, close: Ca
 
 /// Connects to `first` or, when it fails, other endpoints (the first pick's
 /// BackendPolicy says how many and how long each may take); skips endpoints
-/// that outlier detection ejected, unless every endpoint is ejected. The
-/// stream and the policy of the endpoint's backend.
+/// that outlier detection ejected or that fail their health check, unless
+/// every endpoint is. The stream, its endpoint and the policy of the endpoint's backend.
 async fn connect_backend(
     listener: &ListenerConfig,
     first: Pick,
     default_timeout: Duration,
     counters: &ListenerCounters,
     outliers: &std::sync::Mutex<Outliers>,
-) -> Option<(TcpStream, BackendPolicyConfig)> {
+    health: &HealthState,
+) -> Option<(TcpStream, SocketAddr, BackendPolicyConfig)> {
     // The thread's generator, taken at each use (it cannot be held across an
     // await): seeding one per connection from the OS was a getrandom(2) call
     // per connection, for draws only a retry or an ejected first pick makes.
     let Pick::Endpoint(first) = first else { return None };
     let policy_of = |addr: SocketAddr| listener.backends.iter().find(|g| g.endpoints.contains(&addr)).map(|g| g.policy.clone()).unwrap_or_default();
-    let ejected = outliers.lock().unwrap().ejected(Instant::now());
+    let mut ejected = outliers.lock().unwrap().ejected(Instant::now());
+    if let Some(unhealthy) = health.unhealthy() {
+        ejected.extend(unhealthy.iter());
+    }
     let first = if ejected.contains(&first) { retry_pick(&listener.backends, &ejected, &mut rand::rng()).unwrap_or(first) } else { first };
     let attempts = 1 + policy_of(first).retries.map(|r| r as usize).unwrap_or(CONNECT_ATTEMPTS - 1);
     let mut failed = BTreeSet::new();
@@ -664,7 +708,7 @@ async fn connect_backend(
         match connect(addr, policy.connect_timeout.unwrap_or(default_timeout)).await {
             Ok(stream) => {
                 outliers.lock().unwrap().succeeded(addr);
-                return Some((stream, policy));
+                return Some((stream, addr, policy));
             }
             Err(e) => {
                 counters.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -680,6 +724,9 @@ async fn connect_backend(
         }
         let mut skip = failed.clone();
         skip.extend(outliers.lock().unwrap().ejected(Instant::now()));
+        if let Some(unhealthy) = health.unhealthy() {
+            skip.extend(unhealthy.iter());
+        }
         next = if failed.len() < attempts {
             retry_pick(&listener.backends, &skip, &mut rand::rng()).or_else(|| retry_pick(&listener.backends, &failed, &mut rand::rng()))
         } else {

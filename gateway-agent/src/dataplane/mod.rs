@@ -29,6 +29,8 @@
 pub mod balancer;
 pub mod connections;
 pub mod copy;
+pub mod endpoint_load;
+pub mod health_checks;
 pub mod kernel;
 pub mod kernel_splice;
 pub mod listeners;

@@ -45,6 +45,8 @@ pub struct ListenerConfig {
 pub enum LoadBalancing {
     #[default]
     RoundRobin,
+    /// The backendRef by weight, then its endpoint with the fewest open connections.
+    LeastConnections,
     /// By the client's IP address.
     ConsistentHash,
 }
@@ -85,6 +87,28 @@ pub struct BackendPolicyConfig {
     /// Toward the backend.
     #[serde(default)]
     pub liveness: Liveness,
+    /// Active checks of its endpoints.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// An active health check, parsed (ordered, so that one endpoint's checks can be keyed by it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HealthCheckConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// Written once connected (empty: nothing).
+    pub send: Vec<u8>,
+    /// Must appear in the answer (empty: a connect is enough).
+    pub receive: Vec<u8>,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig { interval: Duration::from_secs(5), timeout: Duration::from_secs(1), unhealthy_threshold: 3, healthy_threshold: 2, send: Vec::new(), receive: Vec::new() }
+    }
 }
 
 /// How one side of a connection finds out its peer is gone without a FIN or

@@ -60,6 +60,7 @@ enum BackendField {
     Retries(u32),
     Outlier(OutlierConfig),
     LoadBalancer(LoadBalancing),
+    HealthCheck(crate::model::config::HealthCheckConfig),
     Keepalive(Keepalive),
     UserTimeout(Duration),
 }
@@ -91,6 +92,41 @@ fn keepalive(spec: &crate::resources::policies::TcpKeepalive) -> Result<Keepaliv
         interval: spec.interval.as_deref().map(|t| keepalive_time(t, "tcpKeepalive.interval")).transpose()?,
         probes,
     })
+}
+
+fn health_check(spec: &crate::resources::policies::HealthCheck) -> Result<crate::model::config::HealthCheckConfig, String> {
+    let mut config = crate::model::config::HealthCheckConfig::default();
+    if let Some(t) = &spec.interval {
+        config.interval = positive(t, "healthCheck.interval")?;
+    }
+    if let Some(t) = &spec.timeout {
+        config.timeout = positive(t, "healthCheck.timeout")?;
+    }
+    let threshold = |value: Option<i32>, field: &str, default: u32| match value {
+        None => Ok(default),
+        Some(n) => u32::try_from(n).ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| format!("healthCheck.{field} must be 1 to 100, is {n}")),
+    };
+    config.unhealthy_threshold = threshold(spec.unhealthy_threshold, "unhealthyThreshold", config.unhealthy_threshold)?;
+    config.healthy_threshold = threshold(spec.healthy_threshold, "healthyThreshold", config.healthy_threshold)?;
+    let payload = |p: &Option<crate::resources::policies::HealthCheckPayload>, field: &str| -> Result<Vec<u8>, String> {
+        match p.as_ref().map(|p| (p.text.as_deref(), p.hex.as_deref())) {
+            None => Ok(Vec::new()),
+            Some((Some(text), None)) if !text.is_empty() => Ok(text.as_bytes().to_vec()),
+            Some((None, Some(hex))) => parse_hex(hex).ok_or_else(|| format!("healthCheck.{field}.hex must be pairs of hexadecimal digits, is {hex:?}")),
+            Some((Some(_), Some(_))) => Err(format!("healthCheck.{field} sets both text and hex: keep one")),
+            Some(_) => Err(format!("healthCheck.{field} needs text or hex")),
+        }
+    };
+    config.send = payload(&spec.send, "send")?;
+    config.receive = payload(&spec.receive, "receive")?;
+    Ok(config)
+}
+
+fn parse_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
 }
 
 fn apply_keepalive(liveness: &mut Liveness, k: &Keepalive) {
@@ -163,9 +199,16 @@ fn backend_fields(spec: &BackendPolicySpec) -> Result<Fields<BackendField>, Stri
         }
         let lb = match lb.type_ {
             crate::resources::policies::LoadBalancerType::RoundRobin => LoadBalancing::RoundRobin,
+            crate::resources::policies::LoadBalancerType::LeastConnections => LoadBalancing::LeastConnections,
             crate::resources::policies::LoadBalancerType::ConsistentHash => LoadBalancing::ConsistentHash,
         };
         fields.insert("loadBalancer", BackendField::LoadBalancer(lb));
+    }
+    if let Some(check) = &spec.health_check {
+        if spec.target_refs.iter().any(|t| t.kind != "Service") {
+            return Err("healthCheck is about a Service's endpoints: set it on a policy whose targetRefs are Services only".into());
+        }
+        fields.insert("healthCheck", BackendField::HealthCheck(health_check(check)?));
     }
     if let Some(k) = &spec.tcp_keepalive {
         fields.insert("tcpKeepalive", BackendField::Keepalive(keepalive(k)?));
@@ -370,6 +413,7 @@ fn backend_config<'a>(fields: impl Iterator<Item = &'a BackendField>) -> Backend
             BackendField::Retries(n) => config.retries = Some(*n),
             BackendField::Outlier(o) => config.outlier = Some(*o),
             BackendField::LoadBalancer(_) => {} // the route's, not a backend's: see apply
+            BackendField::HealthCheck(h) => config.health_check = Some(h.clone()),
             BackendField::Keepalive(k) => apply_keepalive(&mut config.liveness, k),
             BackendField::UserTimeout(d) => config.liveness.user_timeout = Some(*d),
         }

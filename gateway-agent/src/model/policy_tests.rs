@@ -230,3 +230,50 @@ fn a_route_policys_load_balancer_sets_its_listeners_algorithm_and_on_a_service_i
     assert_eq!(verdicts(&t, PolicyKind::Backend, "svc"), ["Accepted=False/Invalid"]);
     assert_eq!(t.dataplane.listeners[&8088].load_balancer, config::LoadBalancing::RoundRobin);
 }
+
+#[test]
+fn least_connections_is_a_route_policys_algorithm() {
+    let t = translate_with(&[backend_policy("least", 1, ROUTE, "  loadBalancer: {type: LeastConnections}\n")]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "least"), ["Accepted=True/Accepted"]);
+    assert_eq!(t.dataplane.listeners[&8088].load_balancer, config::LoadBalancing::LeastConnections);
+}
+
+#[test]
+fn a_service_policys_health_check_reaches_that_services_backend_with_defaults_for_what_it_leaves_out() {
+    let t = translate_with(&[backend_policy("hc", 1, SERVICE_B, "  healthCheck:\n    interval: 2s\n    send: {text: \"PING\\r\\n\"}\n    receive: {hex: \"2b504f4e47\"}\n")]);
+    assert_eq!(verdicts(&t, PolicyKind::Backend, "hc"), ["Accepted=True/Accepted"]);
+    let groups = &t.dataplane.listeners[&8088].backends;
+    assert_eq!(groups[0].policy.health_check, None, "Service a has no check");
+    let check = groups[1].policy.health_check.clone().expect("Service b's check");
+    assert_eq!(
+        check,
+        config::HealthCheckConfig { interval: Duration::from_secs(2), send: b"PING\r\n".to_vec(), receive: b"+PONG".to_vec(), ..config::HealthCheckConfig::default() }
+    );
+    assert_eq!((check.timeout, check.unhealthy_threshold, check.healthy_threshold), (Duration::from_secs(1), 3, 2), "the defaults");
+}
+
+#[test]
+fn a_health_check_with_a_bad_value_or_on_a_route_is_invalid_and_says_what_to_change() {
+    for (targets, fields, message) in [
+        (ROUTE, "  healthCheck: {interval: 5s}\n", "healthCheck is about a Service's endpoints: set it on a policy whose targetRefs are Services only"),
+        (SERVICE_B, "  healthCheck: {timeout: 0s}\n", "healthCheck.timeout must be longer than zero"),
+        (SERVICE_B, "  healthCheck: {send: {text: a, hex: \"61\"}}\n", "healthCheck.send sets both text and hex: keep one"),
+        (SERVICE_B, "  healthCheck: {receive: {}}\n", "healthCheck.receive needs text or hex"),
+    ] {
+        let t = translate_with(&[backend_policy("bad", 1, targets, fields)]);
+        assert_eq!(verdicts(&t, PolicyKind::Backend, "bad"), ["Accepted=False/Invalid"], "{fields}");
+        let condition = &t.status.policies[&(PolicyKind::Backend, ObjectKey::new("default", "bad"))][0].conditions[0];
+        assert_eq!(condition.message, message);
+        assert!(t.dataplane.listeners[&8088].backends.iter().all(|g| g.policy.health_check.is_none()));
+    }
+    // Out of the schema: refused with the manifest, naming the field.
+    for (fields, expected) in [
+        ("  healthCheck: {unhealthyThreshold: 0}\n", "spec.healthCheck.unhealthyThreshold: must be at least 1, got 0"),
+        ("  healthCheck: {send: {hex: \"0g\"}}\n", "spec.healthCheck.send.hex"),
+        ("  healthCheck: {intervall: 5s}\n", "intervall"),
+    ] {
+        let text = format!("{BASE}---\n{}", backend_policy("bad", 1, SERVICE_B, fields));
+        let error = load_text(Path::new("t.yaml"), &text).err().expect("refused").to_string();
+        assert!(error.contains(expected), "{fields}: {error}");
+    }
+}

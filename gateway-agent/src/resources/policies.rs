@@ -139,6 +139,9 @@ pub struct BackendPolicySpec {
     /// How a new connection picks among the route's backends. Only on a policy whose targets are TCPRoutes (it is about all of a route's backends). Default RoundRobin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
+    /// Active health checks of the target Services' endpoints (TCP connect, optionally send and expect bytes). Only on a policy whose targets are Services. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// TCP keepalive probes toward the backends, so a backend that vanished does not hold connections forever. Default: idleTime 2m, interval 30s, probes 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
@@ -176,7 +179,7 @@ pub enum ProxyProtocolVersion {
 /// The load-balancing algorithm of a route's backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LoadBalancer {
-    /// RoundRobin: weighted, interleaved (the default). ConsistentHash: by the client's IP address (weighted rendezvous hashing), so a client keeps its endpoint across connections and removing one of N endpoints moves only the clients it had (about 1/N).
+    /// RoundRobin: weighted, interleaved (the default). LeastConnections: the backendRef by weight as RoundRobin picks it (the route's split holds), then its endpoint with the fewest connections this agent holds open to it (ties take turns). ConsistentHash: by the client's IP address (weighted rendezvous hashing), so a client keeps its endpoint across connections and removing one of N endpoints moves only the clients it had (about 1/N).
     #[serde(rename = "type")]
     pub type_: LoadBalancerType,
 }
@@ -184,7 +187,54 @@ pub struct LoadBalancer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum LoadBalancerType {
     RoundRobin,
+    LeastConnections,
     ConsistentHash,
+}
+
+/// Active health checks of a Service's endpoints: each agent checks every
+/// endpoint it may send connections to, and a new connection skips an
+/// endpoint whose last `unhealthyThreshold` checks failed, until it passes
+/// `healthyThreshold` in a row. If every endpoint of a backendRef fails, the
+/// checks are ignored for it (fail open, as outlier ejection is) rather than
+/// reset all of its share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// Time between two checks of one endpoint. Gateway API duration format (GEP-2257). Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub interval: Option<String>,
+    /// How long one check may take: the connect, and the answer when receive is set. Default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub timeout: Option<String>,
+    /// Failed checks in a row that take an endpoint out, 1 to 100. Default 3. The first check of a new endpoint decides alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub unhealthy_threshold: Option<i32>,
+    /// Passed checks in a row that bring it back, 1 to 100. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub healthy_threshold: Option<i32>,
+    /// Bytes written once connected. Without send and receive a check is a TCP connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<HealthCheckPayload>,
+    /// Bytes the endpoint's answer must contain (read until they are found, the endpoint closes, 64 KiB, or the timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive: Option<HealthCheckPayload>,
+}
+
+/// Bytes of a health check, as text or as hexadecimal (exactly one of the two).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HealthCheckPayload {
+    /// UTF-8 text, e.g. "PING\r\n".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub text: Option<String>,
+    /// Hexadecimal bytes, e.g. "0d0a".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 2048), regex(pattern = r"^([0-9a-fA-F]{2})+$"))]
+    pub hex: Option<String>,
 }
 
 /// The PROXY header sent to backends.
