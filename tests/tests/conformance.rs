@@ -144,6 +144,27 @@ fn a_route_to_a_non_tcp_listener_is_not_allowed_and_not_counted() {
     assert!(conditions(&web["conditions"]).contains(&"Accepted=False/UnsupportedProtocol".to_string()));
 }
 
+/// GEP-2644: TCP and HTTPS on one port of a Gateway are not distinct; both are
+/// conflicted and the port is not served, while the Gateway's other listener is.
+#[test]
+fn a_tcp_listener_on_the_port_of_an_https_listener_is_conflicted_and_its_port_refuses_connections() {
+    let node = start(&[
+        ("gw.yaml", gateway(&["{name: tcp-listener, port: 9443, protocol: TCP}", "{name: https-listener, port: 9443, protocol: HTTPS, hostname: app.example.com, tls: {mode: Terminate, certificateRefs: [{name: app-cert}]}}", "{name: tcp, port: 9000, protocol: TCP}"])),
+        ("routes.yaml", route_with("to-tcp", "", "[{name: gw, sectionName: tcp-listener}]", "[{name: one, port: 80}]") + "---\n" + &route_with("other", "", "[{name: gw, sectionName: tcp}]", "[{name: one, port: 80}]")),
+        ("svc.yaml", services()),
+    ]);
+    node.wait_for_port(9000).unwrap();
+    assert_eq!(who(&node, 9000).as_deref(), Ok("one"), "the Gateway's distinct listener serves");
+    assert_eq!(who(&node, 9443), Err(ErrorKind::ConnectionRefused), "neither conflicted listener is served");
+    let docs = status_of(node.manifests.path()).unwrap();
+    let gw = find(&docs, "Gateway", "gw");
+    for listener in 0..2 {
+        let l = &gw["status"]["listeners"][listener];
+        assert!(conditions(&l["conditions"]).contains(&"Conflicted=True/ProtocolConflict".to_string()), "{l}");
+    }
+    assert!(conditions(&gw["status"]["conditions"]).contains(&"Accepted=True/ListenersNotValid".to_string()), "{gw}");
+}
+
 #[test]
 fn a_nonexistent_backend_is_backend_not_found_and_its_connections_are_reset() {
     let node = start(&[

@@ -159,7 +159,7 @@ fn on_a_contested_port_the_gateway_then_the_oldest_listener_set_wins_and_only_th
     assert_eq!(set_conditions(&t, INFRA, "conflict-with-listener-set-2"), ["Accepted=False/ListenersNotValid", "Programmed=False/ListenersNotValid"]);
 
     let conflict = &t.status.listener_sets[&ObjectKey::new(INFRA, "conflict-with-gateway-2")].listeners[0].conditions[1].message;
-    assert_eq!(conflict, "TCP port 8081 is used by listener \"conflict-with-gateway-listener\" of Gateway gateway-conformance-infra/gw, which takes precedence");
+    assert_eq!(conflict, "TCP port 8081 is used by listener \"conflict-with-gateway-listener\" (TCP) of Gateway gateway-conformance-infra/gw, which takes precedence");
     // Each port is served by its winner.
     let owner = |port: u16| t.dataplane.listeners[&port].listener_set.as_ref().map(|k| k.name.clone());
     assert_eq!(owner(8081), None);
@@ -338,4 +338,29 @@ fn listener_set_conditions_carry_its_generation() {
     let t = translate_yaml(&[&gw, &ls]);
     let status = &t.status.listener_sets[&ObjectKey::new(INFRA, "ls")];
     assert!(status.conditions.iter().chain(&status.listeners[0].conditions).all(|c| c.observed_generation == 4));
+}
+
+/// ListenerSetProtocolConflict as v1.6.1 writes it: the Gateway's listener on
+/// port 80 is HTTP (which sockgate does not serve), the ListenerSets' are TCP.
+/// HTTP and TCP share TCP's port space, so the Gateway's listener still takes
+/// precedence and every ListenerSet TCP listener on 80 loses.
+#[test]
+fn a_gateways_http_listener_takes_port_80_from_a_listener_sets_tcp_listener_as_the_protocol_conflict_case_says() {
+    let http = "{name: gateway-listener, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}";
+    let http_conflict = "{name: protocol-conflict-with-gateway-listener, port: 80, protocol: HTTP, hostname: protocol-conflict-with-gateway-listener.com}";
+    let gw = gateway("gw", 1, "{from: Same}", &[http, http_conflict, &tcp("tcp-listener", 8080)]);
+    let ls1 = set(INFRA, "listenerset-with-protocol-conflict-with-gateway-1", 2, "gw", &[&tcp("listener-set-1-listener", 8082), &tcp("protocol-conflict-with-gateway-listener", 80)]);
+    let ls2 = set(INFRA, "listenerset-with-protocol-conflict-with-gateway-2", 3, "gw", &[&tcp("protocol-conflict-with-gateway-listener", 80)]);
+    let t = translate_yaml(&[&gw, &ls1, &ls2]);
+    assert_eq!(set_listener(&t, INFRA, "listenerset-with-protocol-conflict-with-gateway-1", "protocol-conflict-with-gateway-listener"), LOST_PORT);
+    assert_eq!(set_listener(&t, INFRA, "listenerset-with-protocol-conflict-with-gateway-1", "listener-set-1-listener"), ACCEPTED_LISTENER);
+    assert_eq!(set_conditions(&t, INFRA, "listenerset-with-protocol-conflict-with-gateway-1"), ["Accepted=True/ListenersNotValid", "Programmed=True/Programmed"]);
+    assert_eq!(set_listener(&t, INFRA, "listenerset-with-protocol-conflict-with-gateway-2", "protocol-conflict-with-gateway-listener"), LOST_PORT);
+    assert_eq!(set_conditions(&t, INFRA, "listenerset-with-protocol-conflict-with-gateway-2"), ["Accepted=False/ListenersNotValid", "Programmed=False/ListenersNotValid"]);
+    let lost = &t.status.listener_sets[&ObjectKey::new(INFRA, "listenerset-with-protocol-conflict-with-gateway-2")].listeners[0].conditions[1].message;
+    assert_eq!(lost, "TCP port 80 is used by listener \"gateway-listener\" (HTTP) of Gateway gateway-conformance-infra/gw, which takes precedence");
+    let set_message = &t.status.listener_sets[&ObjectKey::new(INFRA, "listenerset-with-protocol-conflict-with-gateway-2")].conditions[0].message;
+    assert_eq!(set_message, "no listener is valid: not valid: \"protocol-conflict-with-gateway-listener\" (ProtocolConflict)");
+    assert!(!t.dataplane.listeners.contains_key(&80), "nothing serves port 80");
+    assert_eq!(t.dataplane.listeners.keys().copied().collect::<Vec<_>>(), [8080, 8082]);
 }

@@ -5,9 +5,15 @@
 //! listeners of one protocol on one port conflict (both `Conflicted`), and
 //! across Gateways the oldest Gateway keeps the port and later ones get
 //! `Accepted=False/PortUnavailable`. TCP port 53 and UDP port 53 are two
-//! ports: a TCP and a UDP listener on one number are both served. A
-//! ListenerSet's listeners are judged as the Gateway's, after its own
-//! (see [`super::listener_sets`] for the order).
+//! ports: a TCP and a UDP listener on one number are both served. HTTP,
+//! HTTPS and TLS listeners, which sockgate does not serve, still live in
+//! TCP's port space: GEP-2644 says a TCP listener sharing its port with one of
+//! them conflicts (both `Conflicted=True/ProtocolConflict`, neither served),
+//! and in a Gateway's merged list such a listener of an earlier owner takes the
+//! port from a later TCP listener (the conformance case
+//! ListenerSetProtocolConflict). Across Gateways only the listeners sockgate
+//! serves claim a port. A ListenerSet's listeners are judged as the
+//! Gateway's, after its own (see [`super::listener_sets`] for the order).
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -50,6 +56,16 @@ impl RouteKind {
         match self {
             RouteKind::Tcp => "TCP",
             RouteKind::Udp => "UDP",
+        }
+    }
+
+    /// The transport whose ports a listener of `protocol` uses: TCP for TCP,
+    /// HTTP, HTTPS and TLS; UDP for UDP; None for a protocol sockgate cannot place.
+    pub fn port_space(protocol: &str) -> Option<RouteKind> {
+        match protocol {
+            "TCP" | "HTTP" | "HTTPS" | "TLS" => Some(RouteKind::Tcp),
+            "UDP" => Some(RouteKind::Udp),
+            _ => None,
         }
     }
 
@@ -115,16 +131,21 @@ pub fn judge(gateways: &[(&ObjectKey, &Gateway)], sets: &BTreeMap<ObjectKey, Vec
         let added = sets.get(*key).into_iter().flatten().map(|(k, l)| (ListenerOwner::ListenerSet((*k).clone()), *l));
         // (kind, port) → the listener of an earlier owner of this Gateway's merged list that uses it.
         let mut claimed: BTreeMap<(RouteKind, i32), String> = BTreeMap::new();
+        // The same, for listeners of a protocol sockgate serves: what claims a port across Gateways.
+        let mut served_ports = Vec::new();
         for (owner, listeners) in own.chain(added) {
             judge_owner(key, &owner, listeners, &port_owner, &claimed, &mut verdicts);
             for l in listeners {
+                if let Some(space) = RouteKind::port_space(&l.protocol) {
+                    claimed.entry((space, l.port)).or_insert_with(|| format!("listener {:?} ({}) of {owner}", l.name, l.protocol));
+                }
                 if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
-                    claimed.entry((kind, l.port)).or_insert_with(|| format!("listener {:?} of {owner}", l.name));
+                    served_ports.push((kind, l.port));
                 }
             }
         }
-        for (kind, port) in claimed.keys() {
-            port_owner.entry((*kind, *port)).or_insert(key);
+        for (kind, port) in served_ports {
+            port_owner.entry((kind, port)).or_insert(key);
         }
     }
     verdicts
@@ -142,12 +163,25 @@ fn judge_owner(
     claimed: &BTreeMap<(RouteKind, i32), String>,
     verdicts: &mut Vec<ListenerVerdict>,
 ) {
-    let mut ports: BTreeMap<(RouteKind, i32), usize> = BTreeMap::new();
-    for l in listeners {
-        if let Some(kind) = RouteKind::for_protocol(&l.protocol) {
-            *ports.entry((kind, l.port)).or_default() += 1;
+    // (port space, port) → the owner's listeners there, by index.
+    let mut ports: BTreeMap<(RouteKind, i32), Vec<usize>> = BTreeMap::new();
+    for (index, l) in listeners.iter().enumerate() {
+        if let Some(space) = RouteKind::port_space(&l.protocol) {
+            ports.entry((space, l.port)).or_default().push(index);
         }
     }
+    // The other listeners of this owner `index` conflicts with: any other in
+    // its port space when one of them is TCP or UDP (two HTTPS listeners
+    // differing by hostname are distinct; sockgate serves neither and judges
+    // only what touches its protocols).
+    let rivals = |index: usize| -> Vec<String> {
+        let l = &listeners[index];
+        let Some(sharing) = RouteKind::port_space(&l.protocol).and_then(|space| ports.get(&(space, l.port))) else { return Vec::new() };
+        if !sharing.iter().any(|i| RouteKind::for_protocol(&listeners[*i].protocol).is_some()) {
+            return Vec::new();
+        }
+        sharing.iter().filter(|i| **i != index).map(|i| format!("listener {:?} ({})", listeners[*i].name, listeners[*i].protocol)).collect()
+    };
     for (index, l) in listeners.iter().enumerate() {
         let mut conditions = Vec::new();
         let mut valid = true;
@@ -173,13 +207,15 @@ fn judge_owner(
             }
             Some(_) => conditions.push(Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")),
         }
+        let rivals = rivals(index);
         if let Some(earlier) = earlier {
             conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
                 format!("{} port {} is used by {earlier}, which takes precedence", l.protocol, l.port)));
-        } else if kind.is_some_and(|k| ports[&(k, l.port)] > 1) {
+        } else if !rivals.is_empty() {
             valid = false;
+            let space = RouteKind::port_space(&l.protocol).map_or("", RouteKind::protocol);
             conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
-                format!("more than one {} listener uses port {}", l.protocol, l.port)));
+                format!("{space} port {} is also used by {}: listeners on one {space} port must be distinct, and a {space} listener shares its port with no other", l.port, rivals.join(", "))));
         } else {
             conditions.push(Condition::new(types::CONFLICTED, false, reasons::NO_CONFLICTS, ""));
         }

@@ -183,7 +183,8 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
                     let any_valid = verdicts_of(&owner).iter().any(|v| v.valid);
                     sets_valid |= any_valid;
                     attached_listener_sets += u32::from(any_valid);
-                    ListenerSetStatus { conditions: listener_set_conditions(all_valid, any_valid), listeners }
+                    let summary = listeners_in_words(verdicts_of(&owner), &child.set.spec.listeners);
+                    ListenerSetStatus { conditions: listener_set_conditions(all_valid, any_valid, &summary), listeners }
                 }
             };
             status.listener_sets.insert(child.key.clone(), set_status);
@@ -193,12 +194,13 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
         // listener of the merged list makes it accepted and programmed.
         let all_valid = verdicts_of(&owner).iter().all(|v| v.valid);
         let any_valid = verdicts_of(&owner).iter().any(|v| v.valid) || sets_valid;
+        let summary = listeners_in_words(verdicts_of(&owner), &gateway.spec.listeners);
         let accepted = if all_valid {
             Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")
         } else if any_valid {
-            Condition::new(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, "some listeners are not valid")
+            Condition::new(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, format!("some listeners are not valid: {summary}"))
         } else {
-            Condition::new(types::ACCEPTED, false, reasons::LISTENERS_NOT_VALID, "no listener is valid")
+            Condition::new(types::ACCEPTED, false, reasons::LISTENERS_NOT_VALID, format!("no listener is valid: {summary}"))
         };
         let programmed = if any_valid {
             Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, "")
@@ -221,18 +223,36 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Translation {
 /// An attached ListenerSet's conditions: accepted and programmed while one of
 /// its listeners is valid (the spec's conformance cases read it so), with
 /// `ListenersNotValid` naming that some or all of them are not.
-fn listener_set_conditions(all_valid: bool, any_valid: bool) -> Vec<Condition> {
+fn listener_set_conditions(all_valid: bool, any_valid: bool, summary: &str) -> Vec<Condition> {
     if all_valid {
         vec![Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, ""), Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, "")]
     } else if any_valid {
         vec![
-            Condition::new(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, "some listeners are not valid: see status.listeners"),
+            Condition::new(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, format!("some listeners are not valid: {summary}")),
             Condition::new(types::PROGRAMMED, true, reasons::PROGRAMMED, ""),
         ]
     } else {
-        let why = "no listener is valid: see status.listeners";
+        let why = &format!("no listener is valid: {summary}");
         vec![Condition::new(types::ACCEPTED, false, reasons::LISTENERS_NOT_VALID, why), Condition::new(types::PROGRAMMED, false, reasons::LISTENERS_NOT_VALID, why)]
     }
+}
+
+/// Which of an owner's listeners are not valid and why (the reason of their
+/// Conflicted=True, else Accepted=False, else ResolvedRefs=False condition),
+/// and which are: what the spec asks a ListenersNotValid message to say.
+fn listeners_in_words(verdicts: &[&listeners::ListenerVerdict], listeners: &[Listener]) -> String {
+    let reason = |v: &listeners::ListenerVerdict| {
+        let find = |type_: &str, status: bool| v.conditions.iter().find(|c| c.type_ == type_ && c.status == status).map(|c| c.reason);
+        find(types::CONFLICTED, true).or_else(|| find(types::ACCEPTED, false)).or_else(|| find(types::RESOLVED_REFS, false)).unwrap_or(reasons::INVALID)
+    };
+    let name = |v: &listeners::ListenerVerdict| format!("{:?}", listeners[v.index].name);
+    let invalid: Vec<String> = verdicts.iter().filter(|v| !v.valid).map(|v| format!("{} ({})", name(v), reason(v))).collect();
+    let valid: Vec<String> = verdicts.iter().filter(|v| v.valid).map(|v| name(v)).collect();
+    let mut words = format!("not valid: {}", invalid.join(", "));
+    if !valid.is_empty() {
+        words.push_str(&format!("; valid: {}", valid.join(", ")));
+    }
+    words
 }
 
 /// Every condition records the generation of the object it describes (an

@@ -207,6 +207,32 @@ fn two_tcp_listeners_on_one_port_are_both_conflicted_and_unsupported_protocols_a
     assert_eq!(status.conditions.iter().map(short).collect::<Vec<_>>(), ["Accepted=True/ListenersNotValid", "Programmed=True/Programmed"]);
 }
 
+/// GEP-2644: a TCP listener on the port of an HTTP, HTTPS or TLS listener of
+/// the same Gateway is not distinct from it: both are conflicted, neither is served.
+#[test]
+fn a_tcp_listener_sharing_its_port_with_an_http_https_or_tls_listener_is_conflicted_with_it_and_not_served() {
+    for other in ["{name: web, port: 443, protocol: HTTP}", "{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, tls: {mode: Terminate, certificateRefs: [{name: app-cert}]}}", "{name: web, port: 443, protocol: TLS, hostname: app.example.com, tls: {mode: Passthrough}}"] {
+        let gw = gateway("gw", &(listener("tcp-listener", 443) + &format!("  - {other}\n") + &listener("ok", 9000)));
+        let t = translate_yaml(&[&gw]);
+        let status = &t.status.gateways[&ObjectKey::new("default", "gw")];
+        let find = |name: &str| status.listeners.iter().find(|l| l.name == name).unwrap().conditions.iter().map(short).collect::<Vec<_>>();
+        assert_eq!(find("tcp-listener"), ["Accepted=True/Accepted", "Conflicted=True/ProtocolConflict", "ResolvedRefs=True/ResolvedRefs", "Programmed=False/Invalid"], "{other}");
+        assert!(find("web").contains(&"Conflicted=True/ProtocolConflict".to_string()), "{other}: {:?}", find("web"));
+        assert!(find("web").contains(&"Accepted=False/UnsupportedProtocol".to_string()));
+        let tcp = status.listeners.iter().find(|l| l.name == "tcp-listener").unwrap();
+        let message = &tcp.conditions[1].message;
+        assert!(message.starts_with("TCP port 443 is also used by listener \"web\" ("), "{message}");
+        assert_eq!(t.dataplane.listeners.keys().copied().collect::<Vec<_>>(), [9000], "{other}: port 443 is not served");
+        assert_eq!(status.conditions[0].reason, "ListenersNotValid");
+        assert!(status.conditions[0].message.contains("\"tcp-listener\" (ProtocolConflict)") && status.conditions[0].message.contains("valid: \"ok\""), "the Gateway names its conflicted and its valid listeners: {}", status.conditions[0].message);
+    }
+    // Across Gateways only what sockgate serves claims a port: another Gateway's HTTP listener leaves TCP 80 free.
+    let web = gateway("web", "  - {name: web, port: 80, protocol: HTTP}\n").replace("metadata: {name: web}", &format!("metadata: {{name: web, {}}}", created(1)));
+    let tcp = gateway("tcp", &listener("a", 80)).replace("metadata: {name: tcp}", &format!("metadata: {{name: tcp, {}}}", created(2)));
+    let t = translate_yaml(&[&web, &tcp]);
+    assert_eq!(listener_at(&t, 80).gateway.name, "tcp");
+}
+
 #[test]
 fn across_gateways_the_oldest_keeps_a_contested_port() {
     let first = gateway("first", &listener("a", 8088)).replace("metadata: {name: first}", &format!("metadata: {{name: first, {}}}", created(1)));
