@@ -52,7 +52,11 @@ pub fn route<'r>(kind: RouteKind, routes: impl Iterator<Item = (&'r ObjectKey, &
                 types::PARTIALLY_INVALID,
                 true,
                 reasons::UNSUPPORTED_VALUE,
-                format!("{} rules have no matches to choose between them: rule 1 is used, rules 2 to {} are dropped", kind.name(), spec.rules.len()),
+                // The spec: the message MUST start with "Dropped Rule".
+                match spec.rules.len() {
+                    2 => format!("Dropped Rule 2: {} rules have no matches to choose between them, so rule 1 is used", kind.name()),
+                    n => format!("Dropped Rules 2 to {n}: {} rules have no matches to choose between them, so rule 1 is used", kind.name()),
+                },
             )
         });
         let (groups, problems) = backends.resolve(kind, route_key, &refs);
@@ -104,8 +108,10 @@ pub fn route<'r>(kind: RouteKind, routes: impl Iterator<Item = (&'r ObjectKey, &
                 }
                 Attachment::Rejected { reason, message } => Condition::new(types::ACCEPTED, false, reason, message),
             };
+            // PartiallyInvalid MUST NOT be set on a parent that did not accept the route.
+            let partially_invalid = partially_invalid.clone().filter(|_| accepted.status);
             let mut conditions = vec![accepted, resolved_refs.clone()];
-            conditions.extend(partially_invalid.clone());
+            conditions.extend(partially_invalid);
             statuses.push(RouteParentStatus { parent_ref: parent.clone(), conditions });
         }
         if !statuses.is_empty() {

@@ -262,6 +262,12 @@ fn v1alpha2_routes_use_their_first_rule_and_say_partially_invalid_when_more_are_
     let groups: Vec<(String, u32)> = listener_at(&t, 8088).backends.iter().map(|b| (b.name.clone(), b.weight)).collect();
     assert_eq!(groups, [("default/a:1".to_string(), 90), ("default/b:1".to_string(), 10)]);
     assert_eq!(route_conditions(&t, "r"), [["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs", "PartiallyInvalid=True/UnsupportedValue"]]);
+    let message = &t.status.routes[&ObjectKey::new("default", "r")][0].conditions[2].message;
+    assert!(message.starts_with("Dropped Rule 2: "), "the spec's prefix: {message}");
+    // A parent that does not accept the route gets no PartiallyInvalid (the spec forbids it there).
+    let to_missing_listener = r.replace("parentRefs: [{name: gw}]", "parentRefs: [{name: gw, sectionName: nope}]");
+    let t2 = translate_yaml(&[&gw, &to_missing_listener, &service("a", "default", 1, "3000", &["198.18.2.2"]), &service("b", "default", 1, "3000", &["198.18.3.2"])]);
+    assert_eq!(route_conditions(&t2, "r")[0].len(), 2, "{:?}", route_conditions(&t2, "r"));
     let one_rule = r.replace("  - backendRefs: [{name: b, port: 1}]\n", "");
     let t = translate_yaml(&[&gw, &one_rule, &service("a", "default", 1, "3000", &["198.18.2.2"]), &service("b", "default", 1, "3000", &["198.18.3.2"])]);
     assert_eq!(route_conditions(&t, "r"), [["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]]);
