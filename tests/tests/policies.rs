@@ -599,3 +599,37 @@ fn least_connections_sends_new_connections_to_the_endpoint_with_fewer_open_where
     }).collect();
     assert_eq!(next, [first.clone(), first], "both new connections go to the endpoint that had none");
 }
+
+#[test]
+fn behind_a_proxy_protocol_balancer_consistent_hash_follows_the_address_in_the_header_not_the_balancer() {
+    let docs = [
+        gateway(&[("echo", 9000)]),
+        route("echo", "echo", "echo", 7001),
+        service("echo", 7001, 7000, &["198.18.2.2", "198.18.3.2"]),
+        listener_policy("from-lb", Some("echo"), "  proxyProtocol: {accept: true}\n"),
+        "apiVersion: sockgate.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: sticky}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: echo}]\n  loadBalancer: {type: ConsistentHash}\n".to_string(),
+    ];
+    let node = GatewayNode::start(&[("all.yaml", documents(&docs))], &["--dataplane", "splice"]).unwrap();
+    let _one = serve(&node.hosts.backend1, 7000, named_backend("one:", std::sync::Arc::default())).unwrap();
+    let _two = serve(&node.hosts.backend2, 7000, named_backend("two:", std::sync::Arc::default())).unwrap();
+    node.wait_for_port(9000).unwrap();
+    // Every connection comes from the one balancer address (the client host);
+    // the header names 16 different clients, each three times.
+    let endpoint_of = |client: u8| -> String {
+        let mut s = node.connect(9000).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&proxy_protocol::encode_v2(SocketAddr::from(([203, 0, 113, client], 40000 + u16::from(client))), SocketAddr::new(GATEWAY.into(), 9000))).unwrap();
+        let mut name = [0u8; 4];
+        s.read_exact(&mut name).unwrap();
+        String::from_utf8_lossy(&name).into_owned()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for client in 1..=16u8 {
+        let first = endpoint_of(client);
+        for _ in 0..2 {
+            assert_eq!(endpoint_of(client), first, "client 203.0.113.{client} keeps its endpoint");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen, ["one:".to_string(), "two:".to_string()].into(), "the declared clients spread over both endpoints, though one balancer sent them all");
+}

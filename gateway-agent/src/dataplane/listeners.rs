@@ -500,23 +500,10 @@ fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::s
     }
     counters.open.fetch_add(1, Ordering::Relaxed);
     let open = Open(counters.clone());
-    // Picked here, in accept order, so the round-robin follows arrivals.
-    // Endpoints failing their health check are left out of the pick.
-    let unhealthy = context.health.unhealthy();
-    let healthy_view;
-    let backends = match &unhealthy {
-        None => &listener.backends,
-        Some(excluded) => {
-            healthy_view = super::balancer::without(&listener.backends, excluded);
-            &healthy_view
-        }
-    };
-    let first = match listener.load_balancer {
-        crate::model::config::LoadBalancing::RoundRobin => picker.lock().unwrap().pick(backends),
-        crate::model::config::LoadBalancing::LeastConnections => picker.lock().unwrap().pick_least(backends, |e| context.load.open(e)),
-        // By the connection's source address (a PROXY header's address is read later, after the pick).
-        crate::model::config::LoadBalancing::ConsistentHash => super::balancer::consistent_pick(backends, peer.ip()),
-    };
+    // Picked here, in accept order, so the round-robin follows arrivals
+    // (behind a PROXY-protocol balancer, a consistent hash waits for the
+    // client's own address in the header: see `serve`).
+    let first = pick(&listener, peer.ip(), picker, context);
     // Counted against its endpoint from now on, so connections set up at once spread out.
     let lease = if let Pick::Endpoint(e) = first { Some(context.load.lease(e)) } else { None };
     let in_flight = context.connections.enter();
@@ -527,10 +514,30 @@ fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::s
     });
 }
 
+/// The first endpoint for a connection from `client`, by the listener's
+/// algorithm, leaving out endpoints failing their health check.
+fn pick(listener: &ListenerConfig, client: IpAddr, picker: &std::sync::Mutex<Picker>, context: &Context) -> Pick {
+    let backends = healthy(listener, context);
+    match listener.load_balancer {
+        crate::model::config::LoadBalancing::RoundRobin => picker.lock().unwrap().pick(&backends),
+        crate::model::config::LoadBalancing::LeastConnections => picker.lock().unwrap().pick_least(&backends, |e| context.load.open(e)),
+        crate::model::config::LoadBalancing::ConsistentHash => super::balancer::consistent_pick(&backends, client),
+    }
+}
+
+/// The listener's backends without endpoints failing their health check
+/// (borrowed as they are in the common case where none fails).
+fn healthy<'a>(listener: &'a ListenerConfig, context: &Context) -> std::borrow::Cow<'a, [crate::model::config::BackendGroup]> {
+    match context.health.unhealthy() {
+        None => std::borrow::Cow::Borrowed(&listener.backends),
+        Some(excluded) => std::borrow::Cow::Owned(super::balancer::without(&listener.backends, &excluded)),
+    }
+}
+
 /// One new connection: read a PROXY header if the listener expects one, pick
 /// a backend, connect (retrying others), send a PROXY header if the backend
 /// wants one, forward.
-async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut lease: Option<LoadLease>, mut context: Context) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, mut first: Pick, mut lease: Option<LoadLease>, mut context: Context) {
     let listener = context.config.borrow_and_update().clone();
     let Some(route) = listener.route.clone() else {
         context.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -559,6 +566,15 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, first: Pick, mut lease: 
             context.counters.denied.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, client = %source, "client address (from its PROXY header) not allowed: reset");
             return reset(client);
+        }
+        // A consistent hash is on the client, not on the balancer in front of it.
+        if listener.load_balancer == crate::model::config::LoadBalancing::ConsistentHash && source != peer {
+            first = super::balancer::consistent_pick(&healthy(&listener, &context), source.ip());
+            match (&first, lease.as_mut()) {
+                (Pick::Endpoint(e), Some(lease)) => lease.move_to(*e),
+                (Pick::Endpoint(e), None) => lease = Some(context.load.lease(*e)),
+                (Pick::Reject, _) => lease = None,
+            }
         }
     }
     let connected = tokio::select! {

@@ -179,7 +179,7 @@ pub enum ProxyProtocolVersion {
 /// The load-balancing algorithm of a route's backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LoadBalancer {
-    /// RoundRobin: weighted, interleaved (the default). LeastConnections: the backendRef by weight as RoundRobin picks it (the route's split holds), then its endpoint with the fewest connections this agent holds open to it (ties take turns). ConsistentHash: by the client's IP address (weighted rendezvous hashing), so a client keeps its endpoint across connections and removing one of N endpoints moves only the clients it had (about 1/N).
+    /// RoundRobin: weighted, interleaved (the default). LeastConnections: the backendRef by weight as RoundRobin picks it (the route's split holds), then its endpoint with the fewest connections this agent holds open to it (ties take turns). ConsistentHash: by the client's IP address (the one its PROXY header declares, on a listener that accepts the PROXY protocol; weighted rendezvous hashing), so a client keeps its endpoint across connections and removing one of N endpoints moves only the clients it had (about 1/N).
     #[serde(rename = "type")]
     pub type_: LoadBalancerType,
 }
