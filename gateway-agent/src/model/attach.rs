@@ -80,16 +80,19 @@ pub fn attach(
         .iter()
         .copied()
         .filter(|&i| {
+            // Attachment rests on allowedRoutes and the parentRef alone: a
+            // listener that is conflicted or lost its port still counts the
+            // route (the spec: "Listener or Route status does not impact
+            // successful attachment"); it serves nothing until it is valid.
             let verdict = verdicts[i];
-            verdict.valid
-                && verdict.supported_kinds.iter().any(|k| k.kind == kind.name())
+            verdict.supported_kinds.iter().any(|k| k.kind == kind.name())
                 && namespace_allowed(&listeners[i], route_namespace, owner_namespace, namespace_labels)
         })
         .collect();
     if allowed.is_empty() {
         return Attachment::Rejected {
             reason: reasons::NOT_ALLOWED_BY_LISTENERS,
-            message: "no matching listener is valid and allows this route's kind and namespace".into(),
+            message: "no matching listener allows this route's kind and namespace".into(),
         };
     }
     Attachment::Attached(allowed)

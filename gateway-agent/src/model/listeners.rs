@@ -208,7 +208,13 @@ fn judge_owner(
             Some(_) => conditions.push(Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, "")),
         }
         let rivals = rivals(index);
-        if let Some(earlier) = earlier {
+        if let Some(other) = other_gateway {
+            // sockgate keeps the older Gateway's listener serving rather than
+            // stop both (one agent serves every Gateway on the node's
+            // addresses); the loser is told it conflicts, and with whom.
+            conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
+                format!("{} port {} is served for Gateway {other}, which is older", l.protocol, l.port)));
+        } else if let Some(earlier) = earlier {
             conditions.push(Condition::new(types::CONFLICTED, true, reasons::PROTOCOL_CONFLICT,
                 format!("{} port {} is used by {earlier}, which takes precedence", l.protocol, l.port)));
         } else if !rivals.is_empty() {

@@ -241,6 +241,24 @@ fn across_gateways_the_oldest_keeps_a_contested_port() {
     assert_eq!(listener_at(&t, 8088).gateway.name, "first");
     let loser = &t.status.gateways[&ObjectKey::new("default", "second")].listeners[0];
     assert!(loser.conditions.iter().any(|c| short(c) == "Accepted=False/PortUnavailable"));
+    assert!(loser.conditions.iter().any(|c| short(c) == "Conflicted=True/ProtocolConflict"), "the loser is not told NoConflicts: {:?}", loser.conditions);
+}
+
+/// The spec: attachment rests on allowedRoutes and parentRefs alone, so
+/// attachedRoutes counts a route on a listener that is not accepted; the
+/// listener still serves nothing.
+#[test]
+fn a_route_on_a_listener_that_lost_its_port_is_attached_and_counted_but_not_served() {
+    let first = gateway("first", &listener("a", 8088)).replace("metadata: {name: first}", &format!("metadata: {{name: first, {}}}", created(1)));
+    let second = gateway("second", &listener("a", 8088)).replace("metadata: {name: second}", &format!("metadata: {{name: second, {}}}", created(2)));
+    let r = route("r", "[{name: second, sectionName: a}]", "[{name: svc, port: 1}]");
+    let t = translate_yaml(&[&first, &second, &r, &service("svc", "default", 1, "3000", &["198.18.2.2"])]);
+    let loser = &t.status.gateways[&ObjectKey::new("default", "second")].listeners[0];
+    assert!(loser.conditions.iter().any(|c| short(c) == "Accepted=False/PortUnavailable"));
+    assert_eq!(loser.attached_routes, 1);
+    assert_eq!(route_conditions(&t, "r"), [["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"]]);
+    assert_eq!(listener_at(&t, 8088).gateway.name, "first", "the port serves the older Gateway");
+    assert_eq!(listener_at(&t, 8088).route, None, "and not the loser's route");
 }
 
 #[test]
