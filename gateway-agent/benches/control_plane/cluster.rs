@@ -117,6 +117,7 @@ pub fn snapshot(scale: &Scale) -> Snapshot {
                 port: (FIRST_PORT + g * scale.listeners_per_gateway + l) as i32,
                 protocol: "TCP".into(),
                 allowed_routes: None,
+                tls: None,
             })
             .collect();
         s.gateways.insert(

@@ -44,6 +44,7 @@ fn listener() -> impl Strategy<Value = Listener> {
                 }),
                 kinds: kind.map(|k| vec![RouteGroupKind { group: None, kind: k.into() }]),
             }),
+            tls: None,
         },
     )
 }

@@ -192,10 +192,10 @@ fn named_target_ports_resolve_through_the_endpointslice_and_unready_endpoints_ar
 }
 
 #[test]
-fn two_tcp_listeners_on_one_port_are_both_conflicted_and_unsupported_protocols_are_not_accepted() {
-    // The schema forbids two listeners with the same port, protocol and hostname;
-    // TCP ignores hostnames, so two TCP listeners differing only in hostname conflict.
-    let gw = gateway("gw", &(listener("a", 8088) + "  - {name: b, port: 8088, protocol: TCP, hostname: b.example}\n" + "  - {name: web, port: 80, protocol: HTTP}\n" + &listener("ok", 9000)));
+fn a_tcp_and_a_tls_listener_on_one_port_are_both_conflicted_and_unsupported_protocols_are_not_accepted() {
+    // The schema forbids two TCP listeners on one port of a Gateway (TCP may
+    // have no hostname, and port, protocol and hostname must be unique).
+    let gw = gateway("gw", &(listener("a", 8088) + "  - {name: b, port: 8088, protocol: TLS, hostname: b.example, tls: {mode: Passthrough}}\n" + "  - {name: web, port: 80, protocol: HTTP}\n" + &listener("ok", 9000)));
     let t = translate_yaml(&[&gw]);
     let status = &t.status.gateways[&ObjectKey::new("default", "gw")];
     let find = |name: &str| status.listeners.iter().find(|l| l.name == name).unwrap().conditions.iter().map(short).collect::<Vec<_>>();

@@ -111,6 +111,9 @@ pub struct Listener {
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_routes: Option<AllowedRoutes>,
+    /// Read only for the CRD's CEL rules (sockgate terminates no TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -307,6 +310,21 @@ fn validate_listeners(listeners: &[Listener]) -> Result<(), String> {
         }
         if l.protocol.is_empty() {
             return Err(format!("spec.listeners[{i}].protocol is required"));
+        }
+        // The CRD's CEL rules on protocols, hostnames and tls.
+        let (protocol, name) = (l.protocol.as_str(), &l.name);
+        if matches!(protocol, "TCP" | "UDP") && l.hostname.as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(format!("spec.listeners[{i}]: hostname must not be specified for protocols ['TCP', 'UDP'] (listener {name:?} is {protocol}): remove it"));
+        }
+        if matches!(protocol, "HTTP" | "TCP" | "UDP") && l.tls.is_some() {
+            return Err(format!("spec.listeners[{i}]: tls must not be specified for protocols ['HTTP', 'TCP', 'UDP'] (listener {name:?} is {protocol}): remove it"));
+        }
+        let mode = l.tls.as_ref().and_then(|t| t.get("mode")).and_then(|m| m.as_str()).unwrap_or("");
+        if protocol == "HTTPS" && !matches!(mode, "" | "Terminate") {
+            return Err(format!("spec.listeners[{i}]: tls mode must be Terminate for protocol HTTPS (listener {name:?} has {mode})"));
+        }
+        if protocol == "TLS" && mode.is_empty() {
+            return Err(format!("spec.listeners[{i}]: tls mode must be set for protocol TLS (listener {name:?})"));
         }
         let same = listeners[..i].iter().position(|o| o.port == l.port && o.protocol == l.protocol && o.hostname == l.hostname);
         if let Some(j) = same {

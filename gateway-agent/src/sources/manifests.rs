@@ -588,7 +588,11 @@ endpoints: [{addresses: ["198.18.2.3"], topology: {zone: a}}]
         assert!(errors(&route("[{name: gw}]", "[{name: x, backendRefs: [{name: s, port: 1}]}, {name: x, backendRefs: [{name: s, port: 1}]}]"))[0].contains("rule name must be unique within the route"));
         let gw = |l2: &str| format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  gatewayClassName: c\n  listeners: [{{name: a, port: 1, protocol: TCP}}, {l2}]\n");
         assert!(errors(&gw("{name: b, port: 1, protocol: TCP}"))[0].contains("the combination of port, protocol and hostname must be unique"));
-        assert!(load(&gw("{name: b, port: 1, protocol: TCP, hostname: b.example}")).is_ok(), "differing hostnames pass the schema (and then conflict)");
+        assert!(errors(&gw("{name: b, port: 2, protocol: TCP, hostname: b.example}"))[0].contains("spec.listeners[1]: hostname must not be specified for protocols ['TCP', 'UDP'] (listener \"b\" is TCP)"));
+        assert!(errors(&gw("{name: b, port: 2, protocol: UDP, tls: {mode: Terminate}}"))[0].contains("spec.listeners[1]: tls must not be specified for protocols ['HTTP', 'TCP', 'UDP'] (listener \"b\" is UDP)"));
+        assert!(errors(&gw("{name: b, port: 2, protocol: TLS, hostname: b.example}"))[0].contains("tls mode must be set for protocol TLS"));
+        assert!(errors(&gw("{name: b, port: 2, protocol: HTTPS, tls: {mode: Passthrough}}"))[0].contains("tls mode must be Terminate for protocol HTTPS"));
+        assert!(load(&gw("{name: b, port: 1, protocol: TLS, hostname: b.example, tls: {mode: Passthrough}}")).is_ok(), "TLS may share the port in the schema (and then conflicts with TCP)");
     }
 
     #[test]
