@@ -171,7 +171,28 @@ fn write_splice(out: &mut String, report: &SpliceReport) {
 
 /// Binds `addr` and answers in the background until the handle is aborted.
 /// A port still held (by an agent handing over to this one) is retried for `patience`.
+/// What one client of the health port may take: it listens on the host
+/// network, so a client that connects and says nothing (or a flood of them)
+/// must not hold the agent's descriptors or tasks.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthLimits {
+    /// Connections served at once; beyond it a new one is closed at once.
+    pub connections: usize,
+    /// How long a client may take to send its request, and to read the answer.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for HealthLimits {
+    fn default() -> Self {
+        HealthLimits { connections: 64, timeout: std::time::Duration::from_secs(5) }
+    }
+}
+
 pub async fn serve(addr: SocketAddr, health: Arc<Health>, patience: std::time::Duration) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_with(addr, health, patience, HealthLimits::default()).await
+}
+
+pub async fn serve_with(addr: SocketAddr, health: Arc<Health>, patience: std::time::Duration, limits: HealthLimits) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let deadline = tokio::time::Instant::now() + patience;
     let listener = loop {
         match TcpListener::bind(addr).await {
@@ -182,12 +203,28 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>, patience: std::time::D
             Err(e) => return Err(e),
         }
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     Ok(tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        loop {
+            let mut stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, or a client gone before accept: the
+                // endpoint stays (a probe must work again once it can).
+                Err(e) => {
+                    tracing::debug!(error = %e, "health endpoint: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let health = health.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let mut buf = [0u8; 1024];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let Ok(Ok(n)) = tokio::time::timeout(limits.timeout, stream.read(&mut buf)).await else { return };
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
@@ -197,8 +234,46 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>, patience: std::time::D
                     _ => ("404 Not Found", "not found\n".to_string()),
                 };
                 let response = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = tokio::time::timeout(limits.timeout, stream.write_all(response.as_bytes())).await;
             });
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_let_go_after_the_timeout_and_beyond_the_cap_a_new_one_is_closed_at_once() {
+        let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let limits = HealthLimits { connections: 4, timeout: Duration::from_millis(500) };
+        let _server = serve_with(addr, Arc::new(Health::default()), Duration::from_secs(2), limits).await.unwrap();
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        // Four clients that never send a request take every slot.
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        assert_eq!(get(addr, "/healthz").await, "", "over the cap: closed without an answer");
+        assert!(started.elapsed() < Duration::from_millis(400), "closed at once, not after a timeout");
+        // The timeout frees them: each silent client sees its connection closed.
+        for mut s in silent {
+            let mut buf = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("the server let go");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"), "probes are answered again");
+    }
 }
