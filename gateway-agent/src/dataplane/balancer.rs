@@ -177,7 +177,6 @@ fn weighted(weights: impl Iterator<Item = u32> + Clone, rng: &mut impl Rng) -> O
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     fn groups_of(endpoints: &[Vec<SocketAddr>], weights: &[u32]) -> Vec<BackendGroup> {
         endpoints.iter().zip(weights).map(|(e, w)| BackendGroup { weight: *w, endpoints: e.clone(), ..Default::default() }).collect()
     }
