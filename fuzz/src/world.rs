@@ -443,7 +443,9 @@ impl Listener {
         l.insert("name".into(), self.name.value());
         self.port.insert(&mut l, "port");
         l.insert("protocol".into(), self.protocol.value());
-        if let Some(h) = self.hostname {
+        // The CRD forbids a hostname on TCP and UDP listeners: a world that
+        // gave them one would lose the whole Gateway to the loader.
+        if let (Some(h), false) = (self.hostname, matches!(self.protocol, Protocol::Tcp | Protocol::Other(OtherProtocol::Udp))) {
             l.insert("hostname".into(), format!("{}.example", h.as_str()).into());
         }
         let mut allowed = Map::new();
