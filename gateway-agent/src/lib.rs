@@ -12,5 +12,6 @@ pub mod requirements;
 pub mod resources;
 pub mod run;
 pub mod sources;
+pub mod state_file;
 pub mod status;
 pub mod takeover;

@@ -236,16 +236,11 @@ pub fn write_state(state: &HealthState, path: &std::path::Path) -> std::io::Resu
             _ => Ok(()),
         };
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let aside = path.with_extension("json.tmp");
-    std::fs::write(&aside, serde_json::to_vec_pretty(&checks)?)?;
-    std::fs::rename(&aside, path)
+    crate::state_file::write_json(path, &checks)
 }
 
 pub fn read_state(path: &std::path::Path) -> std::io::Result<Vec<CheckState>> {
-    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+    crate::state_file::read_json(path)
 }
 
 #[cfg(test)]

@@ -68,16 +68,11 @@ impl RelayState {
 
     /// Writes the state to `path` atomically (aside, then renamed), so a reader never sees half of it.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let aside = path.with_extension("json.tmp");
-        std::fs::write(&aside, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&aside, path)
+        crate::state_file::write_json(path, self)
     }
 
     pub fn read(path: &Path) -> std::io::Result<RelayState> {
-        serde_json::from_slice(&std::fs::read(path)?).map_err(std::io::Error::other)
+        crate::state_file::read_json(path)
     }
 
     /// The state in words, for `inspect`.
