@@ -8,6 +8,9 @@
 //! bytes each way between clients and each listener, in the same map.
 #![no_std]
 #![no_main]
+// Atomic adds on map values (see `counter`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_ANY},
@@ -17,6 +20,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{BackendEntry, BackendKey, ListenerInfo, ListenerPort, ListenerStats, MAX_BACKENDS, MAX_LISTENERS, NO_PREALLOC};
+
+/// Atomic adds for counters in shared (not per-CPU) map values.
+mod counter;
 
 /// `sockgate_xdp_filter`: per-listener client CIDR allow/deny lists, in XDP.
 mod xdp_filter;

@@ -230,7 +230,16 @@ pub fn serve<T: Send + 'static>(
     port: u16,
     handler: impl Fn(TcpStream) -> T + Send + Sync + Clone + 'static,
 ) -> Result<mpsc::Receiver<T>> {
-    let listener = ns.enter(move || TcpListener::bind(("0.0.0.0", port)))??;
+    serve_on(ns, SocketAddr::from(([0, 0, 0, 0], port)), handler)
+}
+
+/// As [`serve`], listening on `addr` (e.g. `[::]:7000` for IPv6 clients).
+pub fn serve_on<T: Send + 'static>(
+    ns: &NetNs,
+    addr: SocketAddr,
+    handler: impl Fn(TcpStream) -> T + Send + Sync + Clone + 'static,
+) -> Result<mpsc::Receiver<T>> {
+    let listener = ns.enter(move || TcpListener::bind(addr))??;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {

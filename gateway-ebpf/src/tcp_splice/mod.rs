@@ -34,6 +34,7 @@ use gateway_common::{
     NO_PREALLOC,
 };
 
+use crate::counter;
 use headers::{Segment, TCP_FIN, TCP_RST, TCP_SYN};
 
 const MAX_FLOW_ENTRIES_: usize = MAX_FLOW_ENTRIES as usize;
@@ -88,7 +89,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
 /// sockets, which deliver it before the switch. Counted, for the handover's log.
 fn hold(segment: &Segment, entry: &mut FlowEntry) -> i32 {
     if segment.payload > 0 || segment.flags & (TCP_SYN | TCP_FIN) != 0 {
-        entry.held_segments += 1;
+        counter::add64(&mut entry.held_segments, 1);
     }
     TC_ACT_OK as i32
 }
@@ -100,7 +101,7 @@ fn hold(segment: &Segment, entry: &mut FlowEntry) -> i32 {
 /// sockets' state once the splice is in.
 fn freeze(segment: &Segment, entry: &mut FlowEntry) -> i32 {
     if segment.payload > 0 || segment.flags & (TCP_SYN | TCP_FIN) != 0 {
-        entry.frozen_drops += 1;
+        counter::add32(&mut entry.frozen_drops, 1);
         return TC_ACT_SHOT as i32;
     }
     TC_ACT_OK as i32
@@ -134,7 +135,7 @@ fn close_window(ctx: &TcContext) -> Result<(), ()> {
 fn splice(ctx: &TcContext, segment: &Segment, entry: &mut FlowEntry) -> Result<i32, ()> {
     if !segment.options_readable {
         // Half-translated would be worse than lost: the sender retransmits.
-        entry.unreadable_options += 1;
+        counter::add32(&mut entry.unreadable_options, 1);
         return Ok(TC_ACT_SHOT as i32);
     }
     // Recorded untranslated, before the rewrite: what a reset toward this
@@ -157,15 +158,15 @@ fn splice(ctx: &TcContext, segment: &Segment, entry: &mut FlowEntry) -> Result<i
         entry.rst = 1;
     }
     rewrite::translate(ctx, segment, entry)?;
-    entry.packets += 1;
-    entry.bytes += u64::from(segment.payload);
+    counter::add64(&mut entry.packets, 1);
+    counter::add64(&mut entry.bytes, u64::from(segment.payload));
     count(entry.listener_port, segment, entry.out_src_port as u32 == entry.listener_port);
     match route::forward(ctx, segment, entry) {
         Ok(verdict) => Ok(verdict),
         Err(()) => {
             // Rewritten already: handing it to the stack would be wrong, and the
             // sender retransmits once a route exists again.
-            entry.unroutable += 1;
+            counter::add64(&mut entry.unroutable, 1);
             Ok(TC_ACT_SHOT as i32)
         }
     }

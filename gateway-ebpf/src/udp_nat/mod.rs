@@ -118,8 +118,8 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     // SAFETY: a pointer to the map value, valid for this run (RCU).
     let entry = unsafe { &mut *entry };
     entry.last_seen_ns = now;
-    entry.packets += 1;
-    entry.bytes += datagram.payload;
+    crate::counter::add64(&mut entry.packets, 1);
+    crate::counter::add64(&mut entry.bytes, datagram.payload);
     let out = *entry;
     rewrite(ctx, &datagram, &out)?;
     let port = out.listener_port;
