@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::dataplane::kernel::{read_pinned, PinnedView};
-use crate::dataplane::kernel_splice::read_pinned_flows;
+use crate::dataplane::kernel_splice::{read_pinned_flows, read_pinned_splice_stats};
 use crate::dataplane::udp::state::RelayState;
 use crate::dataplane::xdp::read_pinned_stats;
 use gateway_common::{FlowEntry, FlowKey};
@@ -25,11 +25,26 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     };
     // Connections the kernel splice carries, when the agent runs it (--dataplane ebpf).
     let flows = read_pinned_flows(&args.bpf_pin_dir).map(|entries| flow_table(&entries)).unwrap_or_default();
+    // What the kernel splice forwarded per listener: bytes the node's sockets
+    // (and so the listener counters above) never saw.
+    let spliced = read_pinned_splice_stats(&args.bpf_pin_dir).unwrap_or_default();
     match args.output {
         OutputFormat::Json => {
             let mut json = view.as_ref().map(|view| pinned_json(view, args)).unwrap_or_else(|| json!({}));
             if let Some(udp) = &udp {
                 json["udpListeners"] = serde_json::to_value(&udp.listeners)?;
+            }
+            if let Some(listeners) = json["listeners"].as_array_mut() {
+                for listener in listeners {
+                    let port = listener["port"].as_u64().unwrap_or(0) as gateway_common::ListenerPort;
+                    let s = spliced.get(&port).copied().unwrap_or_default();
+                    listener["kernelSplice"] = json!({
+                        "bytesFromClients": s.bytes_from_clients,
+                        "bytesToClients": s.bytes_to_clients,
+                        "packetsFromClients": s.packets_from_clients,
+                        "packetsToClients": s.packets_to_clients,
+                    });
+                }
             }
             json["splicedConnections"] = flows.iter().map(Flow::to_json).collect();
             json["backendHealthChecks"] = serde_json::to_value(&checks)?;
@@ -38,6 +53,9 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         OutputFormat::Text => {
             if let Some(view) = &view {
                 print_pinned(view, args);
+            }
+            for (port, s) in &spliced {
+                println!("  kernel splice, port {port}: {} bytes from clients, {} bytes to clients ({} and {} segments), forwarded past the node's sockets", s.bytes_from_clients, s.bytes_to_clients, s.packets_from_clients, s.packets_to_clients);
             }
             if let Some(udp) = &udp {
                 print!("{}", udp.text());

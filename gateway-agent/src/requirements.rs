@@ -84,10 +84,14 @@ pub fn missing(node: &Node, mode: DataplaneMode, pin_dir: &Path, cgroup_given: b
             fix: "add CAP_NET_ADMIN (the chart does)".into(),
         });
     }
-    if mode == DataplaneMode::Ebpf && !has(CAP_NET_RAW) {
+    if !has(CAP_NET_RAW) {
         missing.push(Missing {
             what: "capability CAP_NET_RAW".into(),
-            turns_off: "the segments the kernel TCP splice sends itself (resets of the flows it ends, window updates after a handover)",
+            turns_off: if mode == DataplaneMode::Ebpf {
+                "the segments the kernel TCP splice sends itself (resets of the flows it ends, window updates after a handover), so its self-test fails and connections are served on splice(2)"
+            } else {
+                "the kernel TCP splice, which sends segments itself (resets, window updates): auto's self-test refuses it and a userspace path serves"
+            },
             fix: "add CAP_NET_RAW (the chart does)".into(),
         });
     }
@@ -148,9 +152,10 @@ mod tests {
         assert_eq!(whats, ["capability CAP_NET_RAW", "a bpf filesystem at /sys/fs/bpf/sockgate", "a cgroup v2 hierarchy"]);
         assert_eq!(found[1].fix, "mount -t bpf bpf /sys/fs/bpf");
         assert!(found[2].fix.starts_with("mount -t cgroup2 none /sys/fs/cgroup"));
-        // auto sends no raw segments; a given cgroup needs no mount found.
+        // auto picks the kernel splice too, so it needs raw sockets; a given cgroup needs no mount found.
         let auto = missing(&node, DataplaneMode::Auto, Path::new("/sys/fs/bpf/sockgate"), true);
-        assert_eq!(auto.iter().map(|m| m.what.as_str()).collect::<Vec<_>>(), ["a bpf filesystem at /sys/fs/bpf/sockgate"]);
+        assert_eq!(auto.iter().map(|m| m.what.as_str()).collect::<Vec<_>>(), ["capability CAP_NET_RAW", "a bpf filesystem at /sys/fs/bpf/sockgate"]);
+        assert!(auto[0].turns_off.contains("auto's self-test refuses it"), "{}", auto[0].turns_off);
     }
 
     #[test]

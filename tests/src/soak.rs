@@ -76,7 +76,7 @@ pub struct Settings {
     pub change_every: Duration,
     /// Connections set up at once (connect, and the first echo back), well under the agent's listen backlog (1,024).
     pub connect_concurrency: usize,
-    /// The agent's `--dataplane`: `auto` (splice with the eBPF maps) is what is deployed.
+    /// The agent's `--dataplane`: `auto` (the kernel splice where its self-test passes, with the eBPF maps) is what is deployed.
     pub dataplane: String,
     /// Hold no more connections than the agent's descriptor limit allows (see [`capacity`]).
     pub cap_to_fd_limit: bool,
@@ -106,7 +106,10 @@ impl Settings {
         (0..self.connections).filter(|i| !self.is_side(*i)).count()
     }
 
-    /// Descriptors the agent holds per connection: two sockets, and on the splice path two pipes.
+    /// Descriptors the agent holds per connection: two sockets, and on the
+    /// splice path two pipes. `auto` may pick the kernel splice (one socket
+    /// per connection once handed over), but must hold the soak wherever it
+    /// runs, so it is sized for splice(2).
     fn descriptors_per_connection(&self) -> u64 {
         if self.dataplane == "copy" {
             2
@@ -305,8 +308,11 @@ fn soak(settings: &Settings, node: &mut GatewayNode, config: &mut Config, pin_di
         };
         report.map_active_after_close = live_connections(&view);
         if let Some(main) = view["listeners"].as_array().and_then(|ls| ls.iter().find(|l| l["port"] == MAIN_PORT)) {
-            report.kernel_main_bytes_from_clients = main["bytesFromClients"].as_u64().unwrap_or(0);
-            report.kernel_main_bytes_to_clients = main["bytesToClients"].as_u64().unwrap_or(0);
+            // Through the node's sockets (set-up, splice(2)) and, after a
+            // handover, through the kernel splice, which those never see.
+            let counted = |field: &str| main[field].as_u64().unwrap_or(0) + main["kernelSplice"][field].as_u64().unwrap_or(0);
+            report.kernel_main_bytes_from_clients = counted("bytesFromClients");
+            report.kernel_main_bytes_to_clients = counted("bytesToClients");
         }
     }
     let listen_after = listen_counters(&node.hosts.node)?;

@@ -88,7 +88,7 @@ fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connecti
         (v["listeners"][1]["activeConnections"] == 1).then_some(v)
     });
     let live = live.expect("the held connection never showed as live");
-    assert_eq!(live["listeners"][1]["dataPath"], "splice", "auto picks splice on this kernel");
+    assert_eq!(live["listeners"][1]["dataPath"], "ebpf", "auto picks the kernel splice on this kernel (its self-test passes)");
     drop(held);
 
     // SIGTERM: the agent exits by itself, unpins its maps and detaches.
@@ -156,13 +156,80 @@ fn when_the_kernel_splice_cannot_load_the_ebpf_mode_says_why_and_serves_on_splic
     assert_eq!(backend.recv_timeout(Duration::from_secs(30)).unwrap(), Received::of(&up), "client → backend corrupted");
     assert_eq!(client_got, Received::of(&down), "backend → client corrupted");
     let logs = node.agent.logs();
-    let why: Vec<&str> = logs.lines().filter(|l| l.contains("the kernel TCP splice cannot load here; every connection is served on splice(2)")).collect();
+    let why: Vec<&str> = logs.lines().filter(|l| l.contains("the kernel TCP splice cannot run here; every connection is served on splice(2)")).collect();
     assert_eq!(why.len(), 1, "one line says why: {logs}");
     assert!(why[0].contains("error="), "the line gives the cause: {}", why[0]);
     assert!(!logs.contains("connection spliced in the kernel"), "{logs}");
     // And at start, the requirement check said what to mount.
     assert!(logs.contains(&format!("node requirement missing: a bpf filesystem at {}", pin_dir.display())), "{logs}");
     assert!(logs.contains(&format!("fix=mount -t bpf bpf {}", pin_dir.display())), "{logs}");
+}
+
+/// An exchange of `size` bytes each way at once through `node`'s port 9000 to
+/// backend1's 7000, both checked.
+fn exchange_both_ways(node: &GatewayNode, seed: u64, size: usize) {
+    let (up, down) = (pattern(seed, size), pattern(seed + 1, size));
+    let down_for_backend = down.clone();
+    let backend = serve(&node.hosts.backend1, 7000, move |s: TcpStream| exchange(s, down_for_backend.clone()).ok()).unwrap();
+    let client = node.connect(9000).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let client_got = exchange(client, up.clone()).unwrap();
+    // The harness's port probe may reach the backend first, with nothing.
+    let backend_got = loop {
+        match backend.recv_timeout(Duration::from_secs(30)).unwrap() {
+            Some(got) if got != Received::of(&[]) => break got,
+            _ => continue,
+        }
+    };
+    assert_eq!(backend_got, Received::of(&up), "client → backend corrupted");
+    assert_eq!(client_got, Received::of(&down), "backend → client corrupted");
+}
+
+fn data_path_line(logs: &str) -> String {
+    logs.lines().find(|l| l.contains("data path: ")).unwrap_or_else(|| panic!("no data path line: {logs}")).to_string()
+}
+
+/// The default, `auto`, on a node where the kernel splice works: its
+/// self-test passes at start, it is chosen, and a connection that lasts is
+/// handed to the kernel, every byte intact.
+#[test]
+fn auto_picks_the_kernel_splice_once_its_self_test_passes_and_a_lasting_connection_is_spliced() {
+    let yaml = documents(&[gateway(&[("data", 9000)]), route("data", "data", "sink", 7001), service("sink", 7001, 7000, &["198.18.2.2"])]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &[]).unwrap();
+    node.wait_for_port(9000).unwrap();
+    exchange_both_ways(&node, 31, 64 << 20);
+    let logs = node.agent.logs();
+    let line = data_path_line(&logs);
+    assert!(line.contains("path=\"ebpf\"") || line.contains("path=ebpf"), "{line}");
+    assert!(line.contains("ebpf, chosen by auto") && line.contains("self-tests passed"), "{line}");
+    assert_eq!(logs.matches("connection spliced in the kernel").count(), 1, "the 64 MiB exchange was not spliced: {logs}");
+}
+
+/// Without CAP_NET_RAW (dropped from the bounding set before exec, as a
+/// container runtime would) the kernel splice cannot send its own resets:
+/// auto's self-test refuses it, one warning says why, and splice(2) serves.
+#[test]
+fn without_cap_net_raw_auto_refuses_the_kernel_splice_says_why_and_serves_on_splice() {
+    use std::os::unix::process::CommandExt;
+    const CAP_NET_RAW: libc::c_ulong = 13;
+    let yaml = documents(&[gateway(&[("data", 9000)]), route("data", "data", "sink", 7001), service("sink", 7001, 7000, &["198.18.2.2"])]);
+    let node = GatewayNode::start_with(&[("all.yaml", yaml)], &[], |cmd| {
+        // SAFETY: prctl(2) only, in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| if libc::prctl(libc::PR_CAPBSET_DROP, CAP_NET_RAW, 0, 0, 0) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        }
+    })
+    .unwrap();
+    node.wait_for_port(9000).unwrap();
+    exchange_both_ways(&node, 41, 16 << 20);
+    let logs = node.agent.logs();
+    let line = data_path_line(&logs);
+    assert!(line.contains("path=\"splice\"") || line.contains("path=splice"), "{line}");
+    assert!(line.contains("not the kernel TCP splice") && line.contains("CAP_NET_RAW"), "{line}");
+    let warned: Vec<&str> = logs.lines().filter(|l| l.contains("auto: the kernel TCP splice cannot run here")).collect();
+    assert_eq!(warned.len(), 1, "one line says why: {logs}");
+    assert!(warned[0].contains("WARN") && warned[0].contains("raw TCP socket"), "{}", warned[0]);
+    assert!(!logs.contains("connection spliced in the kernel"), "{logs}");
 }
 
 /// Started without CAP_NET_RAW (dropped from its bounding set by setpriv, as

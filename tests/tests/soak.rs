@@ -26,8 +26,10 @@ fn soak(dataplane: &str) {
     assert!(failed.is_empty(), "{report}\nfailed:\n  {}", failed.join("\n  "));
 }
 
-/// `auto`, as deployed: the splice path with the eBPF listener maps, whose
-/// live-connection counts must be back to zero at the end.
+/// `auto`, as deployed: the kernel TCP splice where its self-test passes (as
+/// here; connections start on splice(2) and the lasting ones are handed to
+/// the kernel), with the eBPF listener maps, whose live-connection counts
+/// must be back to zero at the end.
 #[test]
 fn up_to_ten_thousand_spliced_connections_keep_every_byte_through_a_change_every_second_and_leave_nothing_behind() {
     soak("auto");

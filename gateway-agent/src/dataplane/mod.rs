@@ -50,11 +50,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DataplaneMode {
-    /// The fastest path that passes its start-up self-test, with eBPF listener maps when BPF is available.
+    /// The kernel TCP splice when it passes its start-up self-test here, else the best userspace path; with eBPF listener maps when BPF is available.
     Auto,
     /// The kernel TCP splice: set-up in userspace, then a TC program rewrites and forwards every segment; pairs it cannot take stay on splice(2).
     Ebpf,
@@ -92,34 +93,67 @@ pub async fn select_path(mode: DataplaneMode, kernel: &KernelSpliceSettings) -> 
         DataplaneMode::Ebpf => {
             // A named interface that does not exist is the operator's to fix:
             // refused, naming it. Anything else that stops the kernel path
-            // (no BPF, a verifier, no bpffs at the pin directory) is this
-            // machine's: one line says why, and splice(2) serves.
-            if let Some(missing) = kernel.interfaces.iter().find(|name| !interface_exists(name)) {
+            // (no BPF, a verifier, no bpffs at the pin directory, a failed
+            // self-test) is this machine's: one line says why, and splice(2) serves.
+            if let Some(missing) = missing_interface(kernel) {
                 anyhow::bail!("--dataplane ebpf: the kernel TCP splice cannot run here: no interface {missing} (--splice-interface); use --dataplane auto or splice");
             }
-            let settings = kernel.clone();
-            let handover_after = kernel.handover_after;
-            let loaded = tokio::task::spawn_blocking(move || kernel_splice::KernelSplice::load(&settings.pin_dir, &settings.interfaces)).await?;
-            let kernel = match loaded {
-                Ok(kernel) => kernel,
+            match kernel_path(kernel).await {
+                Ok((path, why)) => Ok((path, format!("ebpf, as requested: {why}"))),
                 Err(e) => {
                     let reason = format!("{e:#}");
-                    tracing::error!(error = %reason, "--dataplane ebpf: the kernel TCP splice cannot load here; every connection is served on splice(2)");
+                    tracing::error!(error = %reason, "--dataplane ebpf: the kernel TCP splice cannot run here; every connection is served on splice(2)");
                     let started = Instant::now();
-                    selftest::verify(Arc::new(splice::SplicePath)).await.map_err(|e| anyhow::anyhow!("--dataplane ebpf: the kernel TCP splice cannot load ({reason}) and splice(2) failed its self-test: {e:#}"))?;
-                    return Ok((Arc::new(splice::SplicePath), format!("splice: the kernel TCP splice cannot load here ({reason}); splice(2)'s self-test passed in {:?}", started.elapsed())));
+                    selftest::verify(Arc::new(splice::SplicePath)).await.map_err(|e| anyhow::anyhow!("--dataplane ebpf: the kernel TCP splice cannot run ({reason}) and splice(2) failed its self-test: {e:#}"))?;
+                    Ok((Arc::new(splice::SplicePath), format!("splice: the kernel TCP splice cannot run here ({reason}); splice(2)'s self-test passed in {:?}", started.elapsed())))
                 }
-            };
-            let why = format!(
-                "ebpf (kernel TCP splice on {}; maps pinned in {}; a connection is handed to the kernel once it has been open {:?}, the shorter ones and pairs it cannot take stay on splice(2), counted by reason)",
-                kernel.interfaces().join(", "),
-                kernel.pin_dir().display(),
-                handover_after
-            );
-            Ok((Arc::new(kernel_splice::path::KernelPath::new(Arc::new(kernel), handover_after)), why))
+            }
         }
-        DataplaneMode::Auto => Ok(best_userspace().await),
+        DataplaneMode::Auto => {
+            if let Some(missing) = missing_interface(kernel) {
+                anyhow::bail!("the kernel TCP splice cannot run here: no interface {missing} (--splice-interface)");
+            }
+            match kernel_path(kernel).await {
+                Ok((path, why)) => Ok((path, format!("ebpf, chosen by auto: {why}"))),
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    // Said once here; the requirement check at start has
+                    // already named a missing capability or mount.
+                    tracing::warn!(error = %reason, "auto: the kernel TCP splice cannot run here; a userspace path serves");
+                    let (path, why) = best_userspace().await;
+                    Ok((path, format!("{why}; not the kernel TCP splice: {reason}")))
+                }
+            }
+        }
     }
+}
+
+fn missing_interface(kernel: &KernelSpliceSettings) -> Option<&String> {
+    kernel.interfaces.iter().find(|name| !interface_exists(name))
+}
+
+/// The kernel splice loaded, attached and proven by its self-test (and the
+/// splice(2) path it starts connections on and falls back to proven by its
+/// own); and what runs, for the log. Err says what failed.
+async fn kernel_path(kernel: &KernelSpliceSettings) -> anyhow::Result<(Arc<dyn path::DataPath>, String)> {
+    let settings = kernel.clone();
+    let handover_after = kernel.handover_after;
+    let started = Instant::now();
+    let kernel = tokio::task::spawn_blocking(move || -> anyhow::Result<kernel_splice::KernelSplice> {
+        let kernel = kernel_splice::KernelSplice::load(&settings.pin_dir, &settings.interfaces)?;
+        kernel_splice::selftest::verify(&kernel).context("its self-test failed")?;
+        Ok(kernel)
+    })
+    .await??;
+    selftest::verify(Arc::new(splice::SplicePath)).await.context("splice(2), which connections start on and fall back to, failed its self-test")?;
+    let why = format!(
+        "the kernel TCP splice on {} (self-tests passed in {:?}; maps pinned in {}; a connection is handed to the kernel once it has been open {:?}, the shorter ones and pairs it cannot take stay on splice(2), counted by reason)",
+        kernel.interfaces().join(", "),
+        started.elapsed(),
+        kernel.pin_dir().display(),
+        handover_after
+    );
+    Ok((Arc::new(kernel_splice::path::KernelPath::new(Arc::new(kernel), handover_after)), why))
 }
 
 fn interface_exists(name: &str) -> bool {

@@ -67,6 +67,8 @@ impl Drop for UdpNat {
         for name in PINNED {
             let _ = std::fs::remove_file(self.pin_dir.join(name));
         }
+        // Shared with the other eBPF parts' pins: removed by the last to go.
+        let _ = std::fs::remove_dir(&self.pin_dir);
     }
 }
 

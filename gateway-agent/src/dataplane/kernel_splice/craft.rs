@@ -5,6 +5,9 @@
 //! both peers; this ACK, carrying the other peer's real window, lets each
 //! resume at once instead of at its persist timer (200 ms or more).
 //!
+//! A FIN (the idle timeout): as if the other peer had closed, with the
+//! sequence number the peer expects next; see `path::end_with_fins`.
+//!
 //! A reset: the RST is built here and sent through a raw socket, with the
 //! sequence number the peer expects next (the last acknowledgement it sent,
 //! which the program recorded). Should the peer have moved on (data in
@@ -16,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
@@ -29,6 +33,12 @@ pub fn send_reset(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32) -> io::R
 /// node's scale), with the timestamp option (TSval, TSecr) when the leg uses it.
 pub fn send_window_update(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, window: u16, timestamps: Option<(u32, u32)>) -> io::Result<()> {
     send(from, to, seq, ack, TCP_ACK, window, timestamps)
+}
+
+/// Sends `to` a FIN|ACK: `seq` what `to` expects next, `ack` all it sent,
+/// with the timestamp option (TSval, TSecr) when the leg uses it.
+pub fn send_fin(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, window: u16, timestamps: Option<(u32, u32)>) -> io::Result<()> {
+    send(from, to, seq, ack, TCP_FIN | TCP_ACK, window, timestamps)
 }
 
 fn send(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, flags: u8, window: u16, timestamps: Option<(u32, u32)>) -> io::Result<()> {
@@ -66,7 +76,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The TCP checksum over the pseudo-header and `segment`.
-fn checksum(from: IpAddr, to: IpAddr, segment: &[u8]) -> u16 {
+pub(super) fn checksum(from: IpAddr, to: IpAddr, segment: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut add = |bytes: &[u8]| {
         for pair in bytes.chunks(2) {

@@ -7,6 +7,7 @@
 pub mod handover;
 pub mod path;
 pub mod craft;
+pub mod selftest;
 pub mod tcp_state;
 pub mod translation;
 
@@ -186,6 +187,27 @@ impl KernelSplice {
         self.flows.lock().unwrap().iter().filter_map(Result::ok).collect()
     }
 
+    /// Runs `frame` (an Ethernet frame) through the loaded splice program
+    /// with BPF_PROG_TEST_RUN, as if it had arrived: the program's verdict and
+    /// the frame as it left it. Nothing is sent (a redirect is only recorded).
+    pub fn test_run_splice(&self, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let ebpf = self.ebpf.lock().unwrap();
+        let program: &SchedClassifier = ebpf.program(TCP_SPLICE_PROGRAM).context("TC splice program")?.try_into()?;
+        let fd = program.fd()?.as_fd().as_raw_fd();
+        test_run(fd, frame).context("BPF_PROG_TEST_RUN of the TC splice program")
+    }
+
+    /// Removes a listener's row of `SPLICE_STATS` (the self-test's, port 0).
+    pub fn forget_listener_stats(&self, port: ListenerPort) {
+        let mut ebpf = self.ebpf.lock().unwrap();
+        if let Some(map) = ebpf.map_mut(SPLICE_STATS_MAP) {
+            if let Ok(mut stats) = PerCpuHashMap::<_, ListenerPort, SpliceStats>::try_from(map) {
+                let _ = stats.remove(&port);
+            }
+        }
+    }
+
     /// Per-listener totals of what the kernel forwarded (CPUs summed).
     pub fn stats(&self) -> anyhow::Result<BTreeMap<ListenerPort, SpliceStats>> {
         let ebpf = self.ebpf.lock().unwrap();
@@ -229,6 +251,9 @@ impl Drop for KernelSplice {
                 let _ = std::fs::remove_file(self.pin_dir.join(name));
             }
         }
+        // The directory is shared by every eBPF part: whichever goes last
+        // finds it empty and removes it (an earlier attempt fails, harmlessly).
+        let _ = std::fs::remove_dir(&self.pin_dir);
     }
 }
 
@@ -272,6 +297,15 @@ pub fn read_pinned_flows(pin_dir: &Path) -> anyhow::Result<Vec<(FlowKey, FlowEnt
     Ok(map.iter().filter_map(Result::ok).collect())
 }
 
+/// Reads the pinned `SPLICE_STATS` of a running agent (for `inspect`): per
+/// listener, what the kernel forwarded (CPUs summed).
+pub fn read_pinned_splice_stats(pin_dir: &Path) -> anyhow::Result<BTreeMap<ListenerPort, SpliceStats>> {
+    let path = pin_dir.join(SPLICE_STATS_MAP);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let map: PerCpuHashMap<_, ListenerPort, SpliceStats> = PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(data))?;
+    Ok(sum_stats(map.iter().filter_map(Result::ok).map(|(port, per_cpu)| (port, per_cpu.iter().copied().collect::<Vec<_>>()))))
+}
+
 /// Every interface of this network namespace but loopback: where clients'
 /// and backends' segments may arrive. From if_nameindex(3), which asks the
 /// kernel of the calling thread's namespace (/sys/class/net may show another's).
@@ -313,4 +347,51 @@ mod tests {
         assert_eq!(std::mem::size_of::<gateway_common::FlowKey>(), 36);
         assert_eq!(std::mem::size_of::<gateway_common::FlowEntry>(), 160);
     }
+}
+
+/// `union bpf_attr` for BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h); the
+/// kernel zero-fills the rest of the union.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// aya has no test-run call: bpf(2) directly. (verdict, frame out).
+fn test_run(prog_fd: std::os::fd::RawFd, frame: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: prog_fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: attr is a valid prefix of union bpf_attr; data_in and data_out
+    // point at buffers of the sizes given, which outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, std::mem::size_of::<TestRunAttr>()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
 }

@@ -7,11 +7,10 @@
 //!   stay [`TIME_WAIT`] longer, so a retransmitted FIN or last ACK is still
 //!   translated, then they and the reserved socket go.
 //! - **RST** from either side passes through; the entries go [`RESET_HOLD`] later.
-//! - **Stopped** (its route left the listener, a drain deadline) and **idle**
-//!   (`ListenerPolicy.idleTimeout`): both peers get a RST. An idle flow's
-//!   close is a RST here, not the FIN the userspace paths send, because a FIN
-//!   from the node would begin a close each peer expects the other to finish,
-//!   and no socket on the node is left to take part in it.
+//! - **Idle** (`ListenerPolicy.idleTimeout`): both peers get a FIN, as the
+//!   userspace paths close an idle connection ([`end_with_fins`]).
+//! - **Stopped** (its route left the listener, a drain deadline): both peers
+//!   get a RST, as on the userspace paths.
 //! - **Takeover**: the flow stays in the kernel; the entries are pinned, and
 //!   the new agent, whose programs use the same pinned table, inherits them
 //!   ([`KernelSplice::take_inherited`](super::KernelSplice::take_inherited)).
@@ -27,7 +26,7 @@ use tokio::net::TcpStream;
 
 use super::handover::{hand_over, Spliced};
 use super::Inherited;
-use super::craft::send_reset;
+use super::craft::{send_fin, send_reset};
 use super::translation::Refusal;
 use super::KernelSplice;
 use crate::dataplane::path::{Carried, Control, DataPath, End, Forwarding, Outcome, Transfer};
@@ -183,7 +182,7 @@ impl DataPath for KernelPath {
 }
 
 /// Follows a spliced flow until it ends, and cleans up after it.
-async fn watch(kernel: &KernelSplice, mut spliced: Spliced, control: &Control) -> Transfer {
+async fn watch(kernel: &Arc<KernelSplice>, mut spliced: Spliced, control: &Control) -> Transfer {
     let mut every = WATCH_FIRST;
     let mut seen_packets = 0u64;
     let (moved_up, moved_down) = (spliced.moved_up, spliced.moved_down);
@@ -192,7 +191,7 @@ async fn watch(kernel: &KernelSplice, mut spliced: Spliced, control: &Control) -
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = control.stop.cancelled() => return end_with_resets(kernel, spliced, End::Stopped),
-            _ = control.close.cancelled() => return end_with_resets(kernel, spliced, End::Idle),
+            _ = control.close.cancelled() => return end_with_fins(kernel, spliced),
             _ = control.pause.cancelled() => {
                 // Another agent takes the listeners over: the flow stays in the
                 // kernel, in the pinned table both agents' programs share, and
@@ -227,12 +226,20 @@ async fn watch(kernel: &KernelSplice, mut spliced: Spliced, control: &Control) -
             None
         };
         if let Some((end, hold)) = end {
-            tokio::select! {
-                _ = tokio::time::sleep(hold) => {}
-                _ = control.stop.cancelled() => {}
-            }
+            // The connection is over for its peers, so it is over for the
+            // listener too (its maxConnections slot, the gauges, the access
+            // log): the entries stay `hold` longer on their own, for a
+            // retransmitted FIN or last ACK. (Should the agent exit first,
+            // its successor inherits them and holds them the same way.)
             let (up, down) = bytes(kernel, &spliced);
-            release(kernel, spliced);
+            let (kernel, stop) = (Arc::clone(kernel), control.stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = stop.cancelled() => {}
+                }
+                release(&kernel, spliced);
+            });
             return transfer(up, down, end);
         }
     }
@@ -270,6 +277,39 @@ fn release(kernel: &KernelSplice, spliced: Spliced) {
     }
     drop(spliced.reserved);
     drop(spliced.client_socket);
+}
+
+/// The idle timeout: forgets the flow, then sends each peer a FIN as if the
+/// other peer had closed. Nothing is in flight on a flow idle that long, so
+/// each FIN carries exactly the sequence number its peer expects next (the
+/// last acknowledgement it sent), acknowledges all it sent, offers the other
+/// peer's last window and carries the last timestamp it saw through the
+/// splice (PAWS accepts an equal one). What a peer sends afterwards (its ACK
+/// of the FIN, its own FIN, data) meets the node's stack, which has no socket
+/// for it and answers with a RST: the peer's socket has read end-of-file
+/// first, and a peer that writes after it learns the connection is gone, as
+/// a userspace path's closed socket would tell it. (A FIN kept flowing
+/// through the splice would let a half-close-aware peer's later bytes be
+/// acknowledged by a receiver that already took the FIN, and lost.)
+fn end_with_fins(kernel: &KernelSplice, spliced: Spliced) -> Transfer {
+    let (up, down) = (kernel.get(&spliced.keys[0]).unwrap_or_default(), kernel.get(&spliced.keys[1]).unwrap_or_default());
+    let transfer = Transfer { client_to_backend: spliced.moved_up + up.bytes, backend_to_client: spliced.moved_down + down.bytes, end: End::Idle };
+    let (client, client_local, backend, backend_local) = (spliced.client, spliced.client_local, spliced.backend, spliced.backend_local);
+    release(kernel, spliced);
+    // `to` is the entry of the peer the FIN goes to; `from` the other's, whose
+    // segments (window, TSval) that peer last saw, translated.
+    let fin = |local, peer, to: &gateway_common::FlowEntry, from: &gateway_common::FlowEntry| {
+        let window = ((u64::from(from.peer_window) << (from.window_shift_in & 15)) >> (from.window_shift_out & 15)).min(0xffff) as u16;
+        let timestamps = (to.ts_seen != 0).then(|| (from.peer_tsval.wrapping_add(from.tsval_delta), to.peer_tsval));
+        send_fin(local, peer, to.last_ack, to.next_seq, window, timestamps)
+    };
+    if let Err(e) = fin(client_local, client, &up, &down) {
+        tracing::warn!(%client, error = %e, "could not send the idle timeout's FIN to the client of a spliced flow");
+    }
+    if let Err(e) = fin(backend_local, backend, &down, &up) {
+        tracing::warn!(%backend, error = %e, "could not send the idle timeout's FIN to the backend of a spliced flow");
+    }
+    transfer
 }
 
 /// Resets both peers, then forgets the flow.
