@@ -601,6 +601,9 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, mut first: Pick, mut lea
     let _ = backend.set_nodelay(true);
     super::sockets::set_liveness(&client, &listener.policy.liveness);
     super::sockets::set_liveness(&backend, &policy.liveness);
+    // Not kept for the connection's life: thousands of connections each
+    // holding a copy of their listener's configuration add up.
+    drop((listener, policy));
     forward(Start::Pair { client, backend, up, down: Carried::default() }, route, peer, context).await;
 }
 

@@ -62,6 +62,18 @@ fn demo() -> Result<()> {
     let from_8088 = curl(&hosts.client, &format!("http://{host}:8088"))?;
     let from_8089 = curl(&hosts.client, &format!("http://{host}:8089"))?;
 
+    // The guide's requests each end within a millisecond, on splice(2), before
+    // a handover is due. One connection held open a moment first is handed to
+    // the kernel (when auto picked it), so its GET and answer pass through the
+    // TC splice and the flow table below shows it.
+    println!("\n== one more GET to 8088, on a connection held open 200 ms first (past --kernel-splice-after)");
+    let held_to = SocketAddr::new(GATEWAY.into(), 8088);
+    let mut held = hosts.client.enter(move || std::net::TcpStream::connect_timeout(&held_to, Duration::from_secs(5)))??;
+    held.set_read_timeout(Some(Duration::from_secs(10)))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, from_held) = sockgate_tests::echo::get(&mut held, &format!("{host}:8088"))?;
+    println!("   {status}: service {}, pod {}", from_held.service, from_held.pod);
+
     println!("\n== the kernel's view: gateway-agent inspect --bpf-pin-dir {pin_dir}");
     let inspect = Command::new(&agent_bin).args(["inspect", "--bpf-pin-dir", &pin_dir]).output()?;
     print!("{}{}", String::from_utf8_lossy(&inspect.stdout), String::from_utf8_lossy(&inspect.stderr));
@@ -71,12 +83,17 @@ fn demo() -> Result<()> {
     for map in ["LISTENERS", "LISTENER_STATS"] {
         shell_here("bpftool", &["map", "dump", "pinned", &format!("{pin_dir}/{map}")])?;
     }
+    // The held connection's two entries (the kernel splice's flow table).
+    if std::path::Path::new(&format!("{pin_dir}/FLOWS")).exists() {
+        shell_here("bpftool", &["map", "dump", "pinned", &format!("{pin_dir}/FLOWS")])?;
+    }
 
+    drop(held);
     agent.ensure_running()?;
     agent.stop(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&pin_dir);
-    if from_8088.service != "foo" || from_8089.service != "bar" {
-        bail!("8088 answered from service {:?} and 8089 from {:?}", from_8088.service, from_8089.service);
+    if from_8088.service != "foo" || from_8089.service != "bar" || from_held.service != "foo" {
+        bail!("8088 answered from service {:?} (and {:?} on the held connection) and 8089 from {:?}", from_8088.service, from_held.service, from_8089.service);
     }
     Ok(())
 }

@@ -142,7 +142,8 @@ impl DataPath for KernelPath {
                 Outcome::Paused(paused) => paused,
             };
             let (warm_up, warm_down) = (warm.client_to_backend, warm.backend_to_client);
-            let handed = hand_over(&self.kernel, warm.client, warm.backend, warm.up, warm.down, &control).await.map(|mut spliced| {
+            // Boxed too: a handover's state is large, and the flow's watch lasts.
+            let handed = Box::pin(hand_over(&self.kernel, warm.client, warm.backend, warm.up, warm.down, &control)).await.map(|mut spliced| {
                 spliced.moved_up += warm_up;
                 spliced.moved_down += warm_down;
                 spliced
