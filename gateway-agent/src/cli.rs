@@ -131,9 +131,13 @@ pub struct RunArgs {
     /// Where the backends' active health checks are written every tick, for `inspect`.
     #[arg(long, default_value = DEFAULT_BACKEND_HEALTH_FILE)]
     pub backend_health_file: PathBuf,
+    /// Where what each listener port serves (Gateway, listener, route, backendRefs) is written on every change, for `inspect`.
+    #[arg(long, default_value = DEFAULT_LISTENERS_FILE)]
+    pub listeners_file: PathBuf,
 }
 
 pub const DEFAULT_BACKEND_HEALTH_FILE: &str = "/run/sockgate/backend-health.json";
+pub const DEFAULT_LISTENERS_FILE: &str = "/run/sockgate/listeners.json";
 
 pub const DEFAULT_UDP_STATE_FILE: &str = "/run/sockgate/udp-flows.json";
 
@@ -175,6 +179,9 @@ pub struct InspectArgs {
     /// The backends' health check file (what `run --backend-health-file` writes).
     #[arg(long, default_value = DEFAULT_BACKEND_HEALTH_FILE)]
     pub backend_health_file: PathBuf,
+    /// What each listener port serves, by name (what `run --listeners-file` writes).
+    #[arg(long, default_value = DEFAULT_LISTENERS_FILE)]
+    pub listeners_file: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

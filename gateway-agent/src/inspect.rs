@@ -10,6 +10,9 @@ use crate::dataplane::kernel_splice::{read_pinned_flows, read_pinned_splice_stat
 use crate::dataplane::udp::state::RelayState;
 use crate::dataplane::xdp::read_pinned_stats;
 use gateway_common::{FlowEntry, FlowKey};
+use std::collections::BTreeMap;
+
+use crate::model::config::{DataplaneConfig, ListenerConfig};
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     // The UDP relay's listeners and flow table, when an agent serves UDP
@@ -17,6 +20,8 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     let udp = RelayState::read(&args.udp_state_file).ok();
     // The backends' active health checks, when a BackendPolicy asks for them.
     let checks = crate::dataplane::health_checks::read_state(&args.backend_health_file).unwrap_or_default();
+    // What each port serves, by name (the maps hold ports and addresses only).
+    let names = crate::state_file::read_json::<DataplaneConfig>(&args.listeners_file).map(|c| c.listeners).unwrap_or_default();
     let view = match (read_pinned(&args.bpf_pin_dir), udp.is_some() || !checks.is_empty()) {
         (Ok(view), _) => Some(view),
         // --dataplane userspace pins nothing, yet serves UDP and checks backends.
@@ -30,7 +35,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     let spliced = read_pinned_splice_stats(&args.bpf_pin_dir).unwrap_or_default();
     match args.output {
         OutputFormat::Json => {
-            let mut json = view.as_ref().map(|view| pinned_json(view, args)).unwrap_or_else(|| json!({}));
+            let mut json = view.as_ref().map(|view| pinned_json(view, &names, args)).unwrap_or_else(|| json!({}));
             if let Some(udp) = &udp {
                 json["udpListeners"] = serde_json::to_value(&udp.listeners)?;
             }
@@ -52,12 +57,12 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         }
         OutputFormat::Text => {
             if let Some(view) = &view {
-                print_pinned(view, args);
+                print_pinned(view, &names, args);
             }
             for (port, s) in &spliced {
                 println!("  kernel splice, port {port}: {} bytes from clients, {} bytes to clients ({} and {} segments), forwarded past the node's sockets", s.bytes_from_clients, s.bytes_to_clients, s.packets_from_clients, s.packets_to_clients);
             }
-            if let Some(udp) = &udp {
+            if let Some(udp) = udp.as_ref().filter(|u| !u.listeners.is_empty()) {
                 print!("{}", udp.text());
             }
             if !checks.is_empty() {
@@ -149,9 +154,9 @@ fn flow_table(entries: &[(FlowKey, FlowEntry)]) -> Vec<Flow> {
     flows
 }
 
-fn pinned_json(view: &PinnedView, args: &InspectArgs) -> Value {
+fn pinned_json(view: &PinnedView, names: &Names, args: &InspectArgs) -> Value {
     let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
-    let mut json = to_json(view);
+    let mut json = to_json(view, names);
     for listener in json["listeners"].as_array_mut().into_iter().flatten() {
         if let Some(stats) = listener["port"].as_u64().and_then(|p| xdp.get(&(p as u16))) {
             listener["xdpDroppedPackets"] = stats.dropped_packets.into();
@@ -161,9 +166,9 @@ fn pinned_json(view: &PinnedView, args: &InspectArgs) -> Value {
     json
 }
 
-fn print_pinned(view: &PinnedView, args: &InspectArgs) {
+fn print_pinned(view: &PinnedView, names: &Names, args: &InspectArgs) {
     let xdp = read_pinned_stats(&args.bpf_pin_dir).unwrap_or_default();
-    print!("{}", to_text(view, &args.bpf_pin_dir.display().to_string()));
+    print!("{}", to_text(view, names, &args.bpf_pin_dir.display().to_string()));
     for (port, stats) in &xdp {
         println!("  XDP filter, port {port}: {} packets ({} bytes) from denied clients dropped, {} passed", stats.dropped_packets, stats.dropped_bytes, stats.passed_packets);
     }
@@ -183,8 +188,18 @@ fn address(raw: [u8; 16]) -> IpAddr {
     v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
 }
 
+/// What the agent's listeners file says each TCP port serves.
+pub type Names = BTreeMap<u16, ListenerConfig>;
+
+/// "Gateway ns/gw, listener l (ListenerSet ns/ls), TCPRoute ns/r" for a port.
+fn named(listener: &ListenerConfig) -> String {
+    let set = listener.listener_set.as_ref().map(|s| format!(" (ListenerSet {s})")).unwrap_or_default();
+    let route = listener.route.as_ref().map(|r| format!("TCPRoute {r}")).unwrap_or_else(|| "no route".into());
+    format!("Gateway {}, listener {}{set}, {route}", listener.gateway, listener.listener)
+}
+
 /// The view as JSON: one object per listener with its backends and counters.
-pub fn to_json(view: &PinnedView) -> Value {
+pub fn to_json(view: &PinnedView, names: &Names) -> Value {
     let listeners: Vec<Value> = view
         .listeners
         .iter()
@@ -194,15 +209,19 @@ pub fn to_json(view: &PinnedView) -> Value {
                 .iter()
                 .filter(|(k, _)| k.port == *port)
                 .map(|(_, b)| {
-                    if b.reject == 1 {
+                    let mut backend = if b.reject == 1 {
                         json!({ "group": b.group, "weight": b.weight, "reject": true })
                     } else {
                         json!({ "group": b.group, "weight": b.weight, "address": address(b.addr).to_string(), "port": b.port })
+                    };
+                    if let Some(group) = names.get(&(*port as u16)).and_then(|l| l.backends.get(b.group as usize)) {
+                        backend["backendRef"] = group.name.clone().into();
                     }
+                    backend
                 })
                 .collect();
             let stats = view.stats.get(port).copied().unwrap_or_default();
-            json!({
+            let mut listener = json!({
                 "port": port,
                 "routed": info.routed == 1,
                 "dataPath": path_name(info.path),
@@ -211,19 +230,30 @@ pub fn to_json(view: &PinnedView) -> Value {
                 "connectionsAccepted": stats.accepted,
                 "bytesFromClients": stats.bytes_from_clients,
                 "bytesToClients": stats.bytes_to_clients,
-            })
+            });
+            if let Some(config) = names.get(&(*port as u16)) {
+                listener["gateway"] = config.gateway.to_string().into();
+                listener["listener"] = config.listener.clone().into();
+                if let Some(set) = &config.listener_set {
+                    listener["listenerSet"] = set.to_string().into();
+                }
+                listener["route"] = config.route.as_ref().map(|r| Value::from(r.to_string())).unwrap_or(Value::Null);
+            }
+            listener
         })
         .collect();
     json!({ "listeners": listeners })
 }
 
-fn to_text(view: &PinnedView, pin_dir: &str) -> String {
+fn to_text(view: &PinnedView, names: &Names, pin_dir: &str) -> String {
     let mut out = format!("listeners in {pin_dir} ({} entries):\n", view.listeners.len());
     for (port, info) in &view.listeners {
         let routed = if info.routed == 1 { "routed" } else { "no route (connections reset)" };
         let stats = view.stats.get(port).copied().unwrap_or_default();
         let endpoints = view.backends.iter().filter(|(k, b)| k.port == *port && b.reject == 0).count();
-        out += &format!("  port {port}: {routed}, {endpoints} ready backend endpoints, {} connections accepted\n", stats.accepted);
+        let config = names.get(&(*port as u16));
+        let name = config.map(|l| format!(" ({})", named(l))).unwrap_or_default();
+        out += &format!("  port {port}{name}: {routed}, {endpoints} ready backend endpoints, {} connections accepted\n", stats.accepted);
         out += &format!(
             "    {} live connections on the {} path; {} bytes from clients, {} bytes to clients\n",
             info.active,
@@ -232,12 +262,13 @@ fn to_text(view: &PinnedView, pin_dir: &str) -> String {
             stats.bytes_to_clients
         );
         for (_, b) in view.backends.iter().filter(|(k, _)| k.port == *port) {
+            let group = config.and_then(|l| l.backends.get(b.group as usize)).map(|g| format!(" ({})", g.name)).unwrap_or_default();
             if b.reject == 1 {
-                out += &format!("    backendRef {} weight {}: no endpoint, its share is reset\n", b.group, b.weight);
+                out += &format!("    backendRef {}{group} weight {}: no endpoint, its share is reset\n", b.group, b.weight);
             } else {
                 let addr = address(b.addr);
                 let shown = if addr.is_ipv6() { format!("[{addr}]") } else { addr.to_string() };
-                out += &format!("    backendRef {} weight {}: {shown}:{}\n", b.group, b.weight, b.port);
+                out += &format!("    backendRef {}{group} weight {}: {shown}:{}\n", b.group, b.weight, b.port);
             }
         }
     }
@@ -248,7 +279,7 @@ fn to_text(view: &PinnedView, pin_dir: &str) -> String {
 mod tests {
     use super::*;
     use crate::dataplane::kernel::backend_entries;
-    use crate::model::config::{BackendGroup, DataplaneConfig, ListenerConfig};
+    use crate::model::config::BackendGroup;
     use crate::resources::ObjectKey;
     use gateway_common::{ListenerInfo, ListenerStats};
 
@@ -276,16 +307,26 @@ mod tests {
             backends,
             stats: [(8088, ListenerStats { accepted: 5, bytes_from_clients: 100, bytes_to_clients: 2000 })].into(),
         };
-        let text = to_text(&view, "/sys/fs/bpf/sockgate");
+        // Without the agent's listeners file: ports and addresses only.
+        let text = to_text(&view, &Names::new(), "/sys/fs/bpf/sockgate");
         assert!(text.contains("port 8088: routed, 2 ready backend endpoints, 5 connections accepted"), "{text}");
         assert!(text.contains("2 live connections on the splice path; 100 bytes from clients, 2000 bytes to clients"), "{text}");
         assert!(text.contains("backendRef 0 weight 70: 198.18.2.2:3000"), "{text}");
         assert!(text.contains("backendRef 0 weight 70: [fd00::1]:3000"), "{text}");
         assert!(text.contains("backendRef 1 weight 30: no endpoint, its share is reset"), "{text}");
-        let json = to_json(&view);
+        let json = to_json(&view, &Names::new());
         assert_eq!(json["listeners"][0]["backends"][0], json!({ "group": 0, "weight": 70, "address": "198.18.2.2", "port": 3000 }));
         assert_eq!(json["listeners"][0]["backends"][2], json!({ "group": 1, "weight": 30, "reject": true }));
         assert_eq!(json["listeners"][0]["connectionsAccepted"], 5);
+        // With it: the Gateway, listener, route and backendRefs by name.
+        let text = to_text(&view, &config.listeners, "/sys/fs/bpf/sockgate");
+        assert!(text.contains("port 8088 (Gateway default/gw, listener foo, TCPRoute default/r): routed"), "{text}");
+        assert!(text.contains("backendRef 0 (default/a:1) weight 70: 198.18.2.2:3000"), "{text}");
+        assert!(text.contains("backendRef 1 (default/gone:1) weight 30: no endpoint"), "{text}");
+        let json = to_json(&view, &config.listeners);
+        let listener = &json["listeners"][0];
+        assert_eq!((listener["gateway"].clone(), listener["listener"].clone(), listener["route"].clone()), (json!("default/gw"), json!("foo"), json!("default/r")));
+        assert_eq!(listener["backends"][2]["backendRef"], "default/gone:1");
         assert_eq!((json["listeners"][0]["activeConnections"].clone(), json["listeners"][0]["dataPath"].clone()), (json!(2), json!("splice")));
     }
 }

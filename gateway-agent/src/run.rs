@@ -67,6 +67,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         udp_nat,
         udp_state_file: args.udp_state_file.clone(),
         backend_health_file: args.backend_health_file.clone(),
+        listeners_file: args.listeners_file.clone(),
         xdp,
         xdp_unattached: args.xdp_interfaces.clone(),
         bind_address: args.listen_address,
@@ -390,6 +391,8 @@ struct Applier {
     udp_nat: Option<crate::dataplane::udp_nat::UdpNat>,
     udp_state_file: PathBuf,
     backend_health_file: PathBuf,
+    /// What each listener serves, by name, for `inspect` (the maps hold ports and addresses only).
+    listeners_file: PathBuf,
     xdp: Option<XdpFilter>,
     /// Interfaces the filter goes on once it holds the first rules: attached
     /// empty, it would let denied clients through (or, taking over a running
@@ -486,6 +489,9 @@ impl Applier {
         self.publish_activity();
         self.health.publish(&self.listeners);
         self.dataplane = translation.dataplane.clone();
+        if let Err(e) = crate::state_file::write_json(&self.listeners_file, &self.dataplane) {
+            tracing::debug!(file = %self.listeners_file.display(), error = %e, "writing the listeners file failed");
+        }
         tracing::info!(
             objects = loaded.snapshot.object_count(),
             ignored = loaded.ignored.len(),
@@ -651,6 +657,8 @@ impl Applier {
         drop(self.udp);
         let _ = std::fs::remove_file(&self.udp_state_file);
         let _ = std::fs::remove_file(&self.backend_health_file);
+        // The listeners file stays: a successor that took over has written
+        // its own there already, and it is rewritten only on a change.
         // A load still running would pin maps after we are gone: wait for it.
         if let Some(loading) = self.kernel_loading.take() {
             self.kernel = loading.await.ok().and_then(|(kernel, _)| kernel);

@@ -216,7 +216,7 @@ impl GatewayNode {
 fn agent_command(hosts: &Topology, state: &std::path::Path, run_args: &[std::ffi::OsString], kubeconfig: Option<&std::path::Path>) -> Result<std::process::Command> {
     let mut command = hosts.node.command(workspace_bin("gateway-agent")?);
     command.env("SOCKGATE_LOG", "info,gateway_agent=debug");
-    command.arg("run").arg("--takeover-socket").arg(state.join("takeover.sock")).arg("--udp-state-file").arg(state.join("udp-flows.json")).arg("--backend-health-file").arg(state.join("backend-health.json")).args(run_args);
+    command.arg("run").arg("--takeover-socket").arg(state.join("takeover.sock")).arg("--udp-state-file").arg(state.join("udp-flows.json")).arg("--backend-health-file").arg(state.join("backend-health.json")).arg("--listeners-file").arg(state.join("listeners.json")).args(run_args);
     if let Some(kubeconfig) = kubeconfig {
         command.env("KUBECONFIG", kubeconfig);
     }

@@ -74,6 +74,13 @@ fn the_ebpf_object_loads_attaches_to_a_cgroup_and_counts_each_listeners_connecti
     // ...and by gateway-agent inspect, in words and as JSON.
     let view = inspect_json(&pin_dir);
     assert_eq!(view["listeners"][0]["backends"][0]["address"], "198.18.2.2", "{view}");
+    // With the agent's listeners file, inspect names what each port serves.
+    let listeners_file = node.logs.path().join("listeners.json");
+    let named = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", &pin_dir, "--listeners-file"]).arg(&listeners_file).output().unwrap();
+    let named = String::from_utf8_lossy(&named.stdout).into_owned();
+    assert!(named.contains("port 9000 (Gateway default/gw, listener a, TCPRoute default/ra): routed"), "{named}");
+    assert!(named.contains("port 9001 (Gateway default/gw, listener b, TCPRoute default/rb): routed"), "{named}");
+    assert!(named.contains("backendRef 0 (default/sink:7001) weight 1: 198.18.2.2:7000"), "{named}");
     assert_eq!(view["listeners"][0]["backends"][0]["port"], 7000);
     // The kernel counted the payload each way on 9000: 5 × 4 KiB from clients,
     // 5 × 64 KiB to them (retransmissions, rare on veth, could only add).

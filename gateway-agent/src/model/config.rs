@@ -12,7 +12,8 @@ use crate::resources::ObjectKey;
 
 /// Listener port → what to do with connections (TCP) and datagrams (UDP)
 /// arriving there. TCP and UDP ports are apart: one number may be in both.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Serializable for `inspect`, which names what each port serves from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataplaneConfig {
     /// TCP listeners (TCPRoutes).
     pub listeners: BTreeMap<u16, ListenerConfig>,

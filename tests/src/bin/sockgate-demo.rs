@@ -43,6 +43,9 @@ fn demo() -> Result<()> {
     agent_cmd.args(["run", "--manifests"]).arg(&manifests).args(["--bpf-pin-dir", &pin_dir]);
     // Its own takeover socket: an agent already serving this machine is not the demo's to take over.
     agent_cmd.arg("--takeover-socket").arg(logs.path().join("takeover.sock"));
+    // And its own state files, which inspect reads below.
+    let listeners_file = logs.path().join("listeners.json");
+    agent_cmd.arg("--listeners-file").arg(&listeners_file);
     let mut agent = Process::spawn("gateway-agent", agent_cmd, logs.path())?;
     for port in [8088, 8089] {
         wait_for_port(&hosts.client, SocketAddr::new(GATEWAY.into(), port), Duration::from_secs(20))
@@ -74,8 +77,8 @@ fn demo() -> Result<()> {
     let (status, from_held) = sockgate_tests::echo::get(&mut held, &format!("{host}:8088"))?;
     println!("   {status}: service {}, pod {}", from_held.service, from_held.pod);
 
-    println!("\n== the kernel's view: gateway-agent inspect --bpf-pin-dir {pin_dir}");
-    let inspect = Command::new(&agent_bin).args(["inspect", "--bpf-pin-dir", &pin_dir]).output()?;
+    println!("\n== the kernel's view: gateway-agent inspect --bpf-pin-dir {pin_dir} --listeners-file {}", listeners_file.display());
+    let inspect = Command::new(&agent_bin).args(["inspect", "--bpf-pin-dir", &pin_dir, "--listeners-file"]).arg(&listeners_file).output()?;
     print!("{}{}", String::from_utf8_lossy(&inspect.stdout), String::from_utf8_lossy(&inspect.stderr));
     if !inspect.status.success() {
         bail!("gateway-agent inspect failed: the eBPF listener maps are not there");
