@@ -550,16 +550,24 @@ fn an_active_health_check_keeps_new_connections_off_an_endpoint_that_fails_it_un
     wait_for_series(&node, "sockgate_backend_endpoint_healthy", "endpoint=\"198.18.3.2:7000\"", 0.0);
     let names: Vec<String> = (0..20).map(|_| named_connection(&node).1).collect();
     assert!(names.iter().all(|n| n == "one:"), "no connection reaches the endpoint failing its check: {names:?}");
-    // inspect shows the verdict and why.
-    let out = std::process::Command::new(sockgate_tests::workspace_bin("gateway-agent").unwrap())
-        .args(["inspect", "--output", "json", "--bpf-pin-dir", "/nonexistent/sockgate-health-test", "--backend-health-file"])
-        .arg(node.logs.path().join("backend-health.json"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let checks = view["backendHealthChecks"].as_array().cloned().unwrap_or_default();
-    let two = checks.iter().find(|c| c["endpoint"] == "198.18.3.2:7000").unwrap_or_else(|| panic!("inspect lists the check: {view}"));
+    // inspect shows the verdict and why. The agent writes the checks' file
+    // once a tick (1 s), so the verdicts above may be newer than it: retried.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let two = loop {
+        let out = std::process::Command::new(sockgate_tests::workspace_bin("gateway-agent").unwrap())
+            .args(["inspect", "--output", "json", "--bpf-pin-dir", "/nonexistent/sockgate-health-test", "--backend-health-file"])
+            .arg(node.logs.path().join("backend-health.json"))
+            .output()
+            .unwrap();
+        let listed = out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()).and_then(|view| {
+            view["backendHealthChecks"].as_array()?.iter().find(|c| c["endpoint"] == "198.18.3.2:7000" && c["healthy"] == false).cloned()
+        });
+        if let Some(found) = listed {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "inspect never listed the failing check: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(two["healthy"], false, "{two}");
     assert!(two["lastFailure"].as_str().unwrap_or("").contains("without answering \"PONG\""), "{two}");
     assert!(node.log_count("endpoint failed its health check") >= 1, "the log says so");
