@@ -159,9 +159,20 @@ fn after_kill_9_the_next_agent_serves_within_a_second_and_nothing_stale_remains(
     node.wait_for_log("eBPF listener maps pinned in").unwrap();
     // The dead agent's programs went with it; its pins were replaced, not added to.
     assert_eq!(cgroup_programs(&cgroup).len(), 3, "{:?}", cgroup_programs(&cgroup));
-    let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", &pin_dir, "--output", "json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Live connections are published once a tick (1 s): the exchange above
+    // may still be counted in the last one. A connection of the dead agent
+    // would stay counted; one that ended is gone by the next tick or two.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let view = loop {
+        let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", &pin_dir, "--output", "json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let idle = view["listeners"].as_array().unwrap().iter().all(|l| l["activeConnections"] == 0);
+        if idle || Instant::now() > deadline {
+            break view;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let listeners = view["listeners"].as_array().unwrap();
     assert_eq!(listeners.len(), 2, "{view}");
     for listener in listeners {

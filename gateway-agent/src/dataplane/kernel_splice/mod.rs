@@ -246,6 +246,20 @@ impl Drop for KernelSplice {
     /// connections (this agent handed over to a successor, which shares it),
     /// they stay for the agent that carries on.
     fn drop(&mut self) {
+        if let Ok(mut flows) = self.flows.lock() {
+            // Flows whose FINs or RST have passed sit out their TIME_WAIT hold
+            // in a task of their own, which ends with the agent: nobody would
+            // carry them on, so they go now, and with them the pins if empty.
+            let entries: std::collections::HashMap<FlowKey, FlowEntry> = flows.iter().filter_map(Result::ok).collect();
+            for (key, entry) in &entries {
+                let other = FlowKey { src_addr: entry.out_dst_addr, dst_addr: entry.out_src_addr, src_port: entry.out_dst_port, dst_port: entry.out_src_port };
+                let other = entries.get(&other);
+                let ended = entry.state == FLOW_SPLICED && (entry.rst != 0 || other.is_some_and(|o| o.rst != 0 || (o.fin != 0 && entry.fin != 0)));
+                if ended {
+                    let _ = flows.remove(key);
+                }
+            }
+        }
         if self.flows.lock().map(|f| f.keys().next().is_none()).unwrap_or(false) {
             for name in PINNED {
                 let _ = std::fs::remove_file(self.pin_dir.join(name));
