@@ -77,32 +77,29 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The TCP checksum over the pseudo-header and `segment`.
 pub(super) fn checksum(from: IpAddr, to: IpAddr, segment: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            let word = if pair.len() == 2 { u16::from_be_bytes([pair[0], pair[1]]) } else { u16::from(pair[0]) << 8 };
-            sum += u32::from(word);
-        }
-    };
     match (from, to) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            add(&a.octets());
-            add(&b.octets());
-            add(&[0, 6]);
-            add(&(segment.len() as u16).to_be_bytes());
-        }
+        (IpAddr::V4(a), IpAddr::V4(b)) => fold(&[&a.octets(), &b.octets(), &[0, 6], &(segment.len() as u16).to_be_bytes(), segment]),
         (a, b) => {
             let v6 = |ip: IpAddr| match ip {
                 IpAddr::V6(v6) => v6.octets(),
                 IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             };
-            add(&v6(a));
-            add(&v6(b));
-            add(&(segment.len() as u32).to_be_bytes());
-            add(&[0, 0, 0, 6]);
+            fold(&[&v6(a), &v6(b), &(segment.len() as u32).to_be_bytes(), &[0, 0, 0, 6], segment])
         }
     }
-    add(segment);
+}
+
+/// The Internet checksum (RFC 1071) of `parts` in turn, each read as 16-bit
+/// big-endian words (an odd last byte padded with zero): the ones'
+/// complement of their ones'-complement sum. 0 over data carrying a correct one.
+pub(super) fn fold(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        for pair in part.chunks(2) {
+            let word = if pair.len() == 2 { u16::from_be_bytes([pair[0], pair[1]]) } else { u16::from(pair[0]) << 8 };
+            sum += u32::from(word);
+        }
+    }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

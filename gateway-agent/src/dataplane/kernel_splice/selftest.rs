@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use anyhow::Context;
 use gateway_common::{FlowEntry, FlowKey, FLOW_SPLICED};
 
-use super::craft::checksum;
+use super::craft::{checksum, fold};
 use super::tcp_state;
 use super::translation::{key, mapped};
 use super::KernelSplice;
@@ -265,11 +265,7 @@ impl Probe {
 
 /// The IPv4 header checksum (0 over a header that carries a correct one).
 fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    fold(&[header])
 }
 
 #[cfg(test)]
