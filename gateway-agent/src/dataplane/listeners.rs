@@ -61,6 +61,16 @@ impl Drop for Open {
     }
 }
 
+/// What counts a connection for its whole life, wherever it runs: in flight
+/// (for a drain or a handover), open against maxConnections, and against its
+/// endpoint's load. Moves with the connection when its watch gets a task of
+/// its own (a kernel-spliced flow), and counts it out when dropped.
+struct Held {
+    _in_flight: super::connections::InFlight,
+    _open: Open,
+    _lease: Option<LoadLease>,
+}
+
 /// How long a client behind a PROXY-protocol load balancer may take to send the header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -268,10 +278,8 @@ impl ListenerSet {
             let in_flight = context.connections.enter();
             context.counters.open.fetch_add(1, Ordering::Relaxed);
             let open = Open(context.counters.clone());
-            tokio::spawn(async move {
-                let _held = (in_flight, open);
-                forward(Start::Inherited(flow), route, peer, context).await;
-            });
+            let held = Held { _in_flight: in_flight, _open: open, _lease: None };
+            tokio::spawn(forward(Start::Inherited(flow), route, peer, context, held));
         }
     }
 
@@ -357,10 +365,8 @@ impl ListenerSet {
             let in_flight = context.connections.enter();
             context.counters.open.fetch_add(1, Ordering::Relaxed);
             let open = Open(context.counters.clone());
-            tokio::spawn(async move {
-                let _held = (in_flight, open);
-                forward(Start::Pair { client, backend, up: handed.up, down: handed.down }, handed.route, handed.peer, context).await;
-            });
+            let held = Held { _in_flight: in_flight, _open: open, _lease: None };
+            tokio::spawn(forward(Start::Pair { client, backend, up: handed.up, down: handed.down }, handed.route, handed.peer, context, held));
         }
         Ok(())
     }
@@ -508,10 +514,7 @@ fn admit(client: TcpStream, peer: SocketAddr, context: &Context, picker: &std::s
     let lease = if let Pick::Endpoint(e) = first { Some(context.load.lease(e)) } else { None };
     let in_flight = context.connections.enter();
     let context = context.clone();
-    tokio::spawn(async move {
-        let _held = (in_flight, open);
-        serve(client, peer, first, lease, context).await;
-    });
+    tokio::spawn(serve(client, peer, first, lease, context, (in_flight, open)));
 }
 
 /// The first endpoint for a connection from `client`, by the listener's
@@ -537,7 +540,7 @@ fn healthy<'a>(listener: &'a ListenerConfig, context: &Context) -> std::borrow::
 /// One new connection: read a PROXY header if the listener expects one, pick
 /// a backend, connect (retrying others), send a PROXY header if the backend
 /// wants one, forward.
-async fn serve(mut client: TcpStream, peer: SocketAddr, mut first: Pick, mut lease: Option<LoadLease>, mut context: Context) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, mut first: Pick, mut lease: Option<LoadLease>, mut context: Context, counted: (super::connections::InFlight, Open)) {
     let listener = context.config.borrow_and_update().clone();
     let Some(route) = listener.route.clone() else {
         context.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -589,7 +592,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, mut first: Pick, mut lea
     if let Some(lease) = lease.as_mut() {
         lease.move_to(endpoint);
     }
-    let _lease = lease;
+    let held = Held { _in_flight: counted.0, _open: counted.1, _lease: lease };
     if let Some(version) = policy.send_proxy_protocol {
         // Goes out before any client byte: the data path writes pending bytes first.
         let destination = destination.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
@@ -604,7 +607,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, mut first: Pick, mut lea
     // Not kept for the connection's life: thousands of connections each
     // holding a copy of their listener's configuration add up.
     drop((listener, policy));
-    forward(Start::Pair { client, backend, up, down: Carried::default() }, route, peer, context).await;
+    forward(Start::Pair { client, backend, up, down: Carried::default() }, route, peer, context, held).await;
 }
 
 /// What a forwarded connection starts from.
@@ -617,40 +620,58 @@ enum Start {
 
 /// An established pair, new or handed over: forward until it ends, is
 /// stopped (its route leaves the listener, or a drain deadline), or pauses.
-async fn forward(start: Start, route: ObjectKey, peer: SocketAddr, context: Context) {
-    let Context { port, mut config, counters, path, connections, .. } = context;
-    let idle_timeout = config.borrow().policy.idle_timeout;
-    let stop = CancellationToken::new();
-    let watch_route = {
-        let stop = stop.clone();
-        let route = route.clone();
-        let abort = connections.abort.clone();
-        async move {
-            // Checked before the first wait too: a handed-over connection may
-            // arrive when its listener already serves another route.
-            while config.borrow_and_update().route.as_ref() == Some(&route) {
-                tokio::select! {
-                    changed = config.changed() => if changed.is_err() { break },
-                    _ = abort.cancelled() => break,
-                }
-            }
-            stop.cancel();
+/// A connection the kernel carries on (detached) is watched to its end in a
+/// task of its own, which holds only what that needs.
+async fn forward(start: Start, route: ObjectKey, peer: SocketAddr, context: Context, held: Held) {
+    let control = Control { stop: CancellationToken::new(), pause: context.connections.pause.clone(), ..Control::default() };
+    context.counters.active.fetch_add(1, Ordering::Relaxed);
+    let forwarding = match start {
+        Start::Pair { client, backend, up, down } => context.path.forward(client, backend, up, down, control.clone()),
+        Start::Inherited(flow) => context.path.resume_inherited(flow, control.clone()),
+    };
+    match supervise(forwarding, &route, &context, &control).await {
+        Ok(Outcome::Detached(rest)) => {
+            tokio::spawn(async move {
+                let result = supervise(async move { Ok(Outcome::Ended(rest.await)) }, &route, &context, &control).await;
+                record_end(result, &route, peer, &context);
+                drop(held);
+            });
         }
+        result => record_end(result, &route, peer, &context),
+    }
+}
+
+/// Runs `forwarding` while watching the connection's route (a change fires
+/// `stop`) and its idle time (the listener's idleTimeout fires `close`);
+/// the path then ends the connection as asked.
+async fn supervise(forwarding: impl std::future::Future<Output = std::io::Result<Outcome>>, route: &ObjectKey, context: &Context, control: &Control) -> std::io::Result<Outcome> {
+    let mut config = context.config.clone();
+    let idle_timeout = config.borrow().policy.idle_timeout;
+    let watch_route = async {
+        // Checked before the first wait too: a handed-over connection may
+        // arrive when its listener already serves another route.
+        while config.borrow_and_update().route.as_ref() == Some(route) {
+            tokio::select! {
+                changed = config.changed() => if changed.is_err() { break },
+                _ = context.connections.abort.cancelled() => break,
+            }
+        }
+        control.stop.cancel();
     };
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    let control = Control { stop: stop.clone(), pause: connections.pause.clone(), ..Control::default() };
     let idle = watch_idle(idle_timeout, control.activity.clone(), control.close.clone());
-    let mut forwarding = match start {
-        Start::Pair { client, backend, up, down } => path.forward(client, backend, up, down, control),
-        Start::Inherited(flow) => path.resume_inherited(flow, control),
-    };
-    let result = tokio::select! {
+    tokio::pin!(forwarding);
+    tokio::select! {
         result = &mut forwarding => result,
         // `stop` fired: forwarding resets both sides and ends.
         _ = watch_route => forwarding.await,
         // `close` fired: forwarding closes both sides and ends.
         _ = idle => forwarding.await,
-    };
+    }
+}
+
+/// Counts and logs how a connection ended, or parks it for a handover.
+fn record_end(result: std::io::Result<Outcome>, route: &ObjectKey, peer: SocketAddr, context: &Context) {
+    let Context { port, counters, path, connections, .. } = context;
     counters.active.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(Outcome::Ended(t)) => {
@@ -673,8 +694,9 @@ async fn forward(start: Start, route: ObjectKey, peer: SocketAddr, context: Cont
             counters.bytes_client_to_backend.fetch_add(state.client_to_backend, Ordering::Relaxed);
             counters.bytes_backend_to_client.fetch_add(state.backend_to_client, Ordering::Relaxed);
             tracing::debug!(%peer, %route, fd = state.client.as_raw_fd(), "connection paused for handover");
-            connections.park(PausedConnection { port, route, peer, state });
+            connections.park(PausedConnection { port: *port, route: route.clone(), peer, state });
         }
+        Ok(Outcome::Detached(_)) => unreachable!("a detached connection's watch ends it"),
         Err(e) => tracing::warn!(%peer, %route, error = %e, "forwarding failed"),
     }
 }

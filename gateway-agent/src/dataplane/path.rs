@@ -31,11 +31,21 @@ pub enum End {
     Idle,
 }
 
-/// What a path hands back: a finished connection, or a paused one.
+/// What a path hands back: a finished connection, a paused one, or one
+/// whose bytes something else carries from now on.
 pub enum Outcome {
     Ended(Transfer),
     Paused(Paused),
+    /// The kernel carries the connection and no socket of it is read any
+    /// more: what is left is to watch it until it ends. The caller runs this
+    /// in a task of its own, so the set-up's state (a few KiB per connection)
+    /// is freed while the flow lasts; it still obeys the `Control` the path
+    /// was given.
+    Detached(Watch),
 }
+
+/// The rest of a detached connection's life: how it ended, and what it carried.
+pub type Watch = Pin<Box<dyn Future<Output = Transfer> + Send + 'static>>;
 
 /// A connection stopped between two writes, with nothing lost: the bytes read
 /// from one side and not yet written to the other are in `pending`.

@@ -83,6 +83,7 @@ async fn forward_with_pauses(paths: Vec<Arc<dyn DataPath>>, up_bytes: usize, dow
                 assert_eq!(t.end, End::Closed);
                 break;
             }
+            Outcome::Detached(_) => panic!("{} has no kernel to detach a connection to", path.name()),
         }
     }
     let (got_down, got_up) = (client_side.await.unwrap(), backend_side.await.unwrap());

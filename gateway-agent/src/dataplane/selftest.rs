@@ -31,7 +31,11 @@ async fn run(path: Arc<dyn DataPath>) -> anyhow::Result<()> {
     let up = pattern(0x5eed, BYTES);
     let down = pattern(0xfeed, BYTES);
     let (client_got, backend_got) = tokio::try_join!(exchange(client, up.clone()), exchange(backend_side, down.clone()))?;
-    let Outcome::Ended(transfer) = forwarding.await?? else { anyhow::bail!("the path paused although nobody asked it to") };
+    let transfer = match forwarding.await?? {
+        Outcome::Ended(transfer) => transfer,
+        Outcome::Detached(rest) => rest.await,
+        Outcome::Paused(_) => anyhow::bail!("the path paused although nobody asked it to"),
+    };
     anyhow::ensure!(backend_got == Sha256::digest(&up).to_vec(), "client → backend bytes differ");
     anyhow::ensure!(client_got == Sha256::digest(&down).to_vec(), "backend → client bytes differ");
     anyhow::ensure!(transfer.end == End::Closed, "ended with {:?}, not a clean close", transfer.end);

@@ -346,6 +346,7 @@ mod tests {
         match outcome.unwrap() {
             Outcome::Ended(t) => assert_eq!(t.end, End::Stopped),
             Outcome::Paused(_) => panic!("a stopped connection does not pause"),
+            Outcome::Detached(_) => panic!("splice(2) has no kernel to detach a connection to"),
         }
         assert!(control.activity.load(std::sync::atomic::Ordering::Relaxed) < stale.len() as u64, "the backend leg took everything: nothing was left in a pipe");
         assert_eq!(pool.idle(), 1, "only the download pipe, which never held a byte, goes back");

@@ -125,7 +125,7 @@ impl DataPath for KernelPath {
                 client_socket: None,
                 client_acked_at: 0,
             };
-            Ok(Outcome::Ended(watch(&self.kernel, spliced, &control).await))
+            Ok(Outcome::Detached(watched(&self.kernel, spliced, control)))
         })
     }
 
@@ -140,6 +140,7 @@ impl DataPath for KernelPath {
                 }
                 Outcome::Paused(paused) if control.pause.is_cancelled() => return Ok(Outcome::Paused(paused)),
                 Outcome::Paused(paused) => paused,
+                Outcome::Detached(rest) => return Ok(Outcome::Detached(rest)),
             };
             let (warm_up, warm_down) = (warm.client_to_backend, warm.backend_to_client);
             // Boxed too: a handover's state is large, and the flow's watch lasts.
@@ -156,7 +157,9 @@ impl DataPath for KernelPath {
                 Ok(spliced) => {
                     self.kernel.spliced.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(client = %spliced.client, backend = %spliced.backend, held = spliced.held, "connection spliced in the kernel");
-                    Ok(Outcome::Ended(watch(&self.kernel, spliced, &control).await))
+                    // No socket is read any more: the rest is a watch, which
+                    // the caller runs without this set-up's state.
+                    Ok(Outcome::Detached(watched(&self.kernel, spliced, control)))
                 }
                 Err(refused) => {
                     self.kernel.refuse(refused.reason);
@@ -175,11 +178,18 @@ impl DataPath for KernelPath {
                             p.backend_to_client += moved_down;
                             Outcome::Paused(p)
                         }
+                        Outcome::Detached(rest) => Outcome::Detached(rest),
                     })
                 }
             }
         })
     }
+}
+
+/// The watch of a spliced flow, owning what it needs.
+fn watched(kernel: &Arc<KernelSplice>, spliced: Spliced, control: Control) -> crate::dataplane::path::Watch {
+    let kernel = Arc::clone(kernel);
+    Box::pin(async move { watch(&kernel, spliced, &control).await })
 }
 
 /// Follows a spliced flow until it ends, and cleans up after it.
