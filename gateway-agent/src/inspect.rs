@@ -14,6 +14,34 @@ use std::collections::BTreeMap;
 
 use crate::model::config::{DataplaneConfig, ListenerConfig};
 
+/// The listeners file the agent writes on every change (`--listeners-file`):
+/// what each port serves, by name, and the pins of the agent that wrote it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersFile {
+    pub bpf_pin_dir: std::path::PathBuf,
+    pub config: DataplaneConfig,
+}
+
+/// Names for the ports, from the listeners file when it was written by the
+/// agent whose pins are inspected (an agent with other pins, say a test's or
+/// a benchmark's, may have left one at the same path): else none, said once.
+fn listener_names(file: &std::path::Path, pin_dir: &std::path::Path) -> BTreeMap<u16, ListenerConfig> {
+    match crate::state_file::read_json::<ListenersFile>(file) {
+        Ok(written) if written.bpf_pin_dir == pin_dir => written.config.listeners,
+        Ok(written) => {
+            eprintln!(
+                "note: {} was written by the agent with pins in {}, not {}: ports are shown without their Gateway and route names (pass that agent's --listeners-file)",
+                file.display(),
+                written.bpf_pin_dir.display(),
+                pin_dir.display()
+            );
+            BTreeMap::new()
+        }
+        Err(_) => BTreeMap::new(),
+    }
+}
+
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     // The UDP relay's listeners and flow table, when an agent serves UDP
     // (they are in a file the agent writes, not in a map).
@@ -21,7 +49,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     // The backends' active health checks, when a BackendPolicy asks for them.
     let checks = crate::dataplane::health_checks::read_state(&args.backend_health_file).unwrap_or_default();
     // What each port serves, by name (the maps hold ports and addresses only).
-    let names = crate::state_file::read_json::<DataplaneConfig>(&args.listeners_file).map(|c| c.listeners).unwrap_or_default();
+    let names = listener_names(&args.listeners_file, &args.bpf_pin_dir);
     let view = match (read_pinned(&args.bpf_pin_dir), udp.is_some() || !checks.is_empty()) {
         (Ok(view), _) => Some(view),
         // --dataplane userspace pins nothing, yet serves UDP and checks backends.
@@ -282,6 +310,27 @@ mod tests {
     use crate::model::config::BackendGroup;
     use crate::resources::ObjectKey;
     use gateway_common::{ListenerInfo, ListenerStats};
+
+    #[test]
+    fn the_listeners_file_names_ports_only_for_the_pins_of_the_agent_that_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("listeners.json");
+        let mut config = DataplaneConfig::default();
+        let listener = ListenerConfig {
+            gateway: ObjectKey::new("default", "gw"),
+            listener_set: None,
+            listener: "foo".into(),
+            route: None,
+            backends: vec![],
+            policy: Default::default(),
+            load_balancer: Default::default(),
+        };
+        config.listeners.insert(8088, listener);
+        crate::state_file::write_json(&file, &ListenersFile { bpf_pin_dir: "/sys/fs/bpf/sockgate".into(), config }).unwrap();
+        assert_eq!(listener_names(&file, std::path::Path::new("/sys/fs/bpf/sockgate")).keys().collect::<Vec<_>>(), [&8088]);
+        assert!(listener_names(&file, std::path::Path::new("/sys/fs/bpf/sockgate-bench")).is_empty(), "another agent's file names nothing");
+        assert!(listener_names(&dir.path().join("none.json"), std::path::Path::new("/sys/fs/bpf/sockgate")).is_empty());
+    }
 
     #[test]
     fn a_listeners_backends_weights_and_rejected_share_read_back_in_words_and_json() {

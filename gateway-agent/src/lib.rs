@@ -6,6 +6,7 @@ pub mod duration;
 pub mod health;
 pub mod inspect;
 pub mod limits;
+pub mod memory;
 pub mod model;
 pub mod proxy_protocol;
 pub mod requirements;

@@ -26,6 +26,7 @@ fn main() -> Result<std::process::ExitCode> {
         Command::Run(args) => {
             // Before anything opens a descriptor: one connection holds six.
             gateway_agent::limits::raise_and_log();
+            gateway_agent::memory::limit_arenas();
             tokio::runtime::Runtime::new()?.block_on(gateway_agent::run::run(args))?
         }
         Command::Check(args) => {

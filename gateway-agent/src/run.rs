@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         udp_state_file: args.udp_state_file.clone(),
         backend_health_file: args.backend_health_file.clone(),
         listeners_file: args.listeners_file.clone(),
+        bpf_pin_dir: args.bpf_pin_dir.clone(),
         xdp,
         xdp_unattached: args.xdp_interfaces.clone(),
         bind_address: args.listen_address,
@@ -85,6 +86,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         said: Default::default(),
     };
     tracing::info!(elapsed = ?started.elapsed(), "serving");
+    // Loading the eBPF objects freed what parsing the kernel's BTF took.
+    crate::memory::release_free();
     let mut stop = Stop::new()?;
     let ending = match args.source.manifests.clone() {
         Some(dir) => standalone(dir, args.reload_interval, &mut applier, &mut stop, &offer).await,
@@ -393,6 +396,8 @@ struct Applier {
     backend_health_file: PathBuf,
     /// What each listener serves, by name, for `inspect` (the maps hold ports and addresses only).
     listeners_file: PathBuf,
+    /// Written into the listeners file, so `inspect` names ports only for these pins.
+    bpf_pin_dir: PathBuf,
     xdp: Option<XdpFilter>,
     /// Interfaces the filter goes on once it holds the first rules: attached
     /// empty, it would let denied clients through (or, taking over a running
@@ -489,7 +494,8 @@ impl Applier {
         self.publish_activity();
         self.health.publish(&self.listeners);
         self.dataplane = translation.dataplane.clone();
-        if let Err(e) = crate::state_file::write_json(&self.listeners_file, &self.dataplane) {
+        let file = crate::inspect::ListenersFile { bpf_pin_dir: self.bpf_pin_dir.clone(), config: self.dataplane.clone() };
+        if let Err(e) = crate::state_file::write_json(&self.listeners_file, &file) {
             tracing::debug!(file = %self.listeners_file.display(), error = %e, "writing the listeners file failed");
         }
         tracing::info!(
@@ -562,6 +568,7 @@ impl Applier {
     /// Periodic work: bind ports that were busy, publish live connections to the eBPF map.
     fn tick(&mut self) {
         crate::dataplane::splice::sweep_idle_pipes();
+        crate::memory::release_free_now_and_then();
         self.listeners.retry_unbound();
         self.udp.retry_unbound();
         self.publish_unbound();

@@ -17,7 +17,9 @@ fn kernel_accepted(pin_dir: &str, port: u16) -> u64 {
     let out = Command::new(workspace_bin("gateway-agent").unwrap()).args(["inspect", "--bpf-pin-dir", pin_dir]).output().unwrap();
     assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("port {port}:"))).unwrap_or_else(|| panic!("no port {port} in:\n{text}"));
+    // `port 9000:` or, with the agent's listeners file, `port 9000 (Gateway …):`.
+    let of_port = |l: &&str| l.trim_start().strip_prefix(&format!("port {port}")).is_some_and(|rest| rest.starts_with(':') || rest.starts_with(" ("));
+    let line = text.lines().find(of_port).unwrap_or_else(|| panic!("no port {port} in:\n{text}"));
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "connections").unwrap();
     words[at - 1].parse().unwrap()
