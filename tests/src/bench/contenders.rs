@@ -27,7 +27,8 @@ pub enum Contender {
     Direct,
     /// iptables DNAT on the node (what kube-proxy does): per packet, no socket termination.
     Dnat,
-    /// sockgate as deployed: `--dataplane auto` (splice, eBPF maps and counters).
+    /// sockgate as deployed: `--dataplane auto` (the kernel TCP splice where
+    /// its self-test passes, as here, else splice(2); eBPF maps and counters).
     Auto,
     /// sockgate with the kernel TCP splice: `--dataplane ebpf` (set-up in
     /// userspace, then a TC program carries the segments; pairs it cannot

@@ -128,8 +128,9 @@ fn method(out: &mut String, config: &Config) {
          - **Contenders**: {}. Direct: the client connects to the backend's address and the node's kernel routes it (the topology's \
          limit). DNAT: one `iptables -t nat -A PREROUTING … -j DNAT` rule per port on the node, forwarding on (what kube-proxy does: \
          per packet, no socket termination). sockgate: the release build of `gateway-agent run --manifests` with one Gateway, five \
-         listeners and five TCPRoutes; `auto` is the default as deployed (splice(2) plus the eBPF maps and the sock_ops/cgroup_skb \
-         counters, attached to a cgroup of the agent's own, as a pod has); `ebpf` is `--dataplane ebpf`, the kernel TCP splice \
+         listeners and five TCPRoutes; `auto` is the default as deployed: its start-up self-test proves the kernel TCP \
+         splice on this machine, so it runs the same path as `ebpf`, with the eBPF maps and the sock_ops/cgroup_skb counters, \
+         attached to a cgroup of the agent's own, as a pod has (where the self-test fails, `auto` is splice(2) with those maps); `ebpf` is `--dataplane ebpf`, the kernel TCP splice \
          (the agent accepts, connects and hands the pair over; a TC ingress program on the node's two interfaces then rewrites every \
          segment of one leg into the other, and pairs it cannot take stay on splice(2), counted by reason), with the same eBPF maps \
          and a cgroup of its own; `splice` and `copy` each path alone without BPF. HAProxy: \
