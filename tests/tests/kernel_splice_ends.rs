@@ -146,6 +146,61 @@ fn removing_a_route_resets_its_spliced_connections_on_both_sides_while_another_r
     round_trip(&mut fresh, 20);
 }
 
+/// A starting agent that asks the running one for its state, reads the
+/// handover to its end and goes without acknowledging it (as one that
+/// crashed mid-way would): the running agent's handover fails.
+fn fail_a_takeover(takeover_socket: &std::path::Path) {
+    let conn = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None).unwrap();
+    conn.connect(&socket2::SockAddr::unix(takeover_socket).unwrap()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (&conn).write_all(br#"J{"Hello":{"version":1}}"#).unwrap();
+    // One record per read; the sockets passed with them are closed unread.
+    let mut record = vec![0u8; 64 * 1024];
+    loop {
+        let n = (&conn).read(&mut record).expect("the running agent's handover never ended");
+        assert!(n > 0, "the running agent closed the takeover socket before its handover ended");
+        if record[..n].starts_with(br#"J{"End""#) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn after_a_failed_takeover_the_agent_watches_its_spliced_connections_again_to_their_end() {
+    let yaml = documents(&[gateway(&[("echo", 9000)]), route("echo", "echo", "echo", 7001), service("echo", 7001, BACKEND_PORT, &["198.18.2.2"])]);
+    let node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf"]).unwrap();
+    let backend = echo_backend(&node);
+    node.wait_for_port(9000).unwrap();
+    let mut quiet = node.connect(9000).unwrap();
+    round_trip(&mut quiet, 1);
+    wait_spliced(&node, &[&quiet]);
+    let ended = format!("connection ended peer={}", quiet.local_addr().unwrap());
+
+    fail_a_takeover(&node.logs.path().join("takeover.sock"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while node.log_count("the handover failed; this agent resumes everything") == 0 {
+        assert!(Instant::now() < deadline, "the handover never failed:\n{}", node.agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its watch ended when the handover paused it (logged as an end).
+    let before = node.log_count(&ended);
+    // The listener serves again, and the spliced connection still echoes.
+    let mut fresh = node.connect(9000).unwrap();
+    round_trip(&mut fresh, 2);
+    round_trip(&mut quiet, 3);
+    assert!(node.log_count(&format!("connection spliced in the kernel client={}", quiet.local_addr().unwrap())) == 1, "it must not be spliced again");
+    // Its end is seen again: a FIN each way, then the agent counts it out.
+    quiet.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    quiet.read_to_end(&mut rest).unwrap();
+    assert_eq!(backend_end(&backend, 1), Ok(()), "the backend sees the client's FIN");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.log_count(&ended) == before {
+        assert!(Instant::now() < deadline, "after the failed takeover nobody watched the spliced connection to its end:\n{}", node.agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_takeover_leaves_spliced_connections_in_the_kernel_and_the_new_agent_carries_them_to_their_end() {
     let yaml = documents(&[gateway(&[("echo", 9000), ("bulk", 9001)]), route("echo", "echo", "echo", 7001), route("bulk", "bulk", "bulk", 7002), service("echo", 7001, BACKEND_PORT, &["198.18.2.2"]), service("bulk", 7002, 7002, &["198.18.2.2"])]);

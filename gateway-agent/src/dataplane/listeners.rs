@@ -269,7 +269,10 @@ impl ListenerSet {
                 control.stop.cancel();
                 let path = self.path.clone();
                 tokio::spawn(async move {
-                    let _ = path.resume_inherited(flow, control).await;
+                    // Its watch, told to stop at once, resets both peers.
+                    if let Ok(Outcome::Detached(watch)) = path.resume_inherited(flow, control).await {
+                        watch.await;
+                    }
                 });
                 continue;
             };
@@ -343,7 +346,8 @@ impl ListenerSet {
     /// `apply` moves them to this agent's), and its connections resume.
     pub fn adopt(&mut self, handover: Handover) -> anyhow::Result<()> {
         // A failed handover is resumed by the agent that paused it, whose pause has fired.
-        if self.connections.pause.is_cancelled() {
+        let resuming = self.connections.pause.is_cancelled();
+        if resuming {
             self.connections = Arc::default();
         }
         for handed in handover.listeners {
@@ -367,6 +371,11 @@ impl ListenerSet {
             let open = Open(context.counters.clone());
             let held = Held { _in_flight: in_flight, _open: open, _lease: None };
             tokio::spawn(forward(Start::Pair { client, backend, up: handed.up, down: handed.down }, handed.route, handed.peer, context, held));
+        }
+        if resuming {
+            // The connections the kernel splice carried are this agent's
+            // again: watched to their end, under their listener's rules.
+            self.resume_inherited();
         }
         Ok(())
     }

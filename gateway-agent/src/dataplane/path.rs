@@ -115,7 +115,8 @@ pub trait DataPath: Send + Sync {
 
     /// Connections an earlier agent on this node left for this path to carry
     /// on without any socket of theirs (the kernel splice's pinned flow
-    /// table), taken once: call it when that agent is gone.
+    /// table), taken once: call it when that agent is gone. Also those this
+    /// agent itself let go of for a takeover that then failed.
     fn take_inherited(&self) -> Vec<super::kernel_splice::Inherited> {
         Vec::new()
     }

@@ -45,6 +45,10 @@ pub struct KernelSplice {
     /// map was left by an agent before it.
     own: Mutex<HashSet<FlowKey>>,
     inherited_taken: AtomicBool,
+    /// Spliced connections this agent stopped watching for a takeover: the
+    /// successor inherits them; if the takeover fails, they are this agent's
+    /// again (`take_inherited` returns them).
+    let_go: Mutex<Vec<Inherited>>,
 }
 
 /// A connection an earlier agent on this node spliced and left in the
@@ -108,6 +112,7 @@ impl KernelSplice {
             held_handovers: AtomicU64::new(0),
             own: Mutex::default(),
             inherited_taken: AtomicBool::new(false),
+            let_go: Mutex::default(),
         })
     }
 
@@ -138,13 +143,17 @@ impl KernelSplice {
     /// finished, and legs without their other half, are removed: no socket
     /// is left for them. Called once the earlier agent is gone (a takeover
     /// done) or known dead, so nothing else writes those entries any more.
+    ///
+    /// Also returns, at every call, the connections this agent let go of for
+    /// a takeover ([`let_go`](Self::let_go)): called after the takeover
+    /// failed, they are watched again.
     pub fn take_inherited(&self) -> Vec<Inherited> {
+        let mut taken = std::mem::take(&mut *self.let_go.lock().unwrap());
         if self.inherited_taken.swap(true, Ordering::SeqCst) {
-            return Vec::new();
+            return taken;
         }
         let own = self.own.lock().unwrap().clone();
         let left: BTreeMap<FlowKey, FlowEntry> = self.flows().into_iter().filter(|(k, _)| !own.contains(k)).collect();
-        let mut taken = Vec::new();
         let mut paired = HashSet::new();
         for (key, entry) in &left {
             // The client leg: its segments leave toward the backend, from a port other than the listener's.
@@ -171,6 +180,12 @@ impl KernelSplice {
         // From here on they are this agent's: its watch removes them.
         self.own.lock().unwrap().extend(paired);
         taken
+    }
+
+    /// A spliced connection this agent stops watching for a takeover; its
+    /// entries stay for the successor (or for this agent, should it fail).
+    pub fn let_go(&self, flow: Inherited) {
+        self.let_go.lock().unwrap().push(flow);
     }
 
     pub fn refuse(&self, reason: Refusal) {

@@ -206,9 +206,21 @@ async fn watch(kernel: &Arc<KernelSplice>, mut spliced: Spliced, control: &Contr
             _ = control.pause.cancelled() => {
                 // Another agent takes the listeners over: the flow stays in the
                 // kernel, in the pinned table both agents' programs share, and
-                // the successor inherits it. The reserved socket closes with
-                // this agent (silently: it is in repair mode).
+                // the successor inherits it. The reserved socket closes now
+                // (silently: it is in repair mode); whoever carries the flow
+                // on reserves the port again. Should the takeover fail, this
+                // agent takes the flow back as the successor would have.
                 let (up, down) = bytes(kernel, &spliced);
+                if let Some(entry) = kernel.get(&spliced.keys[0]) {
+                    kernel.let_go(Inherited {
+                        listener_port: entry.listener_port as u16,
+                        keys: spliced.keys,
+                        client: spliced.client,
+                        client_local: spliced.client_local,
+                        backend: spliced.backend,
+                        backend_local: spliced.backend_local,
+                    });
+                }
                 return transfer(up, down, End::Closed);
             }
         }
