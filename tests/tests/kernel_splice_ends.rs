@@ -266,3 +266,28 @@ fn after_a_kill_9_the_restarted_agent_carries_on_a_quiet_spliced_connection_and_
     round_trip(&mut quiet, 4);
     round_trip(&mut quiet, 5);
 }
+
+#[test]
+fn after_a_kill_9_a_spliced_connection_whose_listener_is_gone_in_the_restarted_agents_config_is_reset_on_both_sides() {
+    let yaml = documents(&[gateway(&[("echo", 9000)]), route("echo", "echo", "echo", 7001), service("echo", 7001, BACKEND_PORT, &["198.18.2.2"])]);
+    let mut node = GatewayNode::start(&[("all.yaml", yaml)], &["--dataplane", "ebpf"]).unwrap();
+    let backend = echo_backend(&node);
+    node.wait_for_port(9000).unwrap();
+    let mut quiet = node.connect(9000).unwrap();
+    round_trip(&mut quiet, 1);
+    wait_spliced(&node, &[&quiet]);
+    node.agent.kill();
+    // Meanwhile the Gateway lost that listener: the next agent serves another port only.
+    node.write("all.yaml", &documents(&[gateway(&[("other", 9002)]), route("other", "other", "other", 7001), service("other", 7001, BACKEND_PORT, &["198.18.2.2"])])).unwrap();
+    let client_end = read_end(quiet.try_clone().unwrap());
+    let mut successor = node.start_successor(&[], |_| {}).unwrap();
+    wait_for_log(&mut successor, "has no listener or route here: reset", Duration::from_secs(30)).unwrap();
+    node.agent = successor;
+    let (got, _) = client_end.join().unwrap();
+    assert_eq!(got, Err(ErrorKind::ConnectionReset), "the client of a connection nobody serves any more is reset");
+    assert_eq!(backend_end(&backend, 1), Err(ErrorKind::ConnectionReset), "and so is its backend");
+    // What the new configuration serves, it serves.
+    node.wait_for_port(9002).unwrap();
+    let mut fresh = node.connect(9002).unwrap();
+    round_trip(&mut fresh, 2);
+}
