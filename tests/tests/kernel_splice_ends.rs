@@ -75,6 +75,15 @@ fn wait_spliced(node: &GatewayNode, clients: &[&TcpStream]) {
     }
 }
 
+/// Waits until the agent has logged `needle` more than `seen` times; fails with `why` and the log after 10 s.
+fn wait_logged_more(node: &GatewayNode, needle: &str, seen: usize, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.log_count(needle) <= seen {
+        assert!(Instant::now() < deadline, "{why}:\n{}", node.agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// How the next read on `s` ends, and when.
 fn read_end(mut s: TcpStream) -> std::thread::JoinHandle<(Result<usize, ErrorKind>, Instant)> {
     std::thread::spawn(move || {
@@ -177,11 +186,7 @@ fn after_a_failed_takeover_the_agent_watches_its_spliced_connections_again_to_th
     let ended = format!("connection ended peer={}", quiet.local_addr().unwrap());
 
     fail_a_takeover(&node.logs.path().join("takeover.sock"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while node.log_count("the handover failed; this agent resumes everything") == 0 {
-        assert!(Instant::now() < deadline, "the handover never failed:\n{}", node.agent.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_logged_more(&node, "the handover failed; this agent resumes everything", 0, "the handover never failed");
     // Its watch ended when the handover paused it (logged as an end).
     let before = node.log_count(&ended);
     // The listener serves again, and the spliced connection still echoes.
@@ -194,11 +199,7 @@ fn after_a_failed_takeover_the_agent_watches_its_spliced_connections_again_to_th
     let mut rest = Vec::new();
     quiet.read_to_end(&mut rest).unwrap();
     assert_eq!(backend_end(&backend, 1), Ok(()), "the backend sees the client's FIN");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.log_count(&ended) == before {
-        assert!(Instant::now() < deadline, "after the failed takeover nobody watched the spliced connection to its end:\n{}", node.agent.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged_more(&node, &ended, before, "after the failed takeover nobody watched the spliced connection to its end");
 }
 
 #[test]
@@ -237,11 +238,7 @@ fn a_takeover_leaves_spliced_connections_in_the_kernel_and_the_new_agent_carries
     let mut rest = Vec::new();
     quiet.read_to_end(&mut rest).unwrap();
     assert_eq!(backend_end(&backend, 1), Ok(()), "the backend sees the client's FIN");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.log_count(&format!("connection ended peer={}", quiet.local_addr().unwrap())) == 0 {
-        assert!(Instant::now() < deadline, "the new agent never saw the inherited connection end:\n{}", node.agent.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged_more(&node, &format!("connection ended peer={}", quiet.local_addr().unwrap()), 0, "the new agent never saw the inherited connection end");
 }
 
 #[test]

@@ -71,6 +71,16 @@ struct Held {
     _lease: Option<LoadLease>,
 }
 
+impl Held {
+    /// Counts in a connection that arrives established (handed over, or
+    /// inherited in the kernel splice): no maxConnections check, no lease.
+    fn established(context: &Context) -> Held {
+        let in_flight = context.connections.enter();
+        context.counters.open.fetch_add(1, Ordering::Relaxed);
+        Held { _in_flight: in_flight, _open: Open(context.counters.clone()), _lease: None }
+    }
+}
+
 /// How long a client behind a PROXY-protocol load balancer may take to send the header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -278,10 +288,7 @@ impl ListenerSet {
             };
             tracing::debug!(port, %peer, %route, "carrying on a connection an earlier agent left in the kernel");
             let context = self.context(port, served);
-            let in_flight = context.connections.enter();
-            context.counters.open.fetch_add(1, Ordering::Relaxed);
-            let open = Open(context.counters.clone());
-            let held = Held { _in_flight: in_flight, _open: open, _lease: None };
+            let held = Held::established(&context);
             tokio::spawn(forward(Start::Inherited(flow), route, peer, context, held));
         }
     }
@@ -366,10 +373,7 @@ impl ListenerSet {
             handed.client.set_nonblocking(true)?;
             handed.backend.set_nonblocking(true)?;
             let (client, backend) = (TcpStream::from_std(handed.client)?, TcpStream::from_std(handed.backend)?);
-            let in_flight = context.connections.enter();
-            context.counters.open.fetch_add(1, Ordering::Relaxed);
-            let open = Open(context.counters.clone());
-            let held = Held { _in_flight: in_flight, _open: open, _lease: None };
+            let held = Held::established(&context);
             tokio::spawn(forward(Start::Pair { client, backend, up: handed.up, down: handed.down }, handed.route, handed.peer, context, held));
         }
         if resuming {
