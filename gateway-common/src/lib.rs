@@ -347,9 +347,49 @@ pub struct UdpNatListener {
     pub slots: u32,
     /// Flows idle this long are removed by the agent's sweep.
     pub idle_timeout_ns: u64,
-    /// Flows the agent's sweep ended: idle, or their endpoint left the route.
+    /// Flows the agent's sweep ended: idle, their endpoint left the route,
+    /// their client no longer admitted by a changed policy.
     pub flows_expired: u64,
     pub flows_moved: u64,
+    pub flows_denied: u64,
+    /// Non-zero: the listener has an allow list (`UDP_NAT_ALLOW`), and a new
+    /// flow of a client in none of its CIDRs is dropped.
+    pub allow_cidrs: u32,
+    /// ListenerPolicy maxConnections as a cap on live flows (0: none),
+    /// against `UDP_NAT_LIVE[index]`.
+    pub max_flows: u32,
+}
+
+/// Key data of `UDP_NAT_ALLOW` / `UDP_NAT_DENY` (LPM tries; the prefix
+/// length counts the port's 32 bits first, then the address's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpCidrKey {
+    /// The listener port, big-endian, so the trie's first 32 bits match it whole.
+    pub port: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// Key of `UDP_NAT_FRAGS`: an IPv4 datagram's identity as it arrives
+/// (source, destination, IP ID), for its fragments after the first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpFragKey {
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub id: u16,
+    pub _pad: u16,
+}
+
+/// Where the first fragment of a datagram went: its later fragments get
+/// the same addresses (they carry no UDP header) and leave by the same interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpFragEntry {
+    pub out_src_addr: [u8; 4],
+    pub out_dst_addr: [u8; 4],
+    pub out_ifindex: u32,
+    pub listener_port: u32,
 }
 
 /// One slot of a listener's pick table: an endpoint, the node's address on
@@ -379,8 +419,19 @@ pub struct UdpNatStats {
     pub dropped_no_endpoint: u64,
     pub dropped_no_port: u64,
     pub dropped_unroutable: u64,
-    /// Fragments passed to the stack (the userspace relay reassembles and serves them).
+    /// Row 0: fragments after the first of a datagram the program did not
+    /// see begin (its first fragment came later, or went elsewhere), passed
+    /// to the stack, which cannot reassemble them into a listener's datagram.
     pub fragments_passed: u64,
+    /// Fragments after the first, forwarded as their first fragment was.
+    pub fragments_forwarded: u64,
+    /// New flows dropped: the client is denied by the ListenerPolicy's
+    /// clientCIDRs, or the listener holds its maxConnections flows.
+    pub dropped_client_denied: u64,
+    pub dropped_flow_limit: u64,
+    /// ICMP errors about a flow's datagram (port unreachable, time exceeded,
+    /// fragmentation needed...), translated and sent to the flow's other end.
+    pub icmp_translated: u64,
 }
 
 pub const UDP_NAT_FLOWS_MAP: &str = "UDP_NAT_FLOWS";
@@ -389,6 +440,14 @@ pub const UDP_NAT_SLOTS_MAP: &str = "UDP_NAT_SLOTS";
 pub const UDP_NAT_CURSOR_MAP: &str = "UDP_NAT_CURSOR";
 pub const UDP_NAT_NODE_ADDRS_MAP: &str = "UDP_NAT_NODE_ADDRS";
 pub const UDP_NAT_STATS_MAP: &str = "UDP_NAT_STATS";
+pub const UDP_NAT_ALLOW_MAP: &str = "UDP_NAT_ALLOW";
+pub const UDP_NAT_DENY_MAP: &str = "UDP_NAT_DENY";
+pub const UDP_NAT_LIVE_MAP: &str = "UDP_NAT_LIVE";
+pub const UDP_NAT_FRAGS_MAP: &str = "UDP_NAT_FRAGS";
+/// CIDRs of all UDP listeners' allow (and, apart, deny) lists together.
+pub const UDP_NAT_MAX_CIDRS: u32 = 16384;
+/// Datagrams in flight as fragments at once (LRU: the oldest go first).
+pub const UDP_NAT_MAX_FRAGMENTED: u32 = 8192;
 pub const UDP_NAT_PROGRAM: &str = "sockgate_udp_nat";
 pub const UDP_NAT_MAX_LISTENERS: u32 = 256;
 pub const UDP_NAT_SLOTS_PER_LISTENER: u32 = 1024;
@@ -421,11 +480,15 @@ mod user {
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::SpliceStats {}
     // SAFETY: repr(C), Copy, no padding holes: UdpFlowKey 12 bytes, UdpFlowEntry
-    // 24 bytes of u32/u16 fields then 3 × u64 (48), UdpNatListener 2 × u32 + 3 × u64,
-    // UdpNatEndpoint 16 bytes with explicit padding, UdpNatStats 9 × u64.
+    // 24 bytes of u32/u16 fields then 3 × u64 (48), UdpNatListener 2 × u32 + 4 × u64
+    // + 2 × u32 (48), UdpNatEndpoint 16 bytes with explicit padding, UdpNatStats
+    // 13 × u64, UdpCidrKey 8 bytes, UdpFragKey 12 with explicit padding, UdpFragEntry 16.
     unsafe impl aya::Pod for super::UdpFlowKey {}
     unsafe impl aya::Pod for super::UdpFlowEntry {}
     unsafe impl aya::Pod for super::UdpNatListener {}
     unsafe impl aya::Pod for super::UdpNatEndpoint {}
     unsafe impl aya::Pod for super::UdpNatStats {}
+    unsafe impl aya::Pod for super::UdpCidrKey {}
+    unsafe impl aya::Pod for super::UdpFragKey {}
+    unsafe impl aya::Pod for super::UdpFragEntry {}
 }

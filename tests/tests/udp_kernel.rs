@@ -1,6 +1,6 @@
 //! The kernel UDP NAT (`--dataplane ebpf`): UDPRoutes served by
 //! `sockgate_udp_nat` in TC, real BPF in network namespaces on
-//! 198.18.61.0/24–198.18.66.0/24 (no other test uses them). Every answer is
+//! 198.18.61.0/24–198.18.75.0/24 (no other test uses them). Every answer is
 //! checked byte for byte and by checksum; the node's UDP stack must see none
 //! of the forwarded datagrams (`Udp: InDatagrams` of its /proc/net/snmp);
 //! counters are read from the pinned maps with bpftool.
@@ -81,7 +81,7 @@ fn rewrite(node: &GatewayNode, name: &str, yaml: &str) {
 }
 
 #[test]
-fn two_hundred_clients_through_a_weighted_udproute_in_the_kernel_no_node_socket_sees_them() {
+fn five_hundred_clients_through_a_weighted_udproute_in_the_kernel_keep_the_weights_and_no_node_socket_sees_them() {
     let node_ip: SocketAddr = "198.18.61.2:5300".parse().unwrap();
     let route = udp_route("split", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80, weight: 70}, {name: two, port: 80, weight: 30}]");
     let services = documents(&[udp_service("one", 80, 7000, &["198.18.62.2"]), udp_service("two", 80, 7000, &["198.18.63.2"])]);
@@ -92,8 +92,8 @@ fn two_hundred_clients_through_a_weighted_udproute_in_the_kernel_no_node_socket_
     let _echoes = [udp_echo(&node.hosts.backend1, 7000, "one").unwrap(), udp_echo(&node.hosts.backend2, 7000, "two").unwrap()];
     let before = in_datagrams(node);
 
-    // 200 client source ports, each a flow; each sends datagrams of 64, 512 and 1400 bytes.
-    let clients: Vec<_> = (0..200).map(|_| client(&node.hosts.client, Duration::from_secs(2)).unwrap()).collect();
+    // 500 client source ports, each a flow; each sends datagrams of 64, 512 and 1400 bytes.
+    let clients: Vec<_> = (0..500).map(|_| client(&node.hosts.client, Duration::from_secs(2)).unwrap()).collect();
     let mut counts = BTreeMap::new();
     let mut bytes = 0u64;
     for (i, c) in clients.iter().enumerate() {
@@ -109,24 +109,24 @@ fn two_hundred_clients_through_a_weighted_udproute_in_the_kernel_no_node_socket_
         }
         *counts.entry(first.unwrap()).or_insert(0u32) += 1;
     }
-    let share = |name: &str| f64::from(*counts.get(name).unwrap_or(&0)) / 2.0;
+    let share = |name: &str| f64::from(*counts.get(name).unwrap_or(&0)) / 5.0;
     println!("flows per endpoint: {counts:?}");
     assert!((share("one") - 70.0).abs() <= 5.0 && (share("two") - 30.0).abs() <= 5.0, "{counts:?}");
 
     let after = in_datagrams(node);
-    println!("node Udp InDatagrams: {before} before, {after} after 600 forwarded datagrams");
+    println!("node Udp InDatagrams: {before} before, {after} after 1500 forwarded datagrams");
     assert_eq!(after, before, "the node's UDP sockets saw forwarded datagrams");
 
     let stats = dump(&n, "UDP_NAT_STATS");
     println!("{}", serde_json::to_string(&stats).unwrap());
-    assert_eq!(sum(&stats, "flows_created"), 200, "{stats}");
-    assert_eq!(sum(&stats, "datagrams_from_clients"), 600);
-    assert_eq!(sum(&stats, "datagrams_to_clients"), 600);
+    assert_eq!(sum(&stats, "flows_created"), 500, "{stats}");
+    assert_eq!(sum(&stats, "datagrams_from_clients"), 1500);
+    assert_eq!(sum(&stats, "datagrams_to_clients"), 1500);
     assert_eq!(sum(&stats, "bytes_from_clients"), bytes);
     // Each answer is the backend's name, a bar, then the datagram.
-    assert_eq!(sum(&stats, "bytes_to_clients"), bytes + 600 * 4);
+    assert_eq!(sum(&stats, "bytes_to_clients"), bytes + 1500 * 4);
     let flows = dump(&n, "UDP_NAT_FLOWS");
-    assert_eq!(flows.as_array().unwrap().len(), 400, "two entries per flow");
+    assert_eq!(flows.as_array().unwrap().len(), 1000, "two entries per flow");
 }
 
 #[test]
@@ -176,4 +176,104 @@ fn kernel_udp_flows_expire_when_idle_and_move_off_a_removed_endpoint() {
     // The lone client's second flow may have been on `two` as well.
     let moved = sum(&dump(&n, "UDP_NAT_LISTENERS"), "flows_moved");
     assert!(moved == on_two.len() as u64 || moved == on_two.len() as u64 + 1, "{moved} moved, {} flows were on two", on_two.len());
+}
+
+/// A ListenerPolicy on the Gateway's UDP listener.
+fn listener_policy(spec: &str) -> String {
+    format!("apiVersion: sockgate.io/v1alpha1\nkind: ListenerPolicy\nmetadata: {{name: udp-policy}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: udp}}]\n{spec}")
+}
+
+/// A client socket on host `ns` from a given source address.
+fn client_from(ns: &sockgate_tests::netns::NetNs, addr: &str) -> std::net::UdpSocket {
+    let addr: SocketAddr = format!("{addr}:0").parse().unwrap();
+    let socket = ns.enter(move || std::net::UdpSocket::bind(addr)).unwrap().unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    socket
+}
+
+#[test]
+fn kernel_udp_client_cidrs_and_the_flow_cap_drop_new_flows_in_the_kernel_and_a_tightened_policy_ends_the_flows_it_no_longer_admits() {
+    let node_ip: SocketAddr = "198.18.67.2:5300".parse().unwrap();
+    let route = udp_route("one", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80}]");
+    let policy = listener_policy("  clientCIDRs: {deny: [198.18.67.11/32]}\n  maxConnections: 3\n");
+    let n = start(67, &[("gw.yaml", gateway()), ("route.yaml", route), ("svc.yaml", udp_service("one", 80, 7000, &["198.18.68.2"])), ("policy.yaml", policy)]);
+    let node = &n.node;
+    let _echo = udp_echo(&node.hosts.backend1, 7000, "one").unwrap();
+    // A second client address on the client's link, which the policy denies.
+    let dev = node.hosts.client.command("sh").args(["-c", "ip -o -4 addr show | awk '/198.18.67.1\\// {print $2}'"]).output().unwrap();
+    let dev = String::from_utf8_lossy(&dev.stdout).trim().to_string();
+    assert!(node.hosts.client.command("ip").args(["addr", "add", "198.18.67.11/24", "dev", &dev]).status().unwrap().success());
+    let before = in_datagrams(node);
+
+    let allowed: Vec<_> = (0..4).map(|_| client_from(&node.hosts.client, "198.18.67.1")).collect();
+    for (i, c) in allowed[..3].iter().enumerate() {
+        assert_eq!(ask(c, node_ip, &checksummed(i as u64, 200)).unwrap().as_deref(), Some("one"), "allowed flow {i} within the cap");
+    }
+    assert_eq!(ask(&allowed[3], node_ip, &checksummed(3, 200)).unwrap(), None, "a fourth flow beyond maxConnections 3 is dropped");
+    let denied = client_from(&node.hosts.client, "198.18.67.11");
+    assert_eq!(ask(&denied, node_ip, &checksummed(4, 200)).unwrap(), None, "a denied client is not answered");
+    let stats = dump(&n, "UDP_NAT_STATS");
+    assert_eq!(sum(&stats, "dropped_flow_limit"), 1, "{stats}");
+    assert_eq!(sum(&stats, "dropped_client_denied"), 1, "{stats}");
+    assert_eq!(sum(&stats, "flows_created"), 3, "{stats}");
+    assert_eq!(in_datagrams(node), before, "the refused datagrams were dropped in the kernel, not passed to the relay");
+
+    // The policy tightens: the allowed client's address is denied too, and
+    // its three live flows end (their next datagrams are judged afresh).
+    rewrite(node, "policy.yaml", &listener_policy("  clientCIDRs: {deny: [198.18.67.0/28]}\n"));
+    wait_until("the sweep ends the flows the new policy refuses", || sum(&dump(&n, "UDP_NAT_LISTENERS"), "flows_denied") == 3);
+    for (i, c) in allowed[..3].iter().enumerate() {
+        assert_eq!(ask(c, node_ip, &checksummed(10 + i as u64, 200)).unwrap(), None, "flow {i} of a now denied client is not answered");
+    }
+    // An allow list: only its CIDRs may start flows.
+    rewrite(node, "policy.yaml", &listener_policy("  clientCIDRs: {allow: [198.18.67.8/29]}\n"));
+    assert_eq!(ask(&denied, node_ip, &checksummed(20, 300)).unwrap().as_deref(), Some("one"), "198.18.67.11 is in the allow list now");
+    assert_eq!(ask(&allowed[0], node_ip, &checksummed(21, 300)).unwrap(), None, "198.18.67.1 is in no allowed CIDR");
+    assert_eq!(in_datagrams(node), before, "no datagram reached a node socket");
+}
+
+#[test]
+fn datagrams_up_to_64_kib_cross_the_kernel_udp_nat_as_fragments_both_ways_intact_and_no_node_socket_sees_them() {
+    let node_ip: SocketAddr = "198.18.70.2:5300".parse().unwrap();
+    let route = udp_route("one", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80}]");
+    let n = start(70, &[("gw.yaml", gateway()), ("route.yaml", route), ("svc.yaml", udp_service("one", 80, 7000, &["198.18.71.2"]))]);
+    let node = &n.node;
+    let _echo = udp_echo(&node.hosts.backend1, 7000, "one").unwrap();
+    let before = in_datagrams(node);
+    let mut sent = 0u64;
+    // Over the 1472 bytes one 1500-byte frame holds: 2 to 45 fragments each
+    // way; the answer ("one|" + the datagram) up to the 65,507-byte maximum.
+    for (flow, len) in [1473usize, 3000, 9000, 30_000, 65_503].into_iter().enumerate() {
+        let c = client(&node.hosts.client, Duration::from_secs(2)).unwrap();
+        for i in 0..10u64 {
+            let datagram = checksummed(flow as u64 * 100 + i, len);
+            assert_eq!(ask(&c, node_ip, &datagram).unwrap().as_deref(), Some("one"), "{len}-byte datagram {i}: no answer");
+            sent += 1;
+        }
+    }
+    let stats = dump(&n, "UDP_NAT_STATS");
+    println!("{}", serde_json::to_string(&stats).unwrap());
+    assert_eq!(sum(&stats, "datagrams_from_clients"), sent, "{stats}");
+    assert_eq!(sum(&stats, "datagrams_to_clients"), sent, "{stats}");
+    assert!(sum(&stats, "fragments_forwarded") >= 2 * sent, "{stats}");
+    assert_eq!(sum(&stats, "fragments_passed"), 0, "every fragment followed its first: {stats}");
+    assert_eq!(in_datagrams(node), before, "the relay reassembled none of them");
+}
+
+#[test]
+fn a_backends_port_unreachable_reaches_the_kernel_udp_client_as_connection_refused() {
+    let node_ip: SocketAddr = "198.18.73.2:5300".parse().unwrap();
+    let route = udp_route("one", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80}]");
+    // Nothing listens on the endpoint's port 7999: its host answers with an ICMP port unreachable.
+    let n = start(73, &[("gw.yaml", gateway()), ("route.yaml", route), ("svc.yaml", udp_service("one", 80, 7999, &["198.18.74.2"]))]);
+    let node = &n.node;
+    let c = client(&node.hosts.client, Duration::from_secs(2)).unwrap();
+    c.connect(node_ip).unwrap();
+    c.send(&checksummed(1, 100)).unwrap();
+    let mut buf = [0u8; 256];
+    let got = c.recv(&mut buf).map_err(|e| e.kind());
+    assert_eq!(got, Err(std::io::ErrorKind::ConnectionRefused), "the client's connected socket hears the backend's refusal");
+    let stats = dump(&n, "UDP_NAT_STATS");
+    assert_eq!(sum(&stats, "icmp_translated"), 1, "{stats}");
+    assert_eq!(sum(&stats, "flows_created"), 1, "{stats}");
 }

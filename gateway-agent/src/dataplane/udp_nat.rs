@@ -17,10 +17,20 @@
 //!   `idleTimeout` (ListenerPolicy; the relay's default of 60 s without one)
 //!   is removed by the sweep (every [`SWEEP_INTERVAL`]); under a flood of new
 //!   5-tuples the LRU table evicts the least recently used entries first.
-//! - **What stays in userspace**: IPv4 fragments (a 64 KiB datagram arrives as
-//!   ~45 of them) and IPv6 pass to the stack, where the relay, still bound to
-//!   every UDP listener port, reassembles and serves them. Fragments are
-//!   counted in row 0 of `UDP_NAT_STATS`.
+//! - **Policy**: the ListenerPolicy's clientCIDRs (IPv4 CIDRs, and IPv4-mapped
+//!   IPv6 ones, in the `UDP_NAT_ALLOW`/`UDP_NAT_DENY` tries) are judged at a
+//!   flow's first datagram; when they change, the sweep ends the flows of
+//!   clients no longer admitted. maxConnections caps the live flows
+//!   (`UDP_NAT_LIVE`, recounted by every sweep; between two sweeps the
+//!   program counts the flows it creates, so the cap holds within the flows
+//!   the LRU evicted since the last one).
+//! - **Fragments and ICMP** are handled in the program (a datagram of up to
+//!   64 KiB arrives as ~45 fragments; a backend's port unreachable reaches
+//!   the client translated).
+//! - **What stays in userspace**: IPv6 passes to the stack, where the relay,
+//!   still bound to every UDP listener port, serves it; so do fragments whose
+//!   first fragment the program did not see first (counted in row 0 of
+//!   `UDP_NAT_STATS`; their datagram is lost).
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -28,18 +38,21 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
-    UdpFlowEntry, UdpFlowKey, UdpNatEndpoint, UdpNatListener, UdpNatStats, UDP_NAT_FLOWS_MAP, UDP_NAT_LISTENERS_MAP, UDP_NAT_MAX_LISTENERS,
-    UDP_NAT_NODE_ADDRS_MAP, UDP_NAT_PROGRAM, UDP_NAT_SLOTS_MAP, UDP_NAT_SLOTS_PER_LISTENER, UDP_NAT_STATS_MAP,
+    UdpCidrKey, UdpFlowEntry, UdpFlowKey, UdpNatEndpoint, UdpNatListener, UdpNatStats, UDP_NAT_ALLOW_MAP, UDP_NAT_DENY_MAP, UDP_NAT_FLOWS_MAP,
+    UDP_NAT_LISTENERS_MAP, UDP_NAT_LIVE_MAP, UDP_NAT_MAX_LISTENERS, UDP_NAT_NODE_ADDRS_MAP, UDP_NAT_PROGRAM, UDP_NAT_SLOTS_MAP,
+    UDP_NAT_SLOTS_PER_LISTENER, UDP_NAT_STATS_MAP,
 };
 
 use super::kernel::{prepare_pin_dir, OBJECT};
 use super::udp::listener::DEFAULT_IDLE_TIMEOUT;
-use crate::model::config::{BackendGroup, ListenerConfig};
+use crate::dataplane::xdp::Cidr;
+use crate::model::config::{BackendGroup, ListenerConfig, ListenerPolicyConfig};
 
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -49,6 +62,7 @@ struct Served {
     index: u32,
     endpoints: BTreeSet<SocketAddrV4>,
     idle: Duration,
+    policy: ListenerPolicyConfig,
     info: UdpNatListener,
 }
 
@@ -60,7 +74,7 @@ pub struct UdpNat {
 }
 
 /// The maps `bpftool` reads from the pin directory.
-pub const PINNED: [&str; 3] = [UDP_NAT_FLOWS_MAP, UDP_NAT_LISTENERS_MAP, UDP_NAT_STATS_MAP];
+pub const PINNED: [&str; 5] = [UDP_NAT_FLOWS_MAP, UDP_NAT_LISTENERS_MAP, UDP_NAT_STATS_MAP, UDP_NAT_ALLOW_MAP, UDP_NAT_DENY_MAP];
 
 impl Drop for UdpNat {
     fn drop(&mut self) {
@@ -131,7 +145,11 @@ impl UdpNat {
             let mut listeners: HashMap<_, u32, UdpNatListener> = HashMap::try_from(ebpf.map_mut(UDP_NAT_LISTENERS_MAP).context("UDP_NAT_LISTENERS")?)?;
             for port in &gone {
                 let _ = listeners.remove(&u32::from(*port));
-                served.remove(port);
+            }
+        }
+        for port in &gone {
+            if let Some(old) = served.remove(port) {
+                write_cidrs(&mut ebpf, *port, &ListenerPolicyConfig::default(), &old.policy, Write::RemoveStale)?;
             }
         }
         for (port, config) in wanted {
@@ -139,12 +157,18 @@ impl UdpNat {
             let set: BTreeSet<SocketAddrV4> = endpoints.iter().copied().collect();
             let idle = config.policy.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
             let current = served.get(port).cloned();
-            if current.as_ref().is_some_and(|c| c.endpoints == set && c.idle == idle && c.info.slots == endpoints.len() as u32) {
+            if current.as_ref().is_some_and(|c| c.endpoints == set && c.idle == idle && c.policy == config.policy && c.info.slots == endpoints.len() as u32) {
                 continue;
             }
             let index = match &current {
                 Some(c) => c.index,
-                None => (0..UDP_NAT_MAX_LISTENERS).find(|i| !served.values().any(|s| s.index == *i)).context("more UDP listeners than the kernel table holds")?,
+                None => {
+                    let free = (0..UDP_NAT_MAX_LISTENERS).find(|i| !served.values().any(|s| s.index == *i)).context("more UDP listeners than the kernel table holds")?;
+                    // A listener that had this row before may have left its count.
+                    let mut live: Array<_, u64> = Array::try_from(ebpf.map_mut(UDP_NAT_LIVE_MAP).context("UDP_NAT_LIVE")?)?;
+                    live.set(free, 0, 0)?;
+                    free
+                }
             };
             let mut slots: Array<_, UdpNatEndpoint> = Array::try_from(ebpf.map_mut(UDP_NAT_SLOTS_MAP).context("UDP_NAT_SLOTS")?)?;
             let mut legs = BTreeMap::new();
@@ -169,10 +193,18 @@ impl UdpNat {
             info.index = index;
             info.slots = filled;
             info.idle_timeout_ns = idle.as_nanos() as u64;
+            info.allow_cidrs = u32::from(!config.policy.allow.is_empty());
+            info.max_flows = config.policy.max_connections.unwrap_or(0);
+            let old_policy = current.as_ref().map(|c| c.policy.clone()).unwrap_or_default();
+            // New CIDR entries first, then the listener's switch, then the old
+            // entries out: no client both policies admit is refused meanwhile,
+            // and none both refuse is admitted.
+            write_cidrs(&mut ebpf, *port, &config.policy, &old_policy, Write::Insert)?;
             let mut listeners: HashMap<_, u32, UdpNatListener> = HashMap::try_from(ebpf.map_mut(UDP_NAT_LISTENERS_MAP).context("UDP_NAT_LISTENERS")?)?;
             listeners.insert(u32::from(*port), info, 0)?;
+            write_cidrs(&mut ebpf, *port, &config.policy, &old_policy, Write::RemoveStale)?;
             tracing::info!(port, slots = filled, endpoints = set.len(), idle = ?idle, "UDP listener served in the kernel (UDP NAT)");
-            served.insert(*port, Served { index, endpoints: set, idle, info });
+            served.insert(*port, Served { index, endpoints: set, idle, policy: config.policy.clone(), info });
         }
         drop(ebpf);
         drop(served);
@@ -210,7 +242,13 @@ impl UdpNat {
                 continue;
             };
             let endpoint = SocketAddrV4::new(Ipv4Addr::from(entry.out_dst_addr), entry.out_dst_port);
-            if !listener.endpoints.contains(&endpoint) {
+            if !listener.policy.admits(IpAddr::V4(Ipv4Addr::from(key.src_addr))) {
+                // The policy changed since this flow began: it ends, and the
+                // client's next datagram is judged by the new one (and dropped).
+                listener.info.flows_denied += 1;
+                changed.insert(port);
+                doomed.extend([*key, reverse]);
+            } else if !listener.endpoints.contains(&endpoint) {
                 listener.info.flows_moved += 1;
                 changed.insert(port);
                 doomed.extend([*key, reverse]);
@@ -222,6 +260,20 @@ impl UdpNat {
         }
         for key in &doomed {
             let _ = flows.remove(key);
+        }
+        let doomed: BTreeSet<&UdpFlowKey> = doomed.iter().collect();
+        let mut live: BTreeMap<u16, u64> = served.keys().map(|p| (*p, 0)).collect();
+        for (key, entry) in &entries {
+            if entry.to_client == 0 && !doomed.contains(key) {
+                *live.entry(entry.listener_port as u16).or_default() += 1;
+            }
+        }
+        if let Ok(mut counts) = ebpf.map_mut(UDP_NAT_LIVE_MAP).context("UDP_NAT_LIVE").and_then(|m| Ok(Array::<_, u64>::try_from(m)?)) {
+            for (port, n) in &live {
+                if let Some(s) = served.get(port) {
+                    let _ = counts.set(s.index, n, 0);
+                }
+            }
         }
         if changed.is_empty() {
             return;
@@ -251,10 +303,52 @@ impl UdpNat {
         stats.iter().filter_map(Result::ok).map(|(port, cpus)| (port, cpus.iter().fold(UdpNatStats::default(), add_stats))).collect()
     }
 
-    /// The agent's counters of each listener (flows expired and moved).
-    pub fn listener_counters(&self) -> BTreeMap<u16, (u64, u64)> {
-        self.served.lock().unwrap().iter().map(|(p, s)| (*p, (s.info.flows_expired, s.info.flows_moved))).collect()
+    /// The agent's counters of each listener (flows the sweep ended).
+    pub fn listener_counters(&self) -> BTreeMap<u16, UdpNatListener> {
+        self.served.lock().unwrap().iter().map(|(p, s)| (*p, s.info)).collect()
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Every entry of the new lists.
+    Insert,
+    /// Entries of the old lists the new ones do not have.
+    RemoveStale,
+}
+
+/// A listener's CIDR list entries as trie keys: IPv4 CIDRs and IPv4-mapped
+/// IPv6 ones (the program sees IPv4 clients only; other IPv6 CIDRs match
+/// none of them, though they still make an allow list exist).
+fn cidr_keys(list: &[Cidr]) -> BTreeSet<(u32, [u8; 4])> {
+    list.iter()
+        .filter_map(|c| match c.addr() {
+            IpAddr::V4(a) => Some((u32::from(c.prefix_len()), a.octets())),
+            IpAddr::V6(a) => a.to_ipv4_mapped().filter(|_| c.prefix_len() >= 96).map(|v4| (u32::from(c.prefix_len() - 96), v4.octets())),
+        })
+        .map(|(prefix, addr)| (32 + prefix, addr))
+        .collect()
+}
+
+fn write_cidrs(ebpf: &mut Ebpf, port: u16, new: &ListenerPolicyConfig, old: &ListenerPolicyConfig, write: Write) -> anyhow::Result<()> {
+    for (name, new_list, old_list) in [(UDP_NAT_ALLOW_MAP, &new.allow, &old.allow), (UDP_NAT_DENY_MAP, &new.deny, &old.deny)] {
+        let mut trie: LpmTrie<_, UdpCidrKey, u32> = LpmTrie::try_from(ebpf.map_mut(name).with_context(|| name.to_string())?)?;
+        let (new_keys, old_keys) = (cidr_keys(new_list), cidr_keys(old_list));
+        let key = |(bits, addr): (u32, [u8; 4])| Key::new(bits, UdpCidrKey { port: u32::from(port).to_be_bytes(), addr });
+        match write {
+            Write::Insert => {
+                for k in &new_keys {
+                    trie.insert(&key(*k), 1, 0).with_context(|| format!("writing {name} for UDP port {port}"))?;
+                }
+            }
+            Write::RemoveStale => {
+                for k in old_keys.difference(&new_keys) {
+                    let _ = trie.remove(&key(*k));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn add_stats(a: UdpNatStats, s: &UdpNatStats) -> UdpNatStats {
@@ -268,6 +362,10 @@ fn add_stats(a: UdpNatStats, s: &UdpNatStats) -> UdpNatStats {
         dropped_no_port: a.dropped_no_port + s.dropped_no_port,
         dropped_unroutable: a.dropped_unroutable + s.dropped_unroutable,
         fragments_passed: a.fragments_passed + s.fragments_passed,
+        fragments_forwarded: a.fragments_forwarded + s.fragments_forwarded,
+        dropped_client_denied: a.dropped_client_denied + s.dropped_client_denied,
+        dropped_flow_limit: a.dropped_flow_limit + s.dropped_flow_limit,
+        icmp_translated: a.icmp_translated + s.icmp_translated,
     }
 }
 
@@ -364,9 +462,9 @@ mod tests {
     fn map_types_have_the_layout_the_program_uses() {
         assert_eq!(std::mem::size_of::<UdpFlowKey>(), 12);
         assert_eq!(std::mem::size_of::<UdpFlowEntry>(), 48);
-        assert_eq!(std::mem::size_of::<UdpNatListener>(), 32);
+        assert_eq!(std::mem::size_of::<UdpNatListener>(), 48);
         assert_eq!(std::mem::size_of::<UdpNatEndpoint>(), 16);
-        assert_eq!(std::mem::size_of::<UdpNatStats>(), 72);
+        assert_eq!(std::mem::size_of::<UdpNatStats>(), 104);
     }
 
     #[test]

@@ -14,11 +14,24 @@
 //! checksum stays zero) and sent with `bpf_redirect_neigh`: the node's UDP
 //! stack never sees it.
 //!
+//! A new flow is admitted first (`admission.rs`): the ListenerPolicy's
+//! clientCIDRs and its maxConnections as a cap on live flows. Fragmented
+//! datagrams are forwarded whole (`fragments.rs`): the first fragment, which
+//! carries the UDP header, is translated as any datagram, and the later ones
+//! follow it by IP ID. ICMP errors about a flow's datagram are translated
+//! toward the flow's other end (`icmp.rs`), so a client sees a backend's port
+//! unreachable. IP options are followed (any IHL).
+//!
 //! What passes to the stack untouched (the userspace relay, still bound to
-//! the listener ports, serves it): IPv4 fragments (no whole UDP header in
-//! most of them; counted in row 0 of `UDP_NAT_STATS`), IPv6, and IP options
-//! are followed (any IHL). Idle flows and flows to endpoints that left the
-//! route are removed by the agent's sweep; the LRU evicts under a flood.
+//! the listener ports, serves it): IPv6, and fragments of a datagram whose
+//! first fragment the program did not see first (counted in row 0 of
+//! `UDP_NAT_STATS`). Idle flows and flows to endpoints that left the route
+//! are removed by the agent's sweep; the LRU evicts under a flood.
+mod admission;
+mod checksum;
+mod fragments;
+mod icmp;
+
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_ANY, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_REDIRECT, TC_ACT_SHOT},
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -28,8 +41,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gateway_common::{
-    UdpFlowEntry, UdpFlowKey, UdpListenerPort, UdpNatEndpoint, UdpNatListener, UdpNatStats, UDP_NAT_MAX_FLOWS, UDP_NAT_MAX_LISTENERS,
-    UDP_NAT_PORT_COUNT, UDP_NAT_PORT_MIN, UDP_NAT_SLOTS_PER_LISTENER,
+    UdpFlowEntry, UdpFlowKey, UdpListenerPort, UdpNatEndpoint, UdpNatListener, UdpNatStats, UDP_NAT_MAX_FLOWS,
+    UDP_NAT_MAX_LISTENERS, UDP_NAT_PORT_COUNT, UDP_NAT_PORT_MIN, UDP_NAT_SLOTS_PER_LISTENER,
 };
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -55,11 +68,17 @@ static UDP_NAT_STATS: PerCpuHashMap<UdpListenerPort, UdpNatStats, MAX_LISTENERS>
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_UDP: u8 = 17;
+const IPV4_ID: usize = 4;
+const IPV4_FRAGMENT: usize = 6;
 const IPV4_CHECKSUM: usize = 10;
 const IPV4_SRC: usize = 12;
 const IPV4_DST: usize = 16;
 const UDP_CHECKSUM: usize = 6;
+/// The fragment offset's bits of the IPv4 flags-and-offset field, and "more fragments".
+const FRAGMENT_OFFSET: u16 = 0x1fff;
+const MORE_FRAGMENTS: u16 = 0x2000;
 
 #[classifier]
 pub fn sockgate_udp_nat(ctx: TcContext) -> i32 {
@@ -84,16 +103,17 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Err(());
     }
     let l3 = ETH_HLEN;
-    if ctx.load::<u8>(l3 + 9).map_err(|_| ())? != IPPROTO_UDP {
+    let protocol: u8 = ctx.load(l3 + 9).map_err(|_| ())?;
+    if protocol == IPPROTO_ICMP {
+        return icmp::translate(ctx);
+    }
+    if protocol != IPPROTO_UDP {
         return Err(());
     }
     let dst: [u8; 4] = ctx.load(l3 + IPV4_DST).map_err(|_| ())?;
-    let frag = u16::from_be(ctx.load::<u16>(l3 + 6).map_err(|_| ())?) & 0x3fff;
-    if frag != 0 {
-        if UDP_NAT_NODE_ADDRS.get_ptr(&dst).is_some() {
-            count(0, |s| s.fragments_passed += 1);
-        }
-        return Err(());
+    let fragment = u16::from_be(ctx.load::<u16>(l3 + IPV4_FRAGMENT).map_err(|_| ())?);
+    if fragment & FRAGMENT_OFFSET != 0 {
+        return fragments::follow(ctx, dst);
     }
     let ihl = usize::from(ctx.load::<u8>(l3).map_err(|_| ())? & 0x0f) * 4;
     if ihl < 20 {
@@ -113,7 +133,10 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     let in_ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ingress_ifindex };
     let entry = match UDP_NAT_FLOWS.get_ptr_mut(&datagram.key) {
         Some(entry) => entry,
-        None => new_flow(&datagram, in_ifindex, now)?,
+        None => match new_flow(&datagram, in_ifindex, now)? {
+            Some(entry) => entry,
+            None => return Ok(TC_ACT_SHOT as i32),
+        },
     };
     // SAFETY: a pointer to the map value, valid for this run (RCU).
     let entry = unsafe { &mut *entry };
@@ -121,14 +144,17 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     crate::counter::add64(&mut entry.packets, 1);
     crate::counter::add64(&mut entry.bytes, datagram.payload);
     let out = *entry;
+    if fragment & MORE_FRAGMENTS != 0 {
+        // The first of a datagram's fragments: the rest follow by its IP ID.
+        let id: u16 = ctx.load(l3 + IPV4_ID).map_err(|_| ())?;
+        fragments::record(&datagram.key, id, &out);
+    }
     rewrite(ctx, &datagram, &out)?;
     let port = out.listener_port;
     let payload = datagram.payload;
-    // SAFETY: a helper call; null parameters ask it to resolve the next hop.
-    let verdict = unsafe { bpf_redirect_neigh(out.out_ifindex, core::ptr::null_mut(), 0, 0) };
-    if verdict != TC_ACT_REDIRECT as i64 {
-        count(port, |s| s.dropped_unroutable += 1);
-        return Ok(TC_ACT_SHOT as i32);
+    let verdict = redirect(port, out.out_ifindex);
+    if verdict == TC_ACT_SHOT as i32 {
+        return Ok(verdict);
     }
     if out.to_client != 0 {
         count(port, |s| {
@@ -141,15 +167,16 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
             s.bytes_from_clients += payload;
         });
     }
-    Ok(verdict as i32)
+    Ok(verdict)
 }
 
-/// A client's first datagram (or the first after its flow ended): picks an
-/// endpoint, claims a NAT port, writes both entries. Err: not a listener's
-/// (passes to the stack); a drop is Ok(SHOT) from the caller's view, so it
-/// is returned as Err only when the stack should see the datagram.
+/// A client's first datagram (or the first after its flow ended): admits
+/// it, picks an endpoint, claims a NAT port, writes both entries. Err: not
+/// a listener's, or nothing to forward it to (passes to the stack, where the
+/// relay counts and drops it); Ok(None): refused by the listener's policy
+/// (dropped here, counted).
 #[inline(always)]
-fn new_flow(datagram: &Datagram, in_ifindex: u32, now: u64) -> Result<*mut UdpFlowEntry, ()> {
+fn new_flow(datagram: &Datagram, in_ifindex: u32, now: u64) -> Result<Option<*mut UdpFlowEntry>, ()> {
     let key = &datagram.key;
     let port = u32::from(key.dst_port);
     let listener = UDP_NAT_LISTENERS.get_ptr(&port).ok_or(())?;
@@ -161,6 +188,9 @@ fn new_flow(datagram: &Datagram, in_ifindex: u32, now: u64) -> Result<*mut UdpFl
     if listener.slots == 0 || listener.slots > UDP_NAT_SLOTS_PER_LISTENER || listener.index >= UDP_NAT_MAX_LISTENERS {
         count(port, |s| s.dropped_no_endpoint += 1);
         return Err(());
+    }
+    if !admission::admits(&listener, port, key.src_addr) {
+        return Ok(None);
     }
     let cursor = UDP_NAT_CURSOR.get_ptr_mut(listener.index).ok_or(())?;
     // SAFETY: this CPU's slot of the cursor array.
@@ -215,8 +245,9 @@ fn new_flow(datagram: &Datagram, in_ifindex: u32, now: u64) -> Result<*mut UdpFl
         let _ = UDP_NAT_FLOWS.remove(&reverse);
     } else {
         count(port, |s| s.flows_created += 1);
+        admission::created(&listener);
     }
-    UDP_NAT_FLOWS.get_ptr_mut(key).ok_or(())
+    UDP_NAT_FLOWS.get_ptr_mut(key).ok_or(()).map(Some)
 }
 
 /// Addresses and ports, with the IPv4 and UDP checksums.
@@ -243,6 +274,33 @@ fn rewrite(ctx: &TcContext, datagram: &Datagram, out: &UdpFlowEntry) -> Result<(
         }
         ctx.store(at, &new, 0).map_err(|_| ())?;
         ctx.l4_csum_replace(udp_checksum, u64::from(old), u64::from(new), mangled | 2).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Sends the rewritten packet out by `ifindex`, resolving the next hop.
+#[inline(always)]
+fn redirect(port: UdpListenerPort, ifindex: u32) -> i32 {
+    // SAFETY: a helper call; null parameters ask it to resolve the next hop.
+    let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+    if verdict != TC_ACT_REDIRECT as i64 {
+        count(port, |s| s.dropped_unroutable += 1);
+        return TC_ACT_SHOT as i32;
+    }
+    verdict as i32
+}
+
+/// Rewrites the outer IPv4 source and destination (and the header's checksum only).
+#[inline(always)]
+fn rewrite_addresses(ctx: &TcContext, src: [u8; 4], dst: [u8; 4]) -> Result<(), ()> {
+    let l3 = ETH_HLEN;
+    for (field, new) in [(IPV4_SRC, src), (IPV4_DST, dst)] {
+        let old: u32 = ctx.load(l3 + field).map_err(|_| ())?;
+        let new = u32::from_ne_bytes(new);
+        if old != new {
+            ctx.store(l3 + field, &new, 0).map_err(|_| ())?;
+            ctx.l3_csum_replace(l3 + IPV4_CHECKSUM, u64::from(old), u64::from(new), 4).map_err(|_| ())?;
+        }
     }
     Ok(())
 }
