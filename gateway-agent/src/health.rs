@@ -27,6 +27,8 @@ pub struct Health {
     splice: Mutex<Option<SpliceReport>>,
     /// The UDP relay's listeners, read live on every scrape.
     udp: Mutex<Option<crate::dataplane::udp::Served>>,
+    /// The kernel UDP NAT's listeners as of the last tick, and its unmatched fragments.
+    udp_kernel: Mutex<(Vec<crate::dataplane::udp::state::ListenerState>, u64)>,
     /// The endpoints' health checks and open connections, read live on every scrape.
     endpoints: Mutex<Option<(Arc<crate::dataplane::health_checks::HealthState>, Arc<crate::dataplane::endpoint_load::EndpointLoad>)>>,
 }
@@ -63,6 +65,10 @@ impl Health {
     /// The UDP relay's listeners (once: the handle stays live).
     pub fn publish_udp(&self, served: crate::dataplane::udp::Served) {
         *self.udp.lock().unwrap() = Some(served);
+    }
+
+    pub fn publish_udp_kernel(&self, listeners: Vec<crate::dataplane::udp::state::ListenerState>, unmatched_fragments: u64) {
+        *self.udp_kernel.lock().unwrap() = (listeners, unmatched_fragments);
     }
 
     pub fn publish_xdp_drops(&self, drops: BTreeMap<u16, (u64, u64)>) {
@@ -105,10 +111,14 @@ impl Health {
         if let Some((health, load)) = self.endpoints.lock().unwrap().as_ref() {
             write_endpoints(&mut out, health, load);
         }
-        if let Some(served) = self.udp.lock().unwrap().as_ref() {
-            let state = crate::dataplane::udp::state::RelayState::of(&served.lock().unwrap());
-            crate::dataplane::udp::metrics::render(&state, &mut out);
-        }
+        let mut state = match self.udp.lock().unwrap().as_ref() {
+            Some(served) => crate::dataplane::udp::state::UdpState::of(&served.lock().unwrap()),
+            None => Default::default(),
+        };
+        let (kernel, unmatched) = self.udp_kernel.lock().unwrap().clone();
+        state.listeners.extend(kernel);
+        state.kernel_fragments_unmatched = unmatched;
+        crate::dataplane::udp::metrics::render(&state, &mut out);
         out
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::dataplane::kernel::{read_pinned, PinnedView};
 use crate::dataplane::kernel_splice::{read_pinned_flows, read_pinned_splice_stats};
-use crate::dataplane::udp::state::RelayState;
+use crate::dataplane::udp::state::UdpState;
 use crate::dataplane::xdp::read_pinned_stats;
 use gateway_common::{FlowEntry, FlowKey};
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ fn listener_names(file: &std::path::Path, pin_dir: &std::path::Path) -> BTreeMap
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     // The UDP relay's listeners and flow table, when an agent serves UDP
     // (they are in a file the agent writes, not in a map).
-    let udp = RelayState::read(&args.udp_state_file).ok();
+    let udp = UdpState::read(&args.udp_state_file).ok();
     // The backends' active health checks, when a BackendPolicy asks for them.
     let checks = crate::dataplane::health_checks::read_state(&args.backend_health_file).unwrap_or_default();
     // What each port serves, by name (the maps hold ports and addresses only).

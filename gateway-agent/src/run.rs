@@ -591,9 +591,17 @@ impl Applier {
         }
     }
 
-    /// The relay's counters and flows, for `gateway-agent inspect` (another process).
+    /// The UDP counters and flows (relay and kernel NAT), for `gateway-agent
+    /// inspect` (another process) and `/metrics`.
     fn write_udp_state(&self) {
-        if let Err(e) = self.udp.state().write(&self.udp_state_file) {
+        let mut state = self.udp.state();
+        if let Some(nat) = &self.udp_nat {
+            let (kernel, unmatched) = nat.state(&self.dataplane.udp_listeners);
+            self.health.publish_udp_kernel(kernel.clone(), unmatched);
+            state.listeners.splice(0..0, kernel);
+            state.kernel_fragments_unmatched = unmatched;
+        }
+        if let Err(e) = state.write(&self.udp_state_file) {
             tracing::debug!(file = %self.udp_state_file.display(), error = %e, "writing the UDP relay state failed");
         }
     }

@@ -332,6 +332,8 @@ pub struct UdpFlowEntry {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// `bpf_ktime_get_ns` of the flow's first datagram.
+    pub created_ns: u64,
 }
 
 /// Key of `UDP_NAT_LISTENERS`: the listener's UDP port (host order).
@@ -480,7 +482,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::SpliceStats {}
     // SAFETY: repr(C), Copy, no padding holes: UdpFlowKey 12 bytes, UdpFlowEntry
-    // 24 bytes of u32/u16 fields then 3 × u64 (48), UdpNatListener 2 × u32 + 4 × u64
+    // 24 bytes of u32/u16 fields then 4 × u64 (56), UdpNatListener 2 × u32 + 4 × u64
     // + 2 × u32 (48), UdpNatEndpoint 16 bytes with explicit padding, UdpNatStats
     // 13 × u64, UdpCidrKey 8 bytes, UdpFragKey 12 with explicit padding, UdpFragEntry 16.
     unsafe impl aya::Pod for super::UdpFlowKey {}

@@ -1,6 +1,6 @@
 //! The kernel UDP NAT (`--dataplane ebpf`): UDPRoutes served by
 //! `sockgate_udp_nat` in TC, real BPF in network namespaces on
-//! 198.18.61.0/24–198.18.75.0/24 (no other test uses them). Every answer is
+//! 198.18.61.0/24–198.18.78.0/24 (no other test uses them). Every answer is
 //! checked byte for byte and by checksum; the node's UDP stack must see none
 //! of the forwarded datagrams (`Udp: InDatagrams` of its /proc/net/snmp);
 //! counters are read from the pinned maps with bpftool.
@@ -36,7 +36,7 @@ impl Drop for Node {
 fn start(base: u8, files: &[(&str, String)]) -> Node {
     let pins = PathBuf::from(format!("/sys/fs/bpf/{}", sockgate_tests::netns::unique_name("sockgate-udpnat")));
     let pin_arg = format!("--bpf-pin-dir={}", pins.display());
-    let node = GatewayNode::start_on(base, files, &["--dataplane", "ebpf", &pin_arg], |_| {}).unwrap();
+    let node = GatewayNode::start_on(base, files, &["--dataplane", "ebpf", &pin_arg, "--health-address", "127.0.0.1:9464"], |_| {}).unwrap();
     Node { node, pins }
 }
 
@@ -276,4 +276,77 @@ fn a_backends_port_unreachable_reaches_the_kernel_udp_client_as_connection_refus
     let stats = dump(&n, "UDP_NAT_STATS");
     assert_eq!(sum(&stats, "icmp_translated"), 1, "{stats}");
     assert_eq!(sum(&stats, "flows_created"), 1, "{stats}");
+}
+
+/// The node's `/metrics`.
+fn metrics(node: &GatewayNode) -> String {
+    let out = node.hosts.node.command("curl").args(["-s", "http://127.0.0.1:9464/metrics"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `gateway-agent inspect` (text, or JSON with `--output json`) of the node's agent.
+fn inspect(n: &Node, extra: &[&str]) -> String {
+    let out = std::process::Command::new(sockgate_tests::workspace_bin("gateway-agent").unwrap())
+        .arg("inspect")
+        .arg("--bpf-pin-dir")
+        .arg(&n.pins)
+        .arg("--udp-state-file")
+        .arg(n.node.logs.path().join("udp-flows.json"))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn metrics_and_inspect_show_the_kernel_udp_listeners_counters_and_flow_table() {
+    let node_ip: SocketAddr = "198.18.76.2:5300".parse().unwrap();
+    let route = udp_route("one", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80}]");
+    let policy = listener_policy("  maxConnections: 2\n");
+    let n = start(76, &[("gw.yaml", gateway()), ("route.yaml", route), ("svc.yaml", udp_service("one", 80, 7000, &["198.18.77.2"])), ("policy.yaml", policy)]);
+    let node = &n.node;
+    let _echo = udp_echo(&node.hosts.backend1, 7000, "one").unwrap();
+    let clients: Vec<_> = (0..3).map(|_| client(&node.hosts.client, Duration::from_millis(700)).unwrap()).collect();
+    let mut sent = 0u64;
+    for (i, c) in clients[..2].iter().enumerate() {
+        for j in 0..5u64 {
+            // The first of each flow's five is 4,000 bytes: three fragments each way.
+            let len = if j == 0 { 4000 } else { 100 };
+            assert_eq!(ask(c, node_ip, &checksummed(i as u64 * 10 + j, len)).unwrap().as_deref(), Some("one"));
+            sent += 1;
+        }
+    }
+    assert_eq!(ask(&clients[2], node_ip, &checksummed(99, 100)).unwrap(), None, "the third flow is over maxConnections 2");
+
+    let labels = "port=\"5300\",gateway=\"default/gw\",listener=\"udp\",route=\"default/one\",path=\"kernel\"";
+    let mut m = String::new();
+    wait_until("/metrics has the kernel listener's counters", || {
+        m = metrics(node);
+        m.contains(&format!("sockgate_udp_datagrams_to_clients_total{{{labels}}} {sent}"))
+    });
+    println!("{}", m.lines().filter(|l| l.contains("path=\"kernel\"")).collect::<Vec<_>>().join("\n"));
+    for series in [
+        format!("sockgate_udp_datagrams_from_clients_total{{{labels}}} {sent}"),
+        format!("sockgate_udp_flows_created_total{{{labels}}} 2"),
+        format!("sockgate_udp_datagrams_dropped_total{{{labels},reason=\"flow_limit\"}} 1"),
+        format!("sockgate_udp_translated_packets_total{{{labels},kind=\"fragment\"}} 8"),
+        "sockgate_udp_flows_active{port=\"5300\",gateway=\"default/gw\",listener=\"udp\",path=\"kernel\"} 2".to_string(),
+    ] {
+        assert!(m.contains(&series), "no {series} in\n{m}");
+    }
+
+    let text = inspect(&n, &[]);
+    println!("{text}");
+    assert!(text.contains("UDP listeners in the kernel (UDP NAT) (1):\n  udp port 5300 (default/gw/udp): UDPRoute default/one; 2 flows, idle timeout 60000 ms, at most 2 flows"), "{text}");
+    assert!(text.contains("dropped datagrams [flow_limit 1]") && text.contains("translated [fragment 8]"), "{text}");
+    for c in &clients[..2] {
+        let port = c.local_addr().unwrap().port();
+        assert!(text.contains(&format!("flow 198.18.76.1:{port} -> 198.18.77.2:7000: 5/5 datagrams in/out")), "{text}");
+    }
+    let json: Value = serde_json::from_str(&inspect(&n, &["--output", "json"])).unwrap();
+    let kernel: Vec<&Value> = json["udpListeners"].as_array().unwrap().iter().filter(|l| l["path"] == "kernel").collect();
+    assert_eq!(kernel.len(), 1, "{json}");
+    assert_eq!(kernel[0]["flowsActive"], 2);
+    assert_eq!(kernel[0]["flows"].as_array().unwrap().len(), 2);
 }

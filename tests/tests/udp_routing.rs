@@ -158,12 +158,12 @@ fn dig_gets_dnsmasq_answers_through_a_udp_and_a_tcp_listener_on_one_port() {
     assert!(log.contains("UDP data path: userspace relay"), "the log says which path serves UDP");
     let m = metrics(&node);
     let series = |name: &str| -> u64 {
-        let prefix = format!("{name}{{port=\"5300\",gateway=\"default/gw\",listener=\"coredns\",route=\"default/udp-coredns\"}} ");
+        let prefix = format!("{name}{{port=\"5300\",gateway=\"default/gw\",listener=\"coredns\",route=\"default/udp-coredns\",path=\"relay\"}} ");
         m.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{m}")).parse().unwrap()
     };
     assert!(series("sockgate_udp_datagrams_from_clients_total") >= 20 && series("sockgate_udp_datagrams_to_clients_total") >= 20, "{m}");
     assert!(series("sockgate_udp_bytes_to_clients_total") > series("sockgate_udp_bytes_from_clients_total"), "answers are longer than questions");
-    assert!(m.contains("sockgate_udp_datagrams_dropped_total{port=\"5300\",gateway=\"default/gw\",listener=\"coredns\",route=\"default/udp-coredns\",reason=\"no_route\"} 0"), "{m}");
+    assert!(m.contains("sockgate_udp_datagrams_dropped_total{port=\"5300\",gateway=\"default/gw\",listener=\"coredns\",route=\"default/udp-coredns\",path=\"relay\",reason=\"no_route\"} 0"), "{m}");
 }
 
 #[test]

@@ -212,6 +212,7 @@ fn new_flow(datagram: &Datagram, in_ifindex: u32, now: u64) -> Result<Option<*mu
         last_seen_ns: now,
         packets: 0,
         bytes: 0,
+        created_ns: now,
     };
     let reply = UdpFlowEntry {
         out_src_addr: key.dst_addr,
@@ -224,6 +225,7 @@ fn new_flow(datagram: &Datagram, in_ifindex: u32, now: u64) -> Result<Option<*mu
         last_seen_ns: now,
         packets: 0,
         bytes: 0,
+        created_ns: now,
     };
     let mut claimed = 0u16;
     for _ in 0..4 {

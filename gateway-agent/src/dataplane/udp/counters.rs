@@ -111,6 +111,7 @@ impl UdpCounters {
             flows_created: get(&self.flows_created),
             flows_ended: FlowEnd::ALL.iter().map(|r| (r.label().to_string(), get(&self.flows_ended[*r as usize]))).collect(),
             dropped: DropReason::ALL.iter().map(|r| (r.label().to_string(), get(&self.dropped[*r as usize]))).collect(),
+            translated: Vec::new(),
         }
     }
 }
@@ -128,4 +129,8 @@ pub struct CounterValues {
     pub flows_ended: Vec<(String, u64)>,
     /// Datagrams dropped, by reason label.
     pub dropped: Vec<(String, u64)>,
+    /// The kernel NAT only: packets translated besides whole datagrams, by
+    /// kind (`fragment`: a datagram's later fragments; `icmp_error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub translated: Vec<(String, u64)>,
 }

@@ -1,11 +1,13 @@
-//! The relay's Prometheus series: per UDP listener and route, datagrams and
+//! The UDP listeners' Prometheus series, of the relay and the kernel NAT
+//! (label `path`: `relay` or `kernel`): per listener and route, datagrams and
 //! bytes each way, flows created, flows ended by reason, datagrams dropped by
-//! reason, and the flows open now.
+//! reason, packets the kernel translated besides whole datagrams, and the
+//! flows open now. Cardinality: listeners × routes × paths, with the reasons.
 use std::fmt::Write as _;
 
-use super::state::RelayState;
+use super::state::UdpState;
 
-pub fn render(state: &RelayState, out: &mut String) {
+pub fn render(state: &UdpState, out: &mut String) {
     if state.listeners.is_empty() {
         return;
     }
@@ -17,7 +19,7 @@ pub fn render(state: &RelayState, out: &mut String) {
         ("sockgate_udp_bytes_to_clients_total", "UDP payload bytes from backends delivered to clients.", |c| c.bytes_to_clients),
         ("sockgate_udp_flows_created_total", "UDP flows (client addresses) created, each bound to one endpoint.", |c| c.flows_created),
     ];
-    let labels = |l: &super::state::ListenerState, route: &str| format!("port=\"{}\",gateway=\"{}\",listener=\"{}\",route=\"{route}\"", l.port, l.gateway, l.listener);
+    let labels = |l: &super::state::ListenerState, route: &str| format!("port=\"{}\",gateway=\"{}\",listener=\"{}\",route=\"{route}\",path=\"{}\"", l.port, l.gateway, l.listener, l.path.name());
     for (name, help, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for l in &state.listeners {
@@ -27,16 +29,22 @@ pub fn render(state: &RelayState, out: &mut String) {
         }
     }
     type List = fn(&super::counters::CounterValues) -> &[(String, u64)];
-    let lists: [(&str, &str, List); 2] = [
-        ("sockgate_udp_flows_ended_total", "UDP flows ended, by reason (idle, endpoint_removed, route_changed, listener_removed).", |c| &c.flows_ended),
-        ("sockgate_udp_datagrams_dropped_total", "Datagrams not forwarded, by reason (no_route, invalid_backend, client_denied, flow_limit, table_full, send_failed, backend_unreachable).", |c| &c.dropped),
+    let lists: [(&str, &str, &str, List); 3] = [
+        ("sockgate_udp_flows_ended_total", "reason", "UDP flows ended, by reason (relay: idle, endpoint_removed, route_changed, listener_removed; kernel: idle, endpoint_removed, client_denied, evicted).", |c| &c.flows_ended),
+        (
+            "sockgate_udp_datagrams_dropped_total",
+            "reason",
+            "Datagrams not forwarded, by reason (relay: no_route, invalid_backend, client_denied, flow_limit, table_full, send_failed, backend_unreachable; kernel: no_endpoint, no_nat_port, unroutable, client_denied, flow_limit).",
+            |c| &c.dropped,
+        ),
+        ("sockgate_udp_translated_packets_total", "kind", "Packets the kernel NAT translated besides whole datagrams, by kind (fragment: a datagram's later fragments; icmp_error: an ICMP error about a flow's datagram).", |c| &c.translated),
     ];
-    for (name, help, list) in lists {
+    for (name, label, help, list) in lists {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for l in &state.listeners {
             for r in &l.routes {
                 for (reason, n) in list(&r.counters) {
-                    let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {n}", labels(l, &r.route));
+                    let _ = writeln!(out, "{name}{{{},{label}=\"{reason}\"}} {n}", labels(l, &r.route));
                 }
             }
         }
@@ -44,6 +52,10 @@ pub fn render(state: &RelayState, out: &mut String) {
     let name = "sockgate_udp_flows_active";
     let _ = writeln!(out, "# HELP {name} UDP flows in the listener's flow table now.\n# TYPE {name} gauge");
     for l in &state.listeners {
-        let _ = writeln!(out, "{name}{{port=\"{}\",gateway=\"{}\",listener=\"{}\"}} {}", l.port, l.gateway, l.listener, l.flows.len());
+        let _ = writeln!(out, "{name}{{port=\"{}\",gateway=\"{}\",listener=\"{}\",path=\"{}\"}} {}", l.port, l.gateway, l.listener, l.path.name(), l.flow_count());
+    }
+    if state.kernel_fragments_unmatched > 0 {
+        let name = "sockgate_udp_kernel_unmatched_fragments_total";
+        let _ = writeln!(out, "# HELP {name} Later fragments of a datagram whose first fragment the kernel NAT had not seen, passed to the node's stack (the datagram is lost).\n# TYPE {name} counter\n{name} {}", state.kernel_fragments_unmatched);
     }
 }

@@ -133,8 +133,8 @@ impl UdpRelay {
     }
 
     /// What `gateway-agent inspect` shows: every listener with its counters and flow table.
-    pub fn state(&self) -> state::RelayState {
-        state::RelayState::of(&self.served.lock().unwrap())
+    pub fn state(&self) -> state::UdpState {
+        state::UdpState::of(&self.served.lock().unwrap())
     }
 }
 

@@ -1,7 +1,9 @@
-//! The relay's state as `gateway-agent inspect` and `/metrics` read it: per
-//! listener (and route) the counters, and the flow table. The agent writes it
-//! to a JSON file (`--udp-state-file`) on every tick, since `inspect` is
-//! another process and the relay keeps no eBPF map to read.
+//! The UDP listeners' state as `gateway-agent inspect` and `/metrics` read
+//! it: per listener (and route) the counters, and the flow table, of the
+//! userspace relay and of the kernel UDP NAT alike (`path` says which; with
+//! the kernel NAT, the relay stays bound on the same ports for IPv6, so a
+//! port may be listed once per path). The agent writes it to a JSON file
+//! (`--udp-state-file`) on every tick, since `inspect` is another process.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,14 +16,20 @@ use super::listener::UdpListener;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RelayState {
+pub struct UdpState {
     pub listeners: Vec<ListenerState>,
+    /// Row 0 of the kernel NAT's counters: fragments it could not match.
+    #[serde(default)]
+    pub kernel_fragments_unmatched: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerState {
     pub port: u16,
+    /// Which data path these counters and flows are of.
+    #[serde(default)]
+    pub path: UdpPath,
     /// namespace/name of the Gateway and the listener's name.
     pub gateway: String,
     pub listener: String,
@@ -32,6 +40,32 @@ pub struct ListenerState {
     /// Counters by the route they were counted for ("" while there was none).
     pub routes: Vec<RouteCounters>,
     pub flows: Vec<FlowView>,
+    /// Flows in the table, when more may be there than `flows` lists (the kernel's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows_active: Option<u64>,
+}
+
+impl ListenerState {
+    pub fn flow_count(&self) -> u64 {
+        self.flows_active.unwrap_or(self.flows.len() as u64)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpPath {
+    #[default]
+    Relay,
+    Kernel,
+}
+
+impl UdpPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            UdpPath::Relay => "relay",
+            UdpPath::Kernel => "kernel",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,14 +75,15 @@ pub struct RouteCounters {
     pub counters: CounterValues,
 }
 
-impl RelayState {
-    pub fn of(served: &BTreeMap<u16, Arc<UdpListener>>) -> RelayState {
+impl UdpState {
+    pub fn of(served: &BTreeMap<u16, Arc<UdpListener>>) -> UdpState {
         let listeners = served
             .iter()
             .map(|(port, l)| {
                 let config = l.config();
                 ListenerState {
                     port: *port,
+                    path: UdpPath::Relay,
                     gateway: config.gateway.to_string(),
                     listener: config.listener.clone(),
                     route: config.route.as_ref().map(ToString::to_string),
@@ -60,10 +95,11 @@ impl RelayState {
                         .map(|(route, c)| RouteCounters { route: route.map(|r| r.to_string()).unwrap_or_default(), counters: c.read() })
                         .collect(),
                     flows: l.flow_views(),
+                    flows_active: None,
                 }
             })
             .collect();
-        RelayState { listeners }
+        UdpState { listeners, kernel_fragments_unmatched: 0 }
     }
 
     /// Writes the state to `path` atomically (aside, then renamed), so a reader never sees half of it.
@@ -71,34 +107,60 @@ impl RelayState {
         crate::state_file::write_json(path, self)
     }
 
-    pub fn read(path: &Path) -> std::io::Result<RelayState> {
+    pub fn read(path: &Path) -> std::io::Result<UdpState> {
         crate::state_file::read_json(path)
     }
 
-    /// The state in words, for `inspect`.
+    /// The state in words, for `inspect`: the kernel's listeners, then the relay's.
     pub fn text(&self) -> String {
-        let mut out = format!("UDP listeners on the userspace relay ({}):\n", self.listeners.len());
-        for l in &self.listeners {
-            let route = l.route.as_deref().map(|r| format!("UDPRoute {r}")).unwrap_or_else(|| "no route: datagrams dropped".into());
-            let cap = l.max_flows.map(|m| format!(", at most {m} flows")).unwrap_or_default();
-            out.push_str(&format!("  udp port {} ({}/{}): {route}; {} flows, idle timeout {} ms{cap}\n", l.port, l.gateway, l.listener, l.flows.len(), l.idle_timeout_ms));
-            for r in &l.routes {
-                let c = &r.counters;
-                let name = if r.route.is_empty() { "(no route)" } else { r.route.as_str() };
-                let nonzero = |list: &[(String, u64)]| list.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
-                out.push_str(&format!(
-                    "    {name}: {} datagrams ({} bytes) from clients, {} datagrams ({} bytes) to clients; flows created {}, ended [{}], dropped datagrams [{}]\n",
-                    c.datagrams_from_clients, c.bytes_from_clients, c.datagrams_to_clients, c.bytes_to_clients, c.flows_created, nonzero(&c.flows_ended), nonzero(&c.dropped)
-                ));
+        let mut out = String::new();
+        let kernel = self.listeners.iter().any(|l| l.path == UdpPath::Kernel);
+        for (path, title) in [(UdpPath::Kernel, "in the kernel (UDP NAT)"), (UdpPath::Relay, "on the userspace relay")] {
+            let listeners: Vec<&ListenerState> = self.listeners.iter().filter(|l| l.path == path).collect();
+            if !listeners.is_empty() {
+                // With the kernel NAT, the relay stays bound on its ports for what the kernel passes on.
+                let what = if kernel && path == UdpPath::Relay { ", serving IPv6 clients of the kernel's ports" } else { "" };
+                out.push_str(&format!("UDP listeners {title} ({}{what}):\n", listeners.len()));
+                out.push_str(&listeners_text(&listeners));
             }
-            for f in &l.flows {
-                let endpoint = f.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "dropped (invalid backend)".into());
-                out.push_str(&format!(
-                    "    flow {} -> {endpoint}: {}/{} datagrams in/out, {}/{} bytes, idle {} ms\n",
-                    f.client, f.datagrams_from_client, f.datagrams_to_client, f.bytes_from_client, f.bytes_to_client, f.idle_ms
-                ));
-            }
+        }
+        if self.kernel_fragments_unmatched > 0 {
+            out.push_str(&format!("kernel UDP NAT: {} later fragments came before their first fragment (passed to the stack; those datagrams are lost)\n", self.kernel_fragments_unmatched));
         }
         out
     }
+}
+
+fn listeners_text(listeners: &[&ListenerState]) -> String {
+    let mut out = String::new();
+    for l in listeners {
+        let route = l.route.as_deref().map(|r| format!("UDPRoute {r}")).unwrap_or_else(|| "no route: datagrams dropped".into());
+        let cap = l.max_flows.map(|m| format!(", at most {m} flows")).unwrap_or_default();
+        let listed = if l.flow_count() > l.flows.len() as u64 { format!(" ({} most recent listed)", l.flows.len()) } else { String::new() };
+        out.push_str(&format!("  udp port {} ({}/{}): {route}; {} flows{listed}, idle timeout {} ms{cap}\n", l.port, l.gateway, l.listener, l.flow_count(), l.idle_timeout_ms));
+        for r in &l.routes {
+            let c = &r.counters;
+            let name = if r.route.is_empty() { "(no route)" } else { r.route.as_str() };
+            let nonzero = |list: &[(String, u64)]| list.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+            out.push_str(&format!(
+                "    {name}: {} datagrams ({} bytes) from clients, {} datagrams ({} bytes) to clients; flows created {}, ended [{}], dropped datagrams [{}]{}\n",
+                c.datagrams_from_clients,
+                c.bytes_from_clients,
+                c.datagrams_to_clients,
+                c.bytes_to_clients,
+                c.flows_created,
+                nonzero(&c.flows_ended),
+                nonzero(&c.dropped),
+                if c.translated.is_empty() { String::new() } else { format!(", translated [{}]", nonzero(&c.translated)) }
+            ));
+        }
+        for f in &l.flows {
+            let endpoint = f.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "dropped (invalid backend)".into());
+            out.push_str(&format!(
+                "    flow {} -> {endpoint}: {}/{} datagrams in/out, {}/{} bytes, idle {} ms\n",
+                f.client, f.datagrams_from_client, f.datagrams_to_client, f.bytes_from_client, f.bytes_to_client, f.idle_ms
+            ));
+        }
+    }
+    out
 }

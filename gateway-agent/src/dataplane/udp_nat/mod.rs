@@ -52,7 +52,10 @@ use gateway_common::{
 use super::kernel::{prepare_pin_dir, OBJECT};
 use super::udp::listener::DEFAULT_IDLE_TIMEOUT;
 use crate::dataplane::xdp::Cidr;
+use crate::dataplane::udp::state::ListenerState;
 use crate::model::config::{BackendGroup, ListenerConfig, ListenerPolicyConfig};
+
+mod state;
 
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -70,6 +73,8 @@ pub struct UdpNat {
     ebpf: Mutex<Ebpf>,
     interfaces: Vec<String>,
     served: Mutex<BTreeMap<u16, Served>>,
+    /// The flow table as the last sweep left it, for [`UdpNat::state`].
+    swept: Mutex<BTreeMap<UdpFlowKey, UdpFlowEntry>>,
     pin_dir: PathBuf,
 }
 
@@ -110,7 +115,7 @@ impl UdpNat {
                 .attach_with_options(interface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
                 .with_context(|| format!("attaching the UDP NAT program to {interface} (ingress)"))?;
         }
-        let nat = UdpNat { ebpf: Mutex::new(ebpf), interfaces, served: Mutex::default(), pin_dir: pin_dir.to_path_buf() };
+        let nat = UdpNat { ebpf: Mutex::new(ebpf), interfaces, served: Mutex::default(), swept: Mutex::default(), pin_dir: pin_dir.to_path_buf() };
         nat.write_node_addresses()?;
         Ok(nat)
     }
@@ -261,13 +266,14 @@ impl UdpNat {
         for key in &doomed {
             let _ = flows.remove(key);
         }
-        let doomed: BTreeSet<&UdpFlowKey> = doomed.iter().collect();
+        let doomed: BTreeSet<UdpFlowKey> = doomed.into_iter().collect();
+        let mut entries = entries;
+        entries.retain(|key, _| !doomed.contains(key));
         let mut live: BTreeMap<u16, u64> = served.keys().map(|p| (*p, 0)).collect();
-        for (key, entry) in &entries {
-            if entry.to_client == 0 && !doomed.contains(key) {
-                *live.entry(entry.listener_port as u16).or_default() += 1;
-            }
+        for entry in entries.values().filter(|e| e.to_client == 0) {
+            *live.entry(entry.listener_port as u16).or_default() += 1;
         }
+        *self.swept.lock().unwrap() = entries;
         if let Ok(mut counts) = ebpf.map_mut(UDP_NAT_LIVE_MAP).context("UDP_NAT_LIVE").and_then(|m| Ok(Array::<_, u64>::try_from(m)?)) {
             for (port, n) in &live {
                 if let Some(s) = served.get(port) {
@@ -287,25 +293,30 @@ impl UdpNat {
         }
     }
 
-    /// Every flow entry now (both entries of each flow).
-    pub fn flows(&self) -> Vec<(UdpFlowKey, UdpFlowEntry)> {
-        let ebpf = self.ebpf.lock().unwrap();
-        let Some(map) = ebpf.map(UDP_NAT_FLOWS_MAP) else { return Vec::new() };
-        let Ok(flows) = HashMap::<_, UdpFlowKey, UdpFlowEntry>::try_from(map) else { return Vec::new() };
-        flows.iter().filter_map(Result::ok).collect()
-    }
-
     /// Per-listener counters, CPUs summed; row 0 counts fragments.
-    pub fn stats(&self) -> BTreeMap<u32, UdpNatStats> {
+    fn stats(&self) -> BTreeMap<u32, UdpNatStats> {
         let ebpf = self.ebpf.lock().unwrap();
         let Some(map) = ebpf.map(UDP_NAT_STATS_MAP) else { return BTreeMap::new() };
         let Ok(stats) = PerCpuHashMap::<&MapData, u32, UdpNatStats>::try_from(map) else { return BTreeMap::new() };
         stats.iter().filter_map(Result::ok).map(|(port, cpus)| (port, cpus.iter().fold(UdpNatStats::default(), add_stats))).collect()
     }
 
-    /// The agent's counters of each listener (flows the sweep ended).
-    pub fn listener_counters(&self) -> BTreeMap<u16, UdpNatListener> {
-        self.served.lock().unwrap().iter().map(|(p, s)| (*p, s.info)).collect()
+    /// The kernel's UDP listeners among `wanted`, for `inspect` and
+    /// `/metrics`, and the fragments it could match to no datagram.
+    pub fn state(&self, wanted: &BTreeMap<u16, ListenerConfig>) -> (Vec<ListenerState>, u64) {
+        let stats = self.stats();
+        let served = self.served.lock().unwrap();
+        let flows = self.swept.lock().unwrap();
+        let now = super::kernel_splice::monotonic_ns();
+        let listeners = served
+            .iter()
+            .filter_map(|(port, s)| {
+                let config = wanted.get(port)?;
+                let counts = stats.get(&u32::from(*port)).copied().unwrap_or_default();
+                Some(state::listener_state(*port, config, &counts, &s.info, &flows, now))
+            })
+            .collect();
+        (listeners, stats.get(&0).map_or(0, |s| s.fragments_passed))
     }
 }
 
@@ -461,7 +472,7 @@ mod tests {
     #[test]
     fn map_types_have_the_layout_the_program_uses() {
         assert_eq!(std::mem::size_of::<UdpFlowKey>(), 12);
-        assert_eq!(std::mem::size_of::<UdpFlowEntry>(), 48);
+        assert_eq!(std::mem::size_of::<UdpFlowEntry>(), 56);
         assert_eq!(std::mem::size_of::<UdpNatListener>(), 48);
         assert_eq!(std::mem::size_of::<UdpNatEndpoint>(), 16);
         assert_eq!(std::mem::size_of::<UdpNatStats>(), 104);
