@@ -49,6 +49,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(path = path.name(), "data path: {path_reason}");
     let mut listeners = ListenerSet::new(args.listen_address, Arc::clone(&path), args.connect_timeout);
     tracing::info!(capacity = listeners.capacity(), "connections this agent takes at most, all listeners together (its open-files limit allows no more)");
+    // Before the takeover: the UDP NAT's program goes first in each chain and
+    // carries the flows of the shared table at once, while the running
+    // agent's, now after it, still starts the new flows until it goes.
+    let udp_nat = load_udp_nat(&args);
     take_over(&args, &mut listeners).await?;
     let health = Arc::new(Health::default());
     let health_task = match args.health_address {
@@ -58,7 +62,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let offer = Offer::bind(&args.takeover_socket)?;
     let xdp = load_xdp(&args);
     let mut udp = UdpRelay::new(args.listen_address);
-    let udp_nat = load_udp_nat(&args);
     udp.set_kernel(udp_nat.is_some());
     health.publish_udp(udp.served());
     let mut applier = Applier {
@@ -680,6 +683,9 @@ impl Applier {
         }
         if let Some(kernel) = self.kernel {
             kernel.unpin();
+        }
+        if let Some(nat) = self.udp_nat {
+            nat.unpin();
         }
     }
 }

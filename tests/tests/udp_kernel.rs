@@ -1,6 +1,6 @@
 //! The kernel UDP NAT (`--dataplane ebpf`): UDPRoutes served by
 //! `sockgate_udp_nat` in TC, real BPF in network namespaces on
-//! 198.18.61.0/24–198.18.78.0/24 (no other test uses them). Every answer is
+//! 198.18.61.0/24–198.18.81.0/24 (no other test uses them). Every answer is
 //! checked byte for byte and by checksum; the node's UDP stack must see none
 //! of the forwarded datagrams (`Udp: InDatagrams` of its /proc/net/snmp);
 //! counters are read from the pinned maps with bpftool.
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sockgate_tests::agent::wait_for_log;
 use sockgate_tests::harness::GatewayNode;
 use sockgate_tests::manifests::documents;
 use sockgate_tests::udp::{ask, checksummed, client, udp_echo, udp_route, udp_service};
@@ -349,4 +350,53 @@ fn metrics_and_inspect_show_the_kernel_udp_listeners_counters_and_flow_table() {
     assert_eq!(kernel.len(), 1, "{json}");
     assert_eq!(kernel[0]["flowsActive"], 2);
     assert_eq!(kernel[0]["flows"].as_array().unwrap().len(), 2);
+}
+
+/// Each forward entry of the flow table: client port → (NAT port, endpoint).
+fn nat_ports(n: &Node) -> BTreeMap<u64, (u64, Value)> {
+    let flows = dump(n, "UDP_NAT_FLOWS");
+    flows.as_array().unwrap().iter().filter(|f| f["formatted"]["value"]["to_client"] == 0).map(|f| {
+        let (key, value) = (&f["formatted"]["key"], &f["formatted"]["value"]);
+        (key["src_port"].as_u64().unwrap(), (value["out_src_port"].as_u64().unwrap(), value["out_dst_addr"].clone()))
+    }).collect()
+}
+
+#[test]
+fn kernel_udp_flows_go_on_with_their_nat_ports_and_endpoints_across_a_takeover_and_a_kill_9_and_go_with_a_plain_stop() {
+    let node_ip: SocketAddr = "198.18.79.2:5300".parse().unwrap();
+    let route = udp_route("split", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80}, {name: two, port: 80}]");
+    let services = documents(&[udp_service("one", 80, 7000, &["198.18.80.2"]), udp_service("two", 80, 7000, &["198.18.81.2"])]);
+    let mut n = start(79, &[("gw.yaml", gateway()), ("route.yaml", route), ("svc.yaml", services)]);
+    let _echoes = [udp_echo(&n.node.hosts.backend1, 7000, "one").unwrap(), udp_echo(&n.node.hosts.backend2, 7000, "two").unwrap()];
+    let clients: Vec<_> = (0..6).map(|_| client(&n.node.hosts.client, Duration::from_secs(2)).unwrap()).collect();
+    let ask_all = |round: u64| -> Vec<String> { clients.iter().enumerate().map(|(i, c)| ask(c, node_ip, &checksummed(round * 10 + i as u64, 500)).unwrap().unwrap_or_else(|| panic!("round {round}, flow {i}: no answer"))).collect() };
+    let first = ask_all(0);
+    let table = nat_ports(&n);
+    assert_eq!(table.len(), 6, "{table:?}");
+
+    // A takeover: the successor's program carries the same flows on.
+    let mut successor = n.node.start_successor(&[], |_| {}).unwrap();
+    wait_for_log(&mut successor, "took over from the running agent", Duration::from_secs(30)).unwrap();
+    // Loaded before the takeover, so it carries the flows from then on.
+    assert!(successor.logs().contains("carrying on the UDP flows an earlier agent left in the kernel NAT flows=6"), "{}", successor.logs());
+    let status = n.node.agent.wait_exit(Duration::from_secs(10));
+    assert!(matches!(status, Some(s) if s.success()), "the old agent exits after the handover: {status:?}");
+    let _old = std::mem::replace(&mut n.node.agent, successor);
+    assert_eq!(ask_all(1), first, "every flow kept its endpoint across the takeover");
+    assert_eq!(nat_ports(&n), table, "and its NAT port");
+    assert_eq!(sum(&dump(&n, "UDP_NAT_STATS"), "flows_created"), 6, "no flow was created again");
+
+    // A kill -9: nothing forwards until an agent is back, which carries them on too.
+    n.node.agent.kill();
+    let mut restarted = n.node.start_successor(&[], |_| {}).unwrap();
+    wait_for_log(&mut restarted, "UDP listener served in the kernel", Duration::from_secs(30)).unwrap();
+    assert!(restarted.logs().contains("carrying on the UDP flows an earlier agent left in the kernel NAT flows=6"), "{}", restarted.logs());
+    n.node.agent = restarted;
+    assert_eq!(ask_all(2), first, "every flow kept its endpoint across the kill -9");
+    assert_eq!(nat_ports(&n), table);
+    assert_eq!(sum(&dump(&n, "UDP_NAT_STATS"), "flows_created"), 6);
+
+    // A plain stop leaves nothing to carry on: the pins go with the agent.
+    n.node.agent.stop(Duration::from_secs(5));
+    assert!(!n.pins.join("UDP_NAT_FLOWS").exists() && !n.pins.join("UDP_NAT_STATS").exists(), "pins left after a plain stop");
 }

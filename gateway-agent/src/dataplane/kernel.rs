@@ -228,6 +228,21 @@ pub(crate) fn prepare_pin_dir(pin_dir: &Path, names: &[&str]) -> anyhow::Result<
     Ok(())
 }
 
+/// A pin of another layout than `expected` (key and value sizes: an agent
+/// of another version) cannot be shared: it goes, with what it carried
+/// (`lost` says what, in the log).
+pub(crate) fn discard_incompatible_pin(pin: &Path, expected: (usize, usize), lost: &str) -> anyhow::Result<()> {
+    if !pin.exists() {
+        return Ok(());
+    }
+    let found = aya::maps::MapData::from_pin(pin).and_then(|m| m.info()).map(|i| (i.key_size() as usize, i.value_size() as usize));
+    if found.as_ref().ok() != Some(&expected) {
+        tracing::warn!(pin = %pin.display(), ?found, ?expected, "a pinned map of another layout (an agent of another version?) is replaced; {lost}");
+        std::fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
+    }
+    Ok(())
+}
+
 /// Every listener's endpoints as `BACKENDS` entries: one per endpoint, and one
 /// `reject` entry for a backendRef without endpoints (its share is reset).
 pub fn backend_entries(config: &DataplaneConfig) -> BTreeMap<BackendKey, BackendEntry> {

@@ -23,7 +23,7 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{FlowEntry, FlowKey, ListenerPort, SpliceStats, FLOWS_MAP, FLOW_SPLICED, SPLICE_STATS_MAP, TCP_HOLD_PROGRAM, TCP_SPLICE_PROGRAM};
 
-use super::kernel::{prepare_pin_dir, OBJECT};
+use super::kernel::{discard_incompatible_pin, prepare_pin_dir, OBJECT};
 use translation::Refusal;
 
 const PINNED: [&str; 2] = [FLOWS_MAP, SPLICE_STATS_MAP];
@@ -76,9 +76,8 @@ impl KernelSplice {
         // its programs onto the same maps, so the kernel goes on carrying the
         // spliced connections, and takes them over (`take_inherited`).
         prepare_pin_dir(pin_dir, &[])?;
-        for name in PINNED {
-            discard_incompatible_pin(&pin_dir.join(name))?;
-        }
+        discard_incompatible_pin(&pin_dir.join(FLOWS_MAP), (std::mem::size_of::<FlowKey>(), std::mem::size_of::<FlowEntry>()), "the connections it carried are lost")?;
+        discard_incompatible_pin(&pin_dir.join(SPLICE_STATS_MAP), (std::mem::size_of::<ListenerPort>(), std::mem::size_of::<SpliceStats>()), "its counters start again")?;
         let (flows_pin, stats_pin) = (pin_dir.join(FLOWS_MAP), pin_dir.join(SPLICE_STATS_MAP));
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("AYA_LOGS", page)
@@ -284,25 +283,6 @@ impl Drop for KernelSplice {
         // finds it empty and removes it (an earlier attempt fails, harmlessly).
         let _ = std::fs::remove_dir(&self.pin_dir);
     }
-}
-
-/// A pin of another layout (an agent of another version): this program
-/// cannot share it, so it goes, with whatever it carried (said in the log).
-fn discard_incompatible_pin(pin: &Path) -> anyhow::Result<()> {
-    if !pin.exists() {
-        return Ok(());
-    }
-    let expected = if pin.ends_with(FLOWS_MAP) {
-        (std::mem::size_of::<FlowKey>(), std::mem::size_of::<FlowEntry>())
-    } else {
-        (std::mem::size_of::<ListenerPort>(), std::mem::size_of::<SpliceStats>())
-    };
-    let found = MapData::from_pin(pin).and_then(|m| m.info()).map(|i| (i.key_size() as usize, i.value_size() as usize));
-    if found.as_ref().ok() != Some(&expected) {
-        tracing::warn!(pin = %pin.display(), ?found, ?expected, "a pinned map of another layout (an agent of another version?) is replaced; the connections it carried are lost");
-        std::fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
-    }
-    Ok(())
 }
 
 fn sum_stats(rows: impl Iterator<Item = (ListenerPort, Vec<SpliceStats>)>) -> BTreeMap<ListenerPort, SpliceStats> {

@@ -34,6 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ use gateway_common::{
     UDP_NAT_SLOTS_PER_LISTENER, UDP_NAT_STATS_MAP,
 };
 
-use super::kernel::{prepare_pin_dir, OBJECT};
+use super::kernel::{discard_incompatible_pin, prepare_pin_dir, OBJECT};
 use super::udp::listener::DEFAULT_IDLE_TIMEOUT;
 use crate::dataplane::xdp::Cidr;
 use crate::dataplane::udp::state::ListenerState;
@@ -75,21 +76,19 @@ pub struct UdpNat {
     served: Mutex<BTreeMap<u16, Served>>,
     /// The flow table as the last sweep left it, for [`UdpNat::state`].
     swept: Mutex<BTreeMap<UdpFlowKey, UdpFlowEntry>>,
+    /// No sweep before the first configuration is written: flows an earlier
+    /// agent left would all look like flows of listeners no longer served.
+    applied: AtomicBool,
     pin_dir: PathBuf,
 }
 
-/// The maps `bpftool` reads from the pin directory.
-pub const PINNED: [&str; 5] = [UDP_NAT_FLOWS_MAP, UDP_NAT_LISTENERS_MAP, UDP_NAT_STATS_MAP, UDP_NAT_ALLOW_MAP, UDP_NAT_DENY_MAP];
-
-impl Drop for UdpNat {
-    fn drop(&mut self) {
-        for name in PINNED {
-            let _ = std::fs::remove_file(self.pin_dir.join(name));
-        }
-        // Shared with the other eBPF parts' pins: removed by the last to go.
-        let _ = std::fs::remove_dir(&self.pin_dir);
-    }
-}
+/// The maps `bpftool` reads from the pin directory. The flow table and the
+/// counters outlast an agent (a successor, or an agent restarted after a
+/// crash, loads its program onto them, so the flows go on with their NAT
+/// ports and endpoints); the listener tables are each agent's own, written
+/// afresh (an earlier agent's entries would never be taken out).
+const CARRIED: [&str; 2] = [UDP_NAT_FLOWS_MAP, UDP_NAT_STATS_MAP];
+const OWN: [&str; 3] = [UDP_NAT_LISTENERS_MAP, UDP_NAT_ALLOW_MAP, UDP_NAT_DENY_MAP];
 
 impl UdpNat {
     /// Loads the program and attaches it to `interfaces` (every one but
@@ -97,10 +96,11 @@ impl UdpNat {
     pub fn load(pin_dir: &Path, interfaces: &[String]) -> anyhow::Result<UdpNat> {
         // SAFETY: sysconf(3) only reads a constant.
         let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as u32;
-        // Pinned for bpftool (`bpftool map dump pinned DIR/UDP_NAT_STATS`); a
-        // pin an earlier agent left is replaced: flows do not outlive an agent.
-        prepare_pin_dir(pin_dir, &PINNED)?;
-        let pins: Vec<(&str, PathBuf)> = PINNED.iter().map(|n| (*n, pin_dir.join(n))).collect();
+        // Pinned for bpftool (`bpftool map dump pinned DIR/UDP_NAT_STATS`).
+        prepare_pin_dir(pin_dir, &OWN)?;
+        discard_incompatible_pin(&pin_dir.join(UDP_NAT_FLOWS_MAP), (std::mem::size_of::<UdpFlowKey>(), std::mem::size_of::<UdpFlowEntry>()), "the UDP flows it carried start again")?;
+        discard_incompatible_pin(&pin_dir.join(UDP_NAT_STATS_MAP), (4, std::mem::size_of::<UdpNatStats>()), "its counters start again")?;
+        let pins: Vec<(&str, PathBuf)> = CARRIED.iter().chain(&OWN).map(|n| (*n, pin_dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("AYA_LOGS", page);
         for (name, path) in &pins {
@@ -115,9 +115,31 @@ impl UdpNat {
                 .attach_with_options(interface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
                 .with_context(|| format!("attaching the UDP NAT program to {interface} (ingress)"))?;
         }
-        let nat = UdpNat { ebpf: Mutex::new(ebpf), interfaces, served: Mutex::default(), swept: Mutex::default(), pin_dir: pin_dir.to_path_buf() };
+        let nat = UdpNat { ebpf: Mutex::new(ebpf), interfaces, served: Mutex::default(), swept: Mutex::default(), applied: AtomicBool::new(false), pin_dir: pin_dir.to_path_buf() };
         nat.write_node_addresses()?;
+        let carried = nat.flow_entries().len() / 2;
+        if carried > 0 {
+            tracing::info!(flows = carried, "carrying on the UDP flows an earlier agent left in the kernel NAT");
+        }
         Ok(nat)
+    }
+
+    /// At a plain stop (no successor): the pins go, and with them the flows
+    /// (the program leaves with this agent, so nothing would carry them).
+    /// After a handover, or a crash, the pins stay for the agent that follows.
+    pub fn unpin(self) {
+        for name in CARRIED.iter().chain(&OWN) {
+            let _ = std::fs::remove_file(self.pin_dir.join(name));
+        }
+        // Shared with the other eBPF parts' pins: removed by the last to go.
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+
+    fn flow_entries(&self) -> BTreeMap<UdpFlowKey, UdpFlowEntry> {
+        let mut ebpf = self.ebpf.lock().unwrap();
+        let Some(map) = ebpf.map_mut(UDP_NAT_FLOWS_MAP) else { return BTreeMap::new() };
+        let Ok(flows) = HashMap::<_, UdpFlowKey, UdpFlowEntry>::try_from(map) else { return BTreeMap::new() };
+        flows.iter().filter_map(Result::ok).collect()
     }
 
     pub fn interfaces(&self) -> &[String] {
@@ -213,6 +235,7 @@ impl UdpNat {
         }
         drop(ebpf);
         drop(served);
+        self.applied.store(true, Ordering::Relaxed);
         // Flows of listeners that went, or to endpoints that left: at once.
         self.sweep();
         Ok(())
@@ -221,6 +244,9 @@ impl UdpNat {
     /// Removes idle flows, flows of listeners no longer served and flows to
     /// endpoints no longer in their listener's table; counts them.
     pub fn sweep(&self) {
+        if !self.applied.load(Ordering::Relaxed) {
+            return;
+        }
         let now = super::kernel_splice::monotonic_ns();
         let mut served = self.served.lock().unwrap();
         let mut ebpf = self.ebpf.lock().unwrap();
