@@ -113,6 +113,12 @@ pub struct RunArgs {
     /// connections end first and never pay for a handover.
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub kernel_splice_after: Duration,
+    /// `--dataplane ebpf`: UDP flows the kernel NAT's table holds, all UDP
+    /// listeners together (an LRU table: beyond it, the least recently used
+    /// flows make room). About 100 bytes of kernel memory each. An agent that
+    /// carries on an earlier agent's table of another size starts a new one.
+    #[arg(long, default_value_t = gateway_common::UDP_NAT_MAX_FLOWS / 2, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
+    pub udp_nat_max_flows: u32,
     /// Unix socket where a running agent hands its sockets and connections to a
     /// starting one (takeover on upgrade); a starting agent asks here first.
     #[arg(long, default_value = crate::takeover::DEFAULT_SOCKET)]

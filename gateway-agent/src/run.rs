@@ -371,7 +371,7 @@ fn load_udp_nat(args: &crate::cli::RunArgs) -> Option<crate::dataplane::udp_nat:
     if args.dataplane != crate::dataplane::DataplaneMode::Ebpf {
         return None;
     }
-    match crate::dataplane::udp_nat::UdpNat::load(&args.bpf_pin_dir, &args.splice_interfaces) {
+    match crate::dataplane::udp_nat::UdpNat::load(&args.bpf_pin_dir, &args.splice_interfaces, args.udp_nat_max_flows) {
         Ok(nat) => {
             tracing::info!(interfaces = %nat.interfaces().join(", "), pins = %args.bpf_pin_dir.display(), "UDP data path: kernel UDP NAT (TC ingress, LRU flow table; no socket per flow); the userspace relay stays bound for IPv6");
             Some(nat)

@@ -453,7 +453,9 @@ pub const UDP_NAT_MAX_FRAGMENTED: u32 = 8192;
 pub const UDP_NAT_PROGRAM: &str = "sockgate_udp_nat";
 pub const UDP_NAT_MAX_LISTENERS: u32 = 256;
 pub const UDP_NAT_SLOTS_PER_LISTENER: u32 = 1024;
-/// LRU: a flood of new 5-tuples evicts the least recently used flows.
+/// Entries of `UDP_NAT_FLOWS` as compiled, two per flow (the agent sizes it
+/// at load: `--udp-nat-max-flows`). LRU: a flood of new 5-tuples evicts the
+/// least recently used flows.
 pub const UDP_NAT_MAX_FLOWS: u32 = 1 << 16;
 /// NAT source ports toward endpoints: above Linux's default ephemeral range
 /// (32768–60999), so no socket of the node that connect()s picks one.

@@ -1,6 +1,6 @@
 //! The kernel UDP NAT (`--dataplane ebpf`): UDPRoutes served by
 //! `sockgate_udp_nat` in TC, real BPF in network namespaces on
-//! 198.18.61.0/24–198.18.81.0/24 (no other test uses them). Every answer is
+//! 198.18.61.0/24–198.18.84.0/24 (no other test uses them). Every answer is
 //! checked byte for byte and by checksum; the node's UDP stack must see none
 //! of the forwarded datagrams (`Udp: InDatagrams` of its /proc/net/snmp);
 //! counters are read from the pinned maps with bpftool.
@@ -399,4 +399,60 @@ fn kernel_udp_flows_go_on_with_their_nat_ports_and_endpoints_across_a_takeover_a
     // A plain stop leaves nothing to carry on: the pins go with the agent.
     n.node.agent.stop(Duration::from_secs(5));
     assert!(!n.pins.join("UDP_NAT_FLOWS").exists() && !n.pins.join("UDP_NAT_STATS").exists(), "pins left after a plain stop");
+}
+
+#[test]
+fn a_flood_of_new_udp_flows_is_bounded_by_the_lru_table_evictions_are_counted_and_busy_flows_are_answered_throughout() {
+    let node_ip: SocketAddr = "198.18.82.2:5300".parse().unwrap();
+    let route = udp_route("split", "[{name: gw, sectionName: udp}]", "[{name: one, port: 80}, {name: two, port: 80}]");
+    let services = documents(&[udp_service("one", 80, 7000, &["198.18.83.2"]), udp_service("two", 80, 7000, &["198.18.84.2"])]);
+    let files = [("gw.yaml", gateway()), ("route.yaml", route), ("svc.yaml", services)];
+    let pins = PathBuf::from(format!("/sys/fs/bpf/{}", sockgate_tests::netns::unique_name("sockgate-udpnat")));
+    let pin_arg = format!("--bpf-pin-dir={}", pins.display());
+    // A table of 1,024 flows (2,048 entries), flooded with 4,000 new ones.
+    let args = ["--dataplane", "ebpf", &pin_arg, "--health-address", "127.0.0.1:9464", "--udp-nat-max-flows", "1024"];
+    let n = Node { node: GatewayNode::start_on(82, &files, &args, |_| {}).unwrap(), pins };
+    let node = &n.node;
+    let _echoes = [udp_echo(&node.hosts.backend1, 7000, "one").unwrap(), udp_echo(&node.hosts.backend2, 7000, "two").unwrap()];
+    let busy: Vec<_> = (0..10).map(|_| client(&node.hosts.client, Duration::from_secs(2)).unwrap()).collect();
+    let endpoints: Vec<String> = busy.iter().enumerate().map(|(i, c)| ask(c, node_ip, &checksummed(i as u64, 200)).unwrap().unwrap()).collect();
+
+    let flood = node.hosts.client.enter(|| {
+        let to: SocketAddr = "198.18.82.2:5300".parse().unwrap();
+        for port in 20_000..24_000u16 {
+            let s = std::net::UdpSocket::bind(("198.18.82.1", port)).unwrap();
+            s.send_to(&checksummed(u64::from(port), 64), to).unwrap();
+        }
+    });
+    let flood = std::thread::spawn(move || flood);
+    // Meanwhile the busy flows go on, every datagram answered intact. The
+    // kernel's LRU is approximate (per-CPU lists, a reference bit), so a busy
+    // flow may be evicted too: its next datagram is then a new flow, which
+    // may pick the other endpoint. Counted, not failed.
+    let mut moved = 0;
+    for round in 1..=20u64 {
+        for (i, c) in busy.iter().enumerate() {
+            let who = ask(c, node_ip, &checksummed(round * 100 + i as u64, 200)).unwrap().unwrap_or_else(|| panic!("busy flow {i}, round {round}: no answer"));
+            moved += usize::from(who != endpoints[i]);
+        }
+    }
+    flood.join().unwrap().unwrap();
+    for (i, c) in busy.iter().enumerate() {
+        assert!(ask(c, node_ip, &checksummed(9000 + i as u64, 200)).unwrap().is_some(), "busy flow {i} after the flood: no answer");
+    }
+    println!("busy flows answered by another endpoint than their first, in 200 asks: {moved}");
+    let entries = dump(&n, "UDP_NAT_FLOWS").as_array().unwrap().len();
+    assert!(entries <= 2048, "the table holds at most its size: {entries}");
+    let created = sum(&dump(&n, "UDP_NAT_STATS"), "flows_created");
+    assert!(created >= 4000, "the flooding 5-tuples were new flows (a rare one finds no free NAT port in 4 tries): {created}");
+    let labels = "port=\"5300\",gateway=\"default/gw\",listener=\"udp\",route=\"default/split\",path=\"kernel\"";
+    let mut evicted = 0;
+    wait_until("/metrics counts the evictions", || {
+        let m = metrics(node);
+        let prefix = format!("sockgate_udp_flows_ended_total{{{labels},reason=\"evicted\"}} ");
+        evicted = m.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap());
+        evicted > 0
+    });
+    println!("{created} flows created, {entries} entries left, {evicted} evicted");
+    assert!(evicted >= created - 1024 - 10, "{evicted} evicted of {created} created into a table of 1024");
 }

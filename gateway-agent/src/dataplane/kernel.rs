@@ -229,14 +229,15 @@ pub(crate) fn prepare_pin_dir(pin_dir: &Path, names: &[&str]) -> anyhow::Result<
 }
 
 /// A pin of another layout than `expected` (key and value sizes: an agent
-/// of another version) cannot be shared: it goes, with what it carried
-/// (`lost` says what, in the log).
-pub(crate) fn discard_incompatible_pin(pin: &Path, expected: (usize, usize), lost: &str) -> anyhow::Result<()> {
+/// of another version), or of another size when `max_entries` is given,
+/// cannot be shared: it goes, with what it carried (`lost` says what, in the log).
+pub(crate) fn discard_incompatible_pin(pin: &Path, expected: (usize, usize), max_entries: Option<u32>, lost: &str) -> anyhow::Result<()> {
     if !pin.exists() {
         return Ok(());
     }
-    let found = aya::maps::MapData::from_pin(pin).and_then(|m| m.info()).map(|i| (i.key_size() as usize, i.value_size() as usize));
-    if found.as_ref().ok() != Some(&expected) {
+    let found = aya::maps::MapData::from_pin(pin).and_then(|m| m.info()).map(|i| (i.key_size() as usize, i.value_size() as usize, i.max_entries()));
+    let fits = found.as_ref().is_ok_and(|(k, v, n)| (*k, *v) == expected && max_entries.is_none_or(|m| m == *n));
+    if !fits {
         tracing::warn!(pin = %pin.display(), ?found, ?expected, "a pinned map of another layout (an agent of another version?) is replaced; {lost}");
         std::fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
     }

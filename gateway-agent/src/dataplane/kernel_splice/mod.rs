@@ -76,8 +76,8 @@ impl KernelSplice {
         // its programs onto the same maps, so the kernel goes on carrying the
         // spliced connections, and takes them over (`take_inherited`).
         prepare_pin_dir(pin_dir, &[])?;
-        discard_incompatible_pin(&pin_dir.join(FLOWS_MAP), (std::mem::size_of::<FlowKey>(), std::mem::size_of::<FlowEntry>()), "the connections it carried are lost")?;
-        discard_incompatible_pin(&pin_dir.join(SPLICE_STATS_MAP), (std::mem::size_of::<ListenerPort>(), std::mem::size_of::<SpliceStats>()), "its counters start again")?;
+        discard_incompatible_pin(&pin_dir.join(FLOWS_MAP), (std::mem::size_of::<FlowKey>(), std::mem::size_of::<FlowEntry>()), None, "the connections it carried are lost")?;
+        discard_incompatible_pin(&pin_dir.join(SPLICE_STATS_MAP), (std::mem::size_of::<ListenerPort>(), std::mem::size_of::<SpliceStats>()), None, "its counters start again")?;
         let (flows_pin, stats_pin) = (pin_dir.join(FLOWS_MAP), pin_dir.join(SPLICE_STATS_MAP));
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("AYA_LOGS", page)

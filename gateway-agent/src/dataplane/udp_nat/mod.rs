@@ -93,16 +93,19 @@ const OWN: [&str; 3] = [UDP_NAT_LISTENERS_MAP, UDP_NAT_ALLOW_MAP, UDP_NAT_DENY_M
 impl UdpNat {
     /// Loads the program and attaches it to `interfaces` (every one but
     /// loopback when empty), at the head of each ingress chain.
-    pub fn load(pin_dir: &Path, interfaces: &[String]) -> anyhow::Result<UdpNat> {
+    pub fn load(pin_dir: &Path, interfaces: &[String], max_flows: u32) -> anyhow::Result<UdpNat> {
+        // Two entries per flow: the client's and the reply's.
+        let entries = max_flows.saturating_mul(2);
         // SAFETY: sysconf(3) only reads a constant.
         let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as u32;
         // Pinned for bpftool (`bpftool map dump pinned DIR/UDP_NAT_STATS`).
         prepare_pin_dir(pin_dir, &OWN)?;
-        discard_incompatible_pin(&pin_dir.join(UDP_NAT_FLOWS_MAP), (std::mem::size_of::<UdpFlowKey>(), std::mem::size_of::<UdpFlowEntry>()), "the UDP flows it carried start again")?;
-        discard_incompatible_pin(&pin_dir.join(UDP_NAT_STATS_MAP), (4, std::mem::size_of::<UdpNatStats>()), "its counters start again")?;
+        discard_incompatible_pin(&pin_dir.join(UDP_NAT_FLOWS_MAP), (std::mem::size_of::<UdpFlowKey>(), std::mem::size_of::<UdpFlowEntry>()), Some(entries), "the UDP flows it carried start again")?;
+        discard_incompatible_pin(&pin_dir.join(UDP_NAT_STATS_MAP), (4, std::mem::size_of::<UdpNatStats>()), None, "its counters start again")?;
         let pins: Vec<(&str, PathBuf)> = CARRIED.iter().chain(&OWN).map(|n| (*n, pin_dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("AYA_LOGS", page);
+        loader.map_max_entries(UDP_NAT_FLOWS_MAP, entries);
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
