@@ -131,6 +131,15 @@ impl Contender {
         }
     }
 
+    /// The name in the UDP tables, where sockgate's modes run other paths than for TCP.
+    pub fn udp_label(&self) -> String {
+        match self {
+            Contender::Auto => "sockgate `auto` (default: the UDP relay)".into(),
+            Contender::Ebpf => "sockgate `ebpf` (kernel UDP NAT)".into(),
+            _ => self.label(),
+        }
+    }
+
     pub fn is_sockgate(&self) -> bool {
         matches!(self, Contender::Auto | Contender::Ebpf | Contender::Splice | Contender::Copy)
     }

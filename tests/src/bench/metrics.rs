@@ -253,6 +253,9 @@ pub struct Results {
     /// What the kernel TCP splice did during each workload (by its key), per
     /// round, for the sockgate contenders that load it.
     pub splice: BTreeMap<(Contender, &'static str), Vec<SpliceCounters>>,
+    /// Datagrams the node's own UDP sockets received during each UDP workload (by its key), per round:
+    /// which path really carried them (a userspace proxy receives each datagram, a kernel path none).
+    pub node_udp: BTreeMap<(Contender, &'static str), Vec<u64>>,
 }
 
 impl Results {
