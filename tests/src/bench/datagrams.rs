@@ -337,3 +337,60 @@ impl Flow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flow with datagrams 0..n outstanding (its socket is never used here).
+    fn flow_with(n: u64, size: usize) -> Flow {
+        let mut f = Flow::new(UdpSocket::bind("127.0.0.1:0").unwrap(), 3, size);
+        for seq in 0..n {
+            f.outstanding.insert(seq, Instant::now());
+        }
+        f.next = n;
+        f
+    }
+
+    fn datagram(f: &Flow, seq: u64) -> Vec<u8> {
+        let mut d = Vec::new();
+        f.datagram(seq, &mut d);
+        d
+    }
+
+    #[test]
+    fn every_kind_of_wrong_answer_is_counted_and_only_an_exact_echo_is_answered() {
+        for size in [64, 512, 1400] {
+            let mut f = flow_with(6, size);
+            f.answer(&datagram(&f, 0));
+            let mut flipped = datagram(&f, 1);
+            flipped[size - 1] ^= 1;
+            f.answer(&flipped);
+            let short = datagram(&f, 2);
+            f.answer(&short[..size - 1]);
+            // Datagram 3's header with datagram 4's bytes: the payload depends on the sequence number.
+            let mut swapped = datagram(&f, 4);
+            swapped[4..12].copy_from_slice(&3u64.to_be_bytes());
+            f.answer(&swapped);
+            f.answer(&datagram(&f, 0));
+            let mut other_flow = datagram(&f, 5);
+            other_flow[..4].copy_from_slice(&9u32.to_be_bytes());
+            f.answer(&other_flow);
+            f.answer(&datagram(&f, 99));
+            f.answer(b"short");
+            let c = f.counts;
+            assert_eq!((c.answered, c.corrupted, c.duplicated, c.foreign), (1, 3, 1, 3), "{size} B: {c:?}");
+        }
+    }
+
+    #[test]
+    fn an_answer_after_giving_up_is_late_and_a_warm_up_answer_is_not_counted() {
+        let mut f = flow_with(1, 64);
+        f.outstanding.remove(&0);
+        f.given_up.insert(0);
+        f.answer(&datagram(&f, 0));
+        f.answer(&datagram(&f, WARM_UP | 2));
+        let c = f.counts;
+        assert_eq!((c.answered, c.late, c.wrong()), (0, 1, 0), "{c:?}");
+    }
+}
