@@ -1,6 +1,6 @@
 //! The benchmark harness (`cargo xtask bench`) once, in a tiny configuration,
-//! so that it cannot rot: every contender through every workload, the profile,
-//! the report and the chart. No figure is asserted (timed tests on shared
+//! so that it cannot rot: every contender through every workload (UDP's too,
+//! where the contender carries UDP), the profile, the report and the chart. No figure is asserted (timed tests on shared
 //! machines are flaky); a failed measurement is a failure here, and every
 //! checksummed transfer and echo is still checked by the harness itself.
 use std::path::Path;
@@ -41,6 +41,9 @@ fn tiny_run(out: &Path) -> std::process::Output {
             "20",
             "--trickle-connections",
             "10",
+            // Each of the three datagram sizes; iperf3 -u runs --iperf-seconds.
+            "--udp-seconds",
+            "0.3",
             "--out",
         ])
         .arg(out)
@@ -70,11 +73,17 @@ fn the_bench_measures_every_contender_on_every_workload_and_writes_report_and_ch
         let title = config_titles(metric);
         let table = section(&report, &title).unwrap_or_else(|| panic!("no table for {title:?} in:\n{report}"));
         for contender in Contender::default_set() {
-            let row = table.lines().find(|l| l.starts_with(&format!("| {} |", contender.label())));
-            let row = row.unwrap_or_else(|| panic!("no row for {} under {title:?}:\n{table}", contender.label()));
+            let label = if metric.is_udp() { contender.udp_label() } else { contender.label() };
+            let row = table.lines().find(|l| l.starts_with(&format!("| {label} |")));
+            let row = row.unwrap_or_else(|| panic!("no row for {label} under {title:?}:\n{table}"));
             // HAProxy's or nginx's own failure is reported in its row (see above), not a figure.
             let foreign_failure = row.contains("**failed**") && (row.starts_with("| HAProxy") || row.starts_with("| nginx"));
-            if !(metric.needs_forwarder() && matches!(contender, Contender::Direct | Contender::Dnat)) && !foreign_failure {
+            // A contender that carries no UDP says why instead of a figure.
+            let no_udp = metric.is_udp() && contender.udp().is_err();
+            if no_udp {
+                assert!(row.contains("n/a: "), "{label} carries no UDP, and its row should say so: {row}");
+            }
+            if !(metric.needs_forwarder() && matches!(contender, Contender::Direct | Contender::Dnat)) && !foreign_failure && !no_udp {
                 let median = row.split('|').nth(2).unwrap().trim();
                 assert!(median.parse::<f64>().is_ok(), "{} has no figure under {title:?}: {row}", contender.label());
             }
@@ -82,6 +91,14 @@ fn the_bench_measures_every_contender_on_every_workload_and_writes_report_and_ch
     }
     assert!(report.contains("## Goals of issue 7"), "{report}");
     assert!(report.contains("## Goals of issue 14"), "{report}");
+    assert!(report.contains("## Goals of issue 15"), "{report}");
+    // The kernel UDP NAT carried every UDP datagram of `ebpf`: none reached a socket of the node (the relay stays bound beside it).
+    let node_udp = report.split("## UDP through the node's own sockets").nth(1).expect("a section on the node's UDP sockets");
+    let ebpf_rows: Vec<&str> = node_udp.lines().take_while(|l| !l.starts_with("## ")).filter(|l| l.starts_with(&format!("| {} |", Contender::Ebpf.udp_label()))).collect();
+    assert_eq!(ebpf_rows.len(), 4, "one row per UDP workload of ebpf:\n{node_udp}");
+    for row in ebpf_rows {
+        assert!(row.ends_with("| 0 |"), "the node's own sockets received datagrams that the kernel UDP NAT should have carried: {row}");
+    }
     // The kernel splice's counters were read around every workload of `ebpf`.
     let splice = report.split("## Kernel splice per workload").nth(1).expect("a kernel splice section");
     assert!(splice.contains("| sockgate `ebpf` (kernel TCP splice) | handover stall |"), "{splice}");

@@ -4,7 +4,8 @@
 //! process of its own, `sockgate-bench --echo-server`, so that its sockets do
 //! not count against the bench's descriptor limit), the handover-stall server
 //! (`stall`, in the bench process: one clock with the client), `iperf3 -s`
-//! and a real `redis-server`.
+//! (TCP and `-u`), a real `redis-server`, and the UDP echo server of the
+//! datagram-rate workloads (`udp_echo`, a process of its own too).
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::rlimit;
 use super::stall::{self, StallReport};
-use super::testbed::{wait_listening, BULK, ECHO, IPERF, REDIS, STALL};
+use super::testbed::{wait_listening, wait_udp_bound, BULK, ECHO, IPERF, REDIS, STALL, UDP_ECHO};
 use crate::agent::Process;
 use crate::netns::NetNs;
 use crate::topology::BACKEND1;
@@ -31,6 +32,7 @@ pub struct BulkReport {
 pub struct Backends {
     // Processes first, so they stop before their files go.
     _echo: Process,
+    _udp_echo: Process,
     _iperf: Process,
     _redis: Process,
     /// The bulk server; dropping it closes its sockets.
@@ -80,6 +82,9 @@ impl Backends {
         echo.arg("--echo-server").arg(SocketAddr::new(BACKEND1.into(), ECHO.backend).to_string());
         rlimit::as_inherited(&mut echo);
         let echo = Process::spawn("echo-server", echo, files.path())?;
+        let mut udp_echo = host.command(crate::workspace_bin("sockgate-bench")?);
+        udp_echo.arg("--udp-echo-server").arg(SocketAddr::new(BACKEND1.into(), UDP_ECHO.backend).to_string());
+        let udp_echo = Process::spawn("udp-echo-server", udp_echo, files.path())?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -102,8 +107,10 @@ impl Backends {
             anyhow::Ok(())
         })?;
         wait_listening(host, &[IPERF.backend, REDIS.backend, ECHO.backend], Duration::from_secs(10)).context("iperf3 -s, redis-server and the echo server")?;
+        wait_udp_bound(host, &[UDP_ECHO.backend], Duration::from_secs(10)).context("the UDP echo server")?;
         Ok(Backends {
             _echo: echo,
+            _udp_echo: udp_echo,
             _iperf: iperf,
             _redis: redis,
             runtime: Some(runtime),

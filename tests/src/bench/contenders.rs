@@ -1,7 +1,8 @@
 //! The ways through the node, each started inside the node's namespace with
 //! its configuration in a temporary directory, and stopped (files removed) on
 //! drop: direct routing, iptables DNAT, sockgate's agent with each data path,
-//! HAProxy and nginx stream.
+//! HAProxy and nginx stream. Those that carry UDP (`Contender::udp`) also
+//! serve the UDP services (`UDP_SERVICES`).
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -9,10 +10,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::rlimit;
-use super::testbed::{wait_listening, Service, Testbed, SERVICES};
+use super::testbed::{wait_listening, wait_udp_bound, Service, Testbed, SERVICES, UDP_SERVICES};
 use crate::agent::{wait_for_log, Process};
 use crate::cgroup::Cgroup;
 use crate::manifests::{documents, gateway, route, service};
+use crate::udp::{udp_route, udp_service};
 use crate::topology::{BACKEND1, GATEWAY};
 use crate::workspace_bin;
 
@@ -115,6 +117,29 @@ impl Contender {
         }
     }
 
+    /// How it carries the UDP workloads, or why it has no figure there ("n/a" in those rows).
+    pub fn udp(&self) -> Result<&'static str, &'static str> {
+        match self {
+            Contender::Direct => Ok("routed by the node"),
+            Contender::Dnat => Ok("iptables DNAT (`-p udp`)"),
+            // auto does not pick the kernel UDP NAT: only `--dataplane ebpf` loads it.
+            Contender::Auto => Ok("the userspace relay"),
+            Contender::Ebpf => Ok("the kernel UDP NAT (`sockgate_udp_nat`)"),
+            Contender::Splice | Contender::Copy => Err("n/a: its UDP path is the userspace relay, measured as `auto`"),
+            Contender::Haproxy { .. } => Err("n/a: HAProxy 2.6 has no UDP proxy"),
+            Contender::Nginx => Ok("the stream module, `listen … udp`"),
+        }
+    }
+
+    /// The name in the UDP tables, where sockgate's modes run other paths than for TCP.
+    pub fn udp_label(&self) -> String {
+        match self {
+            Contender::Auto => "sockgate `auto` (default: the UDP relay)".into(),
+            Contender::Ebpf => "sockgate `ebpf` (kernel UDP NAT)".into(),
+            _ => self.label(),
+        }
+    }
+
     pub fn is_sockgate(&self) -> bool {
         matches!(self, Contender::Auto | Contender::Ebpf | Contender::Splice | Contender::Copy)
     }
@@ -142,7 +167,7 @@ impl Contender {
                 std::fs::write(&conf, haproxy_config(*splice))?;
                 let mut command = bed.hosts.node.command("haproxy");
                 command.arg("-db").arg("-f").arg(&conf);
-                forwarder.spawn("haproxy", command, bed)?;
+                forwarder.spawn("haproxy", command, bed, false)?;
             }
             Contender::Nginx => {
                 let dir = forwarder.files.path().to_path_buf();
@@ -156,7 +181,7 @@ impl Contender {
                     .arg("-e")
                     .arg(dir.join("error.log"))
                     .args(["-g", "daemon off;"]);
-                forwarder.spawn("nginx", command, bed)?;
+                forwarder.spawn("nginx", command, bed, true)?;
             }
         }
         Ok(forwarder)
@@ -220,11 +245,13 @@ impl Forwarder {
         Ok(body.to_string())
     }
 
-    fn spawn(&mut self, name: &str, mut command: std::process::Command, bed: &Testbed) -> Result<()> {
+    /// Starts a proxy and waits for its TCP listeners, and its UDP sockets if it serves `udp`.
+    fn spawn(&mut self, name: &str, mut command: std::process::Command, bed: &Testbed, udp: bool) -> Result<()> {
         rlimit::as_inherited(&mut command);
         let mut process = Process::spawn(name, command, self.files.path())?;
         let ports: Vec<u16> = SERVICES.iter().map(|s| s.listener).collect();
-        let listening = wait_listening(&bed.hosts.node, &ports, Duration::from_secs(20));
+        let udp_ports: Vec<u16> = if udp { UDP_SERVICES.iter().map(|s| s.listener).collect() } else { Vec::new() };
+        let listening = wait_listening(&bed.hosts.node, &ports, Duration::from_secs(20)).and_then(|_| wait_udp_bound(&bed.hosts.node, &udp_ports, Duration::from_secs(20)));
         if let Err(e) = listening {
             process.ensure_running()?;
             return Err(e.context(format!("{name} log:\n{}", process.logs())));
@@ -234,10 +261,19 @@ impl Forwarder {
     }
 
     fn start_agent(&mut self, bed: &Testbed) -> Result<()> {
-        let mut docs = vec![gateway(&SERVICES.map(|s| (s.name, s.listener)))];
+        // The Gateway's listeners list comes last in its document: the UDP listeners follow the TCP ones.
+        let mut gw = gateway(&SERVICES.map(|s| (s.name, s.listener)));
+        for u in UDP_SERVICES {
+            let _ = writeln!(gw, "  - name: {}\n    protocol: UDP\n    port: {}", u.name, u.listener);
+        }
+        let mut docs = vec![gw];
         for s in SERVICES {
             docs.push(route(s.name, s.name, s.name, s.backend));
             docs.push(service(s.name, s.backend, s.backend, &[&BACKEND1.to_string()]));
+        }
+        for u in UDP_SERVICES {
+            docs.push(udp_route(u.name, &format!("[{{name: gw, sectionName: {}}}]", u.name), &format!("[{{name: {}, port: {}}}]", u.name, u.backend)));
+            docs.push(udp_service(u.name, u.backend, u.backend, &[&BACKEND1.to_string()]));
         }
         let manifests = self.files.path().join("manifests");
         std::fs::create_dir(&manifests)?;
@@ -279,7 +315,10 @@ impl Forwarder {
         wait_for_log(&mut process, "configuration applied", Duration::from_secs(30))?;
         self.process = Some(process);
         let ports: Vec<u16> = SERVICES.iter().map(|s| s.listener).collect();
-        wait_listening(&bed.hosts.node, &ports, Duration::from_secs(10)).with_context(|| format!("agent log:\n{}", self.log()))
+        let udp_ports: Vec<u16> = UDP_SERVICES.iter().map(|s| s.listener).collect();
+        wait_listening(&bed.hosts.node, &ports, Duration::from_secs(10))
+            .and_then(|_| wait_udp_bound(&bed.hosts.node, &udp_ports, Duration::from_secs(10)))
+            .with_context(|| format!("agent log:\n{}", self.log()))
     }
 }
 
@@ -306,9 +345,11 @@ impl Drop for Forwarder {
     }
 }
 
-/// kube-proxy's way: rewrite the destination of each packet to the node, and route.
+/// kube-proxy's way: rewrite the destination of each packet to the node, and route (TCP and UDP alike).
 fn dnat(bed: &Testbed) -> Result<()> {
-    for s in SERVICES {
+    let tcp = SERVICES.iter().map(|s| ("tcp", s));
+    let udp = UDP_SERVICES.iter().map(|s| ("udp", s));
+    for (protocol, s) in tcp.chain(udp) {
         let out = bed
             .hosts
             .node
@@ -322,14 +363,14 @@ fn dnat(bed: &Testbed) -> Result<()> {
                 "-d",
                 &GATEWAY.to_string(),
                 "-p",
-                "tcp",
+                protocol,
                 "--dport",
                 &s.listener.to_string(),
             ])
             .args(["-j", "DNAT", "--to-destination", &format!("{BACKEND1}:{}", s.backend)])
             .output()?;
         if !out.status.success() {
-            bail!("iptables DNAT for {}: {}", s.name, String::from_utf8_lossy(&out.stderr).trim());
+            bail!("iptables DNAT for {} ({protocol}): {}", s.name, String::from_utf8_lossy(&out.stderr).trim());
         }
     }
     Ok(())
@@ -360,6 +401,18 @@ fn haproxy_config(splice: bool) -> String {
 /// `proxy_half_close on`: without it nginx ends the whole session at the
 /// first FIN, cutting off the other direction (the checksummed transfer
 /// half-closes its upload while the download still flows).
+///
+/// UDP: `listen … udp reuseport`, so that each worker has a socket of its own
+/// and the kernel sends all of a client's datagrams to the same worker (with
+/// one shared socket, any worker may take any datagram, and each would keep a
+/// session, an upstream socket, of its own for the same client). A session
+/// is a client address and port, as sockgate's flow is; it ends after
+/// `proxy_timeout 60s` without a datagram (sockgate's default idle timeout).
+/// No `proxy_responses`: a limit (1 for DNS) ends the session as soon as
+/// every datagram so far is answered, so a client with a window of
+/// datagrams in flight would get a new session and upstream socket whenever
+/// its answers caught up, and iperf3's one-way stream would end at its first
+/// answer; sockgate's flows last until idle.
 fn nginx_config(dir: &str) -> String {
     let mut c = format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\nworker_rlimit_nofile 100000;\npid {dir}/nginx.pid;\n\
@@ -369,6 +422,13 @@ fn nginx_config(dir: &str) -> String {
         let _ = writeln!(
             c,
             "    server {{\n        listen {GATEWAY}:{};\n        proxy_pass {BACKEND1}:{};\n        proxy_timeout 10m;\n        proxy_half_close on;\n    }}",
+            s.listener, s.backend
+        );
+    }
+    for s in UDP_SERVICES {
+        let _ = writeln!(
+            c,
+            "    server {{\n        listen {GATEWAY}:{} udp reuseport;\n        proxy_pass {BACKEND1}:{};\n        proxy_timeout 60s;\n    }}",
             s.listener, s.backend
         );
     }

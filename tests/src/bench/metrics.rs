@@ -31,6 +31,17 @@ pub enum Metric {
     StallAnswerMax,
     StallSlow,
     StallTimeouts,
+    UdpRate64,
+    UdpRate512,
+    UdpRate1400,
+    UdpUnanswered64,
+    UdpUnanswered512,
+    UdpUnanswered1400,
+    UdpCpu64,
+    UdpCpu512,
+    UdpCpu1400,
+    IperfUdp,
+    IperfUdpLoss,
     IdleRss,
     IdleKibPerConnection,
     IdleFdsPerConnection,
@@ -39,7 +50,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 29] = [
+    pub const ALL: [Metric; 40] = [
         Metric::Bulk,
         Metric::CpuPerGib,
         Metric::Iperf1Up,
@@ -64,6 +75,17 @@ impl Metric {
         Metric::StallAnswerMax,
         Metric::StallSlow,
         Metric::StallTimeouts,
+        Metric::UdpRate64,
+        Metric::UdpRate512,
+        Metric::UdpRate1400,
+        Metric::UdpUnanswered64,
+        Metric::UdpUnanswered512,
+        Metric::UdpUnanswered1400,
+        Metric::UdpCpu64,
+        Metric::UdpCpu512,
+        Metric::UdpCpu1400,
+        Metric::IperfUdp,
+        Metric::IperfUdpLoss,
         Metric::IdleRss,
         Metric::IdleKibPerConnection,
         Metric::IdleFdsPerConnection,
@@ -98,6 +120,17 @@ impl Metric {
             Metric::StallAnswerMax => "Handover stall, the backend's answer: max",
             Metric::StallSlow => "Handover stall: connections (of both variants) whose bytes, either way, waited ≥ 150 ms (a loss probe or retransmission timeout)",
             Metric::StallTimeouts => "Handover stall: retransmission timeouts and tail-loss probes of the client and backend hosts during the workload (nstat)",
+            Metric::UdpRate64 => "UDP echo, 64-byte datagrams over 4 flows, at most 16 unanswered per flow: datagrams answered per second",
+            Metric::UdpRate512 => "UDP echo, 512-byte datagrams: datagrams answered per second",
+            Metric::UdpRate1400 => "UDP echo, 1400-byte datagrams: datagrams answered per second",
+            Metric::UdpUnanswered64 => "UDP echo, 64-byte datagrams: unanswered (no answer within 250 ms), of those sent",
+            Metric::UdpUnanswered512 => "UDP echo, 512-byte datagrams: unanswered, of those sent",
+            Metric::UdpUnanswered1400 => "UDP echo, 1400-byte datagrams: unanswered, of those sent",
+            Metric::UdpCpu64 => "CPU per million datagrams echoed (whole machine, during the 64-byte UDP echo)",
+            Metric::UdpCpu512 => "CPU per million datagrams echoed (whole machine, during the 512-byte UDP echo)",
+            Metric::UdpCpu1400 => "CPU per million datagrams echoed (whole machine, during the 1400-byte UDP echo)",
+            Metric::IperfUdp => "iperf3 -u -b 0 -l 1400, client → backend: received",
+            Metric::IperfUdpLoss => "iperf3 -u -b 0 -l 1400: datagrams lost on the way, of those sent",
             Metric::IdleRss => "Forwarder resident memory with {idle} idle connections",
             Metric::IdleKibPerConnection => "Forwarder resident memory per idle connection (growth while opening {idle})",
             Metric::IdleFdsPerConnection => "Forwarder descriptors per idle connection (growth while opening {idle})",
@@ -118,6 +151,10 @@ impl Metric {
             Metric::StallFirstP50 | Metric::StallFirstP99 | Metric::StallFirstMax | Metric::StallTrickleP50 | Metric::StallTrickleP99 | Metric::StallTrickleMax | Metric::StallAnswerP50 | Metric::StallAnswerP99 | Metric::StallAnswerMax => "ms",
             Metric::StallSlow => "connections",
             Metric::StallTimeouts => "timeouts and probes",
+            Metric::UdpRate64 | Metric::UdpRate512 | Metric::UdpRate1400 => "datagrams/s",
+            Metric::UdpUnanswered64 | Metric::UdpUnanswered512 | Metric::UdpUnanswered1400 | Metric::IperfUdpLoss => "%",
+            Metric::UdpCpu64 | Metric::UdpCpu512 | Metric::UdpCpu1400 => "CPU s per million",
+            Metric::IperfUdp => "Gbit/s",
             Metric::IdleFdsPerConnection | Metric::ManyIdleFdsPerConnection => "descriptors",
             Metric::IdleRss | Metric::ManyIdleRss => "MiB",
             Metric::IdleKibPerConnection => "KiB",
@@ -127,7 +164,35 @@ impl Metric {
     pub fn higher_is_better(&self) -> bool {
         matches!(
             self,
-            Metric::Bulk | Metric::Iperf1Up | Metric::Iperf1Down | Metric::Iperf8Up | Metric::Iperf8Down | Metric::RedisRps | Metric::ConnectionRate
+            Metric::Bulk
+                | Metric::Iperf1Up
+                | Metric::Iperf1Down
+                | Metric::Iperf8Up
+                | Metric::Iperf8Down
+                | Metric::RedisRps
+                | Metric::ConnectionRate
+                | Metric::UdpRate64
+                | Metric::UdpRate512
+                | Metric::UdpRate1400
+                | Metric::IperfUdp
+        )
+    }
+
+    /// Whether it measures UDP: such tables compare with nginx (HAProxy 2.6 has no UDP proxy), and a contender that carries no UDP has no row figure there.
+    pub fn is_udp(&self) -> bool {
+        matches!(
+            self,
+            Metric::UdpRate64
+                | Metric::UdpRate512
+                | Metric::UdpRate1400
+                | Metric::UdpUnanswered64
+                | Metric::UdpUnanswered512
+                | Metric::UdpUnanswered1400
+                | Metric::UdpCpu64
+                | Metric::UdpCpu512
+                | Metric::UdpCpu1400
+                | Metric::IperfUdp
+                | Metric::IperfUdpLoss
         )
     }
 
@@ -141,7 +206,10 @@ impl Metric {
 
     pub fn format(&self, v: f64) -> String {
         match self {
-            Metric::RedisRps | Metric::ConnectionRate | Metric::StallSlow | Metric::StallTimeouts => format!("{v:.0}"),
+            Metric::RedisRps | Metric::ConnectionRate | Metric::StallSlow | Metric::StallTimeouts | Metric::UdpRate64 | Metric::UdpRate512 | Metric::UdpRate1400 => {
+                format!("{v:.0}")
+            }
+            Metric::UdpUnanswered64 | Metric::UdpUnanswered512 | Metric::UdpUnanswered1400 | Metric::IperfUdpLoss => format!("{v:.3}"),
             Metric::StallFirstP50 | Metric::StallFirstP99 | Metric::StallFirstMax | Metric::StallTrickleP50 | Metric::StallTrickleP99 | Metric::StallTrickleMax | Metric::StallAnswerP50 | Metric::StallAnswerP99 | Metric::StallAnswerMax => {
                 format!("{v:.3}")
             }
@@ -185,6 +253,9 @@ pub struct Results {
     /// What the kernel TCP splice did during each workload (by its key), per
     /// round, for the sockgate contenders that load it.
     pub splice: BTreeMap<(Contender, &'static str), Vec<SpliceCounters>>,
+    /// Datagrams the node's own UDP sockets received during each UDP workload (by its key), per round:
+    /// which path really carried them (a userspace proxy receives each datagram, a kernel path none).
+    pub node_udp: BTreeMap<(Contender, &'static str), Vec<u64>>,
 }
 
 impl Results {

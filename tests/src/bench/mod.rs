@@ -4,7 +4,8 @@
 //!
 //! One job per file: `testbed` (hosts and routes) and `backends` (what runs on
 //! the backend host), `contenders` (each way through the node), the workloads
-//! (`bulk`, `iperf`, `latency`, `connections`, `stall`, dispatched by `workloads`),
+//! (`bulk`, `iperf`, `latency`, `connections`, `stall`, and UDP's `datagrams`
+//! and `iperf`'s `-u`, dispatched by `workloads`; `udp_echo` is the UDP backend),
 //! `run` (rounds), `metrics` (samples and summaries), `profile` (perf during
 //! sockgate's slowest workload), `control_plane` (criterion's results),
 //! `report` and `chart`. `procfs` and `rlimit` are small helpers.
@@ -14,6 +15,7 @@ pub mod chart;
 pub mod connections;
 pub mod contenders;
 pub mod control_plane;
+pub mod datagrams;
 pub mod iperf;
 pub mod latency;
 pub mod metrics;
@@ -25,6 +27,7 @@ pub mod run;
 pub mod splice_counters;
 pub mod stall;
 pub mod testbed;
+pub mod udp_echo;
 pub mod workloads;
 
 use std::path::PathBuf;
@@ -51,6 +54,8 @@ pub struct Config {
     /// Connections of the handover-stall workload's first-byte and trickle variants.
     pub stall_connections: usize,
     pub trickle_connections: usize,
+    /// Seconds of each datagram-rate workload (one per datagram size).
+    pub udp_seconds: f64,
     pub contenders: Vec<Contender>,
     /// All of `Workload::ALL` for a report; fewer to look at one thing.
     pub workloads: Vec<workloads::Workload>,

@@ -115,6 +115,18 @@ pub fn machine() -> String {
     )
 }
 
+/// `Udp: InDatagrams` of the network namespace `ns`: datagrams its own UDP
+/// sockets received (a datagram a kernel path forwards never reaches one).
+pub fn udp_in_datagrams(ns: &crate::netns::NetNs) -> Result<u64> {
+    // /proc/net is per namespace: read it from a process inside `ns`.
+    let out = ns.command("cat").arg("/proc/net/snmp").output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut rows = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (rows.next().context("no Udp: rows in /proc/net/snmp")?, rows.next().context("no Udp: values")?);
+    let i = names.split_whitespace().position(|n| n == "InDatagrams").context("no Udp InDatagrams")?;
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).context("an unreadable Udp InDatagrams")
+}
+
 /// The 1-minute load average (how busy the shared machine was).
 pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

@@ -29,12 +29,15 @@ pub fn render(cx: &Context) -> String {
     method(&mut out, cx.config);
     goals(&mut out, cx);
     goals_of_issue_14(&mut out, cx);
+    goals_of_issue_15(&mut out, cx);
     kernel_splice(&mut out, cx);
+    node_udp(&mut out, cx);
     out += "## Results\n\n";
     let _ = writeln!(
         out,
-        "Medians of {} rounds, with the lowest and highest sample; ratios are this contender's median divided by direct's and by HAProxy's \
-         (for throughput and rates higher is better; for latency, CPU and memory lower is better).\n",
+        "Medians of {} rounds, with the lowest and highest sample; ratios are this contender's median divided by direct's and by HAProxy's, \
+         or in the UDP tables by nginx's, as HAProxy 2.6 proxies no UDP (for throughput and rates higher is better; for latency, loss, \
+         CPU and memory lower is better).\n",
         cx.config.rounds
     );
     let chart = cx.config.chart_path();
@@ -127,8 +130,8 @@ fn method(out: &mut String, config: &Config) {
          server (in the bench process), an echo server (a process of its own), `iperf3 -s` and `redis-server`.\n\
          - **Contenders**: {}. Direct: the client connects to the backend's address and the node's kernel routes it (the topology's \
          limit). DNAT: one `iptables -t nat -A PREROUTING … -j DNAT` rule per port on the node, forwarding on (what kube-proxy does: \
-         per packet, no socket termination). sockgate: the release build of `gateway-agent run --manifests` with one Gateway, five \
-         listeners and five TCPRoutes; `auto` is the default as deployed: its start-up self-test proves the kernel TCP \
+         per packet, no socket termination; `-p udp` rules too for the UDP services). sockgate: the release build of `gateway-agent run --manifests` with one Gateway, five \
+         TCP listeners with a TCPRoute each and two UDP listeners with a UDPRoute each; `auto` is the default as deployed: its start-up self-test proves the kernel TCP \
          splice on this machine, so it runs the same path as `ebpf`, with the eBPF maps and the sock_ops/cgroup_skb counters, \
          attached to a cgroup of the agent's own, as a pod has (where the self-test fails, `auto` is splice(2) with those maps); `ebpf` is `--dataplane ebpf`, the kernel TCP splice \
          (the agent accepts, connects and hands the pair over; a TC ingress program on the node's two interfaces then rewrites every \
@@ -136,7 +139,14 @@ fn method(out: &mut String, config: &Config) {
          and a cgroup of its own; `splice` and `copy` each path alone without BPF. HAProxy: \
          TCP mode, one frontend/backend per port, its defaults of one thread per CPU and a `maxconn` sized from the descriptor limit; {}. \
          nginx: the stream module, `worker_processes auto`, one `server` with `proxy_pass` and `proxy_half_close on` per port (without \
-         it nginx ends a session at the first FIN and cuts off the other direction).\n\
+         it nginx ends a session at the first FIN and cuts off the other direction); for UDP `listen … udp reuseport` (a socket per \
+         worker, so a client's datagrams all reach one worker's session) with `proxy_timeout 60s` (sockgate's default idle timeout) and \
+         no `proxy_responses` limit (a limit ends a session whenever its answers catch up, and iperf3's one-way stream at its first answer).\n\
+         - **UDP contenders**: direct and DNAT route or rewrite the datagrams in the kernel; sockgate `ebpf` (`--dataplane ebpf`) serves \
+         UDP listeners with the kernel UDP NAT, the TC program `sockgate_udp_nat` (a per-flow NAT in TC ingress: no socket per flow, the \
+         node's UDP sockets see nothing), and `auto`, as deployed, with the userspace relay (a socket per flow toward the backend; `auto` \
+         does not load the kernel UDP NAT); `splice` and `copy` run the same relay as `auto` and are not measured again (\"n/a\"), nor is \
+         HAProxy, which has no UDP proxy. The UDP tables compare with nginx.\n\
          - **Not a contender**: a sockmap splice. It is refused on this kernel (6.18): every sockmap variant corrupted or stalled TCP \
          streams (README, \"Data paths\"; `cargo xtask sockmap-repro`). sockgate's in-kernel path is the TC packet splice instead: \
          the `ebpf` contender.\n\
@@ -147,6 +157,21 @@ fn method(out: &mut String, config: &Config) {
          that transfer, divided by the GiB moved in both directions, so it includes client and backend (and anything else the shared \
          machine was doing).\n\
          - **iperf3**: {} s per test, 1 and 8 parallel streams, client → backend and `-R`; the receiver's figure.\n\
+         - **UDP echo**: {udp_seconds:.1} s per datagram size (64, 512 and 1400 bytes: the largest that crosses the 1500-byte MTU whole) \
+         from {flows} client sockets, each a flow of its own (its own source port: its own NAT entry, relay socket or nginx session), to \
+         an echo server on the backend (a process of its own, one SO_REUSEPORT socket per CPU). Each flow keeps at most {window} datagrams \
+         unanswered, so the load is bounded ({in_flight} in flight, inside every socket buffer on the way) and the figure is the rate \
+         a path sustains, not how much of a flood it drops. Every datagram is unique (flow, sequence number, then bytes that depend \
+         on both) and every answer must be exactly the datagram sent: an answer that differs in length or any byte, comes twice or names \
+         a datagram never sent is a wrong answer, and any wrong answer fails the sample. A datagram without an answer within {give_up} \
+         ms is unanswered, its own table (one answered later is counted late in the log). Each flow's first datagram (it sets the flow \
+         up) is sent before the clock starts and not counted. **CPU per million datagrams**: the whole machine's busy time from \
+         /proc/stat during those seconds, divided by the millions of datagrams answered (each crossed the node twice: there and back), \
+         so, as CPU per GiB, client and echo server are in it.\n\
+         - **iperf3 -u**: `iperf3 -u -b 0 -l 1400` for {} s, client → backend: no target rate, so the sender sends as fast as it \
+         can and the figure is what arrived, with what was lost on the way (the receiving side's figures, `end.sum_received`); its \
+         control connection is TCP to the same port through the same contender. Most of the loss is the receiver's own: even direct \
+         loses a large share at full speed on these two CPUs.\n\
          - **Latency**: {} round trips of 64 bytes, one after another on one persistent connection through the echo backend (each echo \
          checked), after a tenth as many unmeasured; p50, p99, p99.9. `redis-benchmark -t get -c 8 -n {}` against `redis-server` behind \
          the contender: requests/s and the percentiles its CSV gives (p50, p99; it prints no p99.9).\n\
@@ -179,6 +204,7 @@ fn method(out: &mut String, config: &Config) {
         },
         config.rounds,
         config.iperf_seconds,
+        config.iperf_seconds,
         config.round_trips,
         config.redis_requests,
         config.connection_clients,
@@ -196,6 +222,11 @@ fn method(out: &mut String, config: &Config) {
             "no process here may raise a hard limit: CAP_SYS_RESOURCE is not among root's capabilities on this VM"
         },
         thousands(config.many_idle_connections),
+        udp_seconds = config.udp_seconds,
+        flows = super::datagrams::FLOWS,
+        window = super::datagrams::WINDOW,
+        in_flight = super::datagrams::FLOWS * super::datagrams::WINDOW,
+        give_up = super::datagrams::GIVE_UP.as_millis(),
     );
 }
 
@@ -230,14 +261,28 @@ fn thousands(n: usize) -> String {
     out
 }
 
+/// The userspace proxy a metric's table compares with: HAProxy, or for UDP (which HAProxy 2.6 cannot proxy) nginx.
+fn reference(config: &Config, metric: Metric) -> (Option<Contender>, &'static str) {
+    if metric.is_udp() {
+        (config.contenders.iter().copied().find(|c| *c == Contender::Nginx), "nginx")
+    } else {
+        (haproxy(config), "HAProxy")
+    }
+}
+
 fn table(out: &mut String, config: &Config, results: &Results, metric: Metric) {
     let better = if metric.higher_is_better() { "higher is better" } else { "lower is better" };
     let _ = writeln!(out, "### {}\n\n{} ({better})\n", title(metric, config), metric.unit());
-    out.push_str("| contender | median | min–max | vs direct | vs HAProxy |\n|---|---|---|---|---|\n");
+    let (reference, reference_name) = reference(config, metric);
+    let _ = writeln!(out, "| contender | median | min–max | vs direct | vs {reference_name} |\n|---|---|---|---|---|");
     for contender in &config.contenders {
-        let label = contender.label();
+        let label = if metric.is_udp() { contender.udp_label() } else { contender.label() };
         if metric.needs_forwarder() && matches!(contender, Contender::Direct | Contender::Dnat) {
             let _ = writeln!(out, "| {label} | — | no forwarder process (the kernel forwards) | — | — |");
+            continue;
+        }
+        if let (true, Err(why)) = (metric.is_udp(), contender.udp()) {
+            let _ = writeln!(out, "| {label} | — | {why} | — | — |");
             continue;
         }
         let failures = results.failures(metric, *contender);
@@ -256,7 +301,7 @@ fn table(out: &mut String, config: &Config, results: &Results, metric: Metric) {
                     metric.format(s.min),
                     metric.format(s.max),
                     ratio(results, metric, *contender, Some(Contender::Direct)),
-                    ratio(results, metric, *contender, haproxy(config))
+                    ratio(results, metric, *contender, reference)
                 );
             }
             None => {
@@ -499,6 +544,66 @@ fn goals_of_issue_14(out: &mut String, cx: &Context) {
     out.push('\n');
 }
 
+/// The kernel UDP NAT (`ebpf`) against issue 15's goals, verdicts from this run's medians.
+fn goals_of_issue_15(out: &mut String, cx: &Context) {
+    let r = &cx.outcome.results;
+    let ebpf = Contender::Ebpf;
+    let udp_measured = cx.config.workloads.iter().any(|w| w.is_udp());
+    if !cx.config.contenders.contains(&ebpf) || !udp_measured {
+        return;
+    }
+    let get = |m: Metric, c: Contender| r.median(m, c);
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    let show = |x: Option<f64>| x.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into());
+    let failed = |m: Metric| !r.failures(m, ebpf).is_empty();
+    out.push_str(
+        "## Goals of issue 15, against this run\n\nThe kernel UDP NAT (`ebpf`): medians of this run. A wrong answer (a datagram \
+         echoed with any byte changed, twice, or one never sent) fails its sample, so a row with a figure had none.\n\n\
+         | goal | figures (sockgate `ebpf`, medians) | verdict |\n|---|---|---|\n",
+    );
+    let rows = [
+        (Metric::UdpRate64, Metric::UdpUnanswered64, Metric::UdpCpu64),
+        (Metric::UdpRate512, Metric::UdpUnanswered512, Metric::UdpCpu512),
+        (Metric::UdpRate1400, Metric::UdpUnanswered1400, Metric::UdpCpu1400),
+        (Metric::IperfUdp, Metric::IperfUdpLoss, Metric::IperfUdpLoss),
+    ];
+    for (m, unanswered, cpu) in rows.into_iter().filter(|(m, _, _)| cx.config.workloads.contains(&Workload::of(*m))) {
+        let (e, d, n) = (get(m, ebpf), get(m, Contender::Direct), get(m, Contender::Nginx));
+        let (vs_direct, vs_nginx) = (e.zip(d).map(|(e, d)| e / d), e.zip(n).map(|(e, n)| e / n));
+        let mut figures = format!(
+            "{} {u} = {} direct, {} nginx, {} `auto` (the relay); {} {} {}",
+            e.map(|e| m.format(e)).unwrap_or_else(|| "—".into()),
+            show(vs_direct),
+            show(vs_nginx),
+            show(e.zip(get(m, Contender::Auto)).map(|(e, a)| e / a)),
+            get(unanswered, ebpf).map(|v| unanswered.format(v)).unwrap_or_else(|| "—".into()),
+            unanswered.unit(),
+            if m == Metric::IperfUdp { "lost" } else { "unanswered" },
+            u = m.unit()
+        );
+        if cpu != unanswered {
+            let _ = write!(
+                figures,
+                "; {} CPU s per million datagrams (direct {}, nginx {})",
+                get(cpu, ebpf).map(|v| cpu.format(v)).unwrap_or_else(|| "—".into()),
+                get(cpu, Contender::Direct).map(|v| cpu.format(v)).unwrap_or_else(|| "—".into()),
+                get(cpu, Contender::Nginx).map(|v| cpu.format(v)).unwrap_or_else(|| "—".into())
+            );
+        }
+        if failed(m) {
+            figures += " (some rounds **failed**: see the table)";
+        }
+        let ok = |x: Option<f64>, floor: f64| if failed(m) { Some(false) } else { x.map(|x| x >= floor) };
+        let _ = writeln!(out, "| ≥ 0.9× direct: {} | {figures} | {} |", m.title(), verdict(ok(vs_direct, 0.9)));
+        let _ = writeln!(out, "| ≥ 2× nginx: {} | {} nginx | {} |", m.title(), show(vs_nginx), verdict(ok(vs_nginx, 2.0)));
+    }
+    out.push('\n');
+}
+
 /// A byte count in the unit that fits it.
 fn bytes(n: u64) -> String {
     match n {
@@ -549,6 +654,29 @@ fn kernel_splice(out: &mut String, cx: &Context) {
                 total.held_handovers,
                 bytes(total.kernel_bytes)
             );
+        }
+    }
+    out.push('\n');
+}
+
+/// Per UDP workload, how many datagrams the node's own sockets received: which path carried them.
+fn node_udp(out: &mut String, cx: &Context) {
+    let r = &cx.outcome.results;
+    if r.node_udp.is_empty() {
+        return;
+    }
+    out.push_str(
+        "## UDP through the node's own sockets\n\nThe node's `Udp: InDatagrams` (/proc/net/snmp of its namespace) before and after each \
+         UDP workload, summed over the rounds: a userspace proxy receives every datagram twice (the client's, then the backend's answer), \
+         a path in the kernel (routing, DNAT, the kernel UDP NAT) none, so a kernel contender with a count here had datagrams served by \
+         something else (the relay stays bound beside the kernel UDP NAT for fragments and IPv6).\n\n\
+         | contender | workload | datagrams received by the node's sockets |\n|---|---|---|\n",
+    );
+    for c in &cx.config.contenders {
+        for w in cx.config.workloads.iter() {
+            if let Some(rounds) = r.node_udp.get(&(*c, w.key())) {
+                let _ = writeln!(out, "| {} | {} | {} |", c.udp_label(), w.describe(), thousands(rounds.iter().sum::<u64>() as usize));
+            }
         }
     }
     out.push('\n');

@@ -71,9 +71,15 @@ fn measure(config: &Config, contender: Contender, patterns: &Patterns, results: 
     };
     let splice_now = || forwarder.metrics(&bed.hosts.node).ok().and_then(|m| SpliceCounters::parse(&m));
     for workload in config.workloads.iter().copied() {
-        let before = splice_now();
+        // The kernel TCP splice's counters say nothing of UDP (iperf3 -u's control connection is idle), and reading them costs a settle of 1.6 s.
+        let before = if workload.is_udp() { None } else { splice_now() };
+        let node_udp_before = if workload.is_udp() { procfs::udp_in_datagrams(&bed.hosts.node).ok() } else { None };
         let started = Instant::now();
         let values = workload.run(&bed, &forwarder, config, patterns);
+        let node_udp = match (node_udp_before, values.is_empty()) {
+            (Some(b), false) => procfs::udp_in_datagrams(&bed.hosts.node).ok().map(|after| after - b),
+            _ => None,
+        };
         let shown: Vec<String> = values
             .iter()
             .map(|(m, v)| match v {
@@ -88,6 +94,10 @@ fn measure(config: &Config, contender: Contender, patterns: &Patterns, results: 
                 shown.join(", "),
                 started.elapsed().as_secs_f64()
             );
+        }
+        if let Some(n) = node_udp {
+            eprintln!("    the node's own UDP sockets received {n} datagrams");
+            results.node_udp.entry((contender, workload.key())).or_default().push(n);
         }
         for (metric, value) in values {
             results.record(metric, contender, value);

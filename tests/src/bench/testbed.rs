@@ -48,6 +48,22 @@ pub const REDIS: Service = Service {
 };
 pub const SERVICES: [Service; 5] = [BULK, ECHO, STALL, IPERF, REDIS];
 
+/// The UDP echo backend of the datagram-rate workloads (`udp_echo`).
+pub const UDP_ECHO: Service = Service {
+    name: "udp-echo",
+    listener: 9053,
+    backend: 7053,
+};
+/// `iperf3 -u`: its data stream is UDP to the same port as its TCP control
+/// connection, so a contender carries this UDP service beside `IPERF`.
+pub const IPERF_UDP: Service = Service {
+    name: "iperf-udp",
+    listener: IPERF.listener,
+    backend: IPERF.backend,
+};
+/// What a contender that carries UDP serves besides `SERVICES`.
+pub const UDP_SERVICES: [Service; 2] = [UDP_ECHO, IPERF_UDP];
+
 pub struct Testbed {
     // Declared first: the backends stop before their namespace goes.
     pub backends: Backends,
@@ -84,9 +100,18 @@ pub fn sysctl(ns: &NetNs, setting: &str) -> Result<()> {
 /// Waits until something listens on every one of `ports` in `ns` (asked of
 /// `ss`, so no probe connection reaches the program).
 pub fn wait_listening(ns: &NetNs, ports: &[u16], timeout: Duration) -> Result<()> {
+    wait_bound(ns, "-Hltn", ports, timeout)
+}
+
+/// Waits until a UDP socket is bound to every one of `ports` in `ns` (`ss -lun`: no datagram is sent to find out).
+pub fn wait_udp_bound(ns: &NetNs, ports: &[u16], timeout: Duration) -> Result<()> {
+    wait_bound(ns, "-Hlun", ports, timeout)
+}
+
+fn wait_bound(ns: &NetNs, ss_flags: &str, ports: &[u16], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let out = ns.command("ss").args(["-Hltn"]).output()?;
+        let out = ns.command("ss").arg(ss_flags).output()?;
         let listing = String::from_utf8_lossy(&out.stdout);
         let missing: Vec<u16> = ports
             .iter()
@@ -101,7 +126,7 @@ pub fn wait_listening(ns: &NetNs, ports: &[u16], timeout: Duration) -> Result<()
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("nothing listens on {missing:?} in {} after {timeout:?}", ns.name);
+            bail!("nothing {} on {missing:?} in {} after {timeout:?}", if ss_flags.contains('u') { "is bound (UDP)" } else { "listens" }, ns.name);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

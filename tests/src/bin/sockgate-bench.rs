@@ -50,14 +50,17 @@ struct Args {
     /// Fresh connections of its trickle variant (1 byte per ms for 50 ms each).
     #[arg(long, default_value = "100")]
     trickle_connections: usize,
+    /// Seconds of each UDP datagram-rate workload (64, 512 and 1400 bytes; iperf3 -u runs --iperf-seconds).
+    #[arg(long, default_value = "3")]
+    udp_seconds: f64,
     /// Contenders, comma-separated (direct, dnat, auto, ebpf, splice, copy, haproxy, haproxy-splice, nginx).
     #[arg(long, value_delimiter = ',', default_value = "direct,dnat,auto,ebpf,splice,copy,haproxy,nginx")]
     contenders: Vec<String>,
-    /// Workloads, comma-separated (bulk, iperf1, iperf1r, iperf8, iperf8r, pingpong, redis, rate, stall, idle, many-idle).
+    /// Workloads, comma-separated (bulk, iperf1, iperf1r, iperf8, iperf8r, pingpong, redis, rate, stall, udp64, udp512, udp1400, iperf-udp, idle, many-idle).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "bulk,iperf1,iperf1r,iperf8,iperf8r,pingpong,redis,rate,stall,idle,many-idle"
+        default_value = "bulk,iperf1,iperf1r,iperf8,iperf8r,pingpong,redis,rate,stall,udp64,udp512,udp1400,iperf-udp,idle,many-idle"
     )]
     workloads: Vec<String>,
     /// Where to write the report; the chart goes beside it as benchmarks.png.
@@ -72,12 +75,18 @@ struct Args {
     /// Internal: be the backend's echo server on this address (the bench starts it so).
     #[arg(long, hide = true)]
     echo_server: Option<std::net::SocketAddr>,
+    /// Internal: be the backend's UDP echo server on this address (the bench starts it so).
+    #[arg(long, hide = true)]
+    udp_echo_server: Option<std::net::SocketAddr>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.echo_server {
         return sockgate_tests::bench::backends::run_echo_server(addr);
+    }
+    if let Some(addr) = args.udp_echo_server {
+        return sockgate_tests::bench::udp_echo::run(addr);
     }
     if args.rounds == 0
         || args.bytes == 0
@@ -93,6 +102,9 @@ fn main() -> Result<()> {
     }
     if !(args.connection_seconds > 0.0) {
         bail!("--connection-seconds must be positive");
+    }
+    if !(args.udp_seconds > 0.0) {
+        bail!("--udp-seconds must be positive");
     }
     let contenders = args.contenders.iter().map(|c| Contender::parse(c.trim())).collect::<Result<Vec<_>>>()?;
     // The bench holds the client ends of the idle connections (the echo server, a process of its own, the other ends).
@@ -114,6 +126,7 @@ fn main() -> Result<()> {
         many_idle_connections: args.many_idle_connections,
         stall_connections: args.stall_connections,
         trickle_connections: args.trickle_connections,
+        udp_seconds: args.udp_seconds,
         contenders,
         workloads,
         out: args.out,
